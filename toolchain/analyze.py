@@ -1,0 +1,226 @@
+"""`compress analyze`: per-layer sensitivity, the paper's characterization step.
+
+Each prunable layer is pruned alone at a fixed ratio (or a sweep of ratios), the model is
+evaluated without fine-tuning, and the layer is restored. The layers are then ranked from the
+one that loses the least accuracy to the one that loses the most: that ranking is the pruning
+priority `compress prune` follows.
+
+Every (layer, ratio) result is appended to a cache file, so an interrupted run resumes and a
+rerun with more ratios computes only the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import artifact, data, surgery
+from .errors import CompressError
+from .progress import task
+from .train import Prepared, data_meta, prepare
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    ratio: float = 0.5
+    ratios: tuple[float, ...] = ()
+    criterion: str = "l1"
+    eval_samples: int | None = 2000
+    include_linear: bool = False
+    workers: int = 1
+    seed: int = 0
+    plots: bool = True
+
+    @property
+    def all_ratios(self) -> tuple[float, ...]:
+        return tuple(sorted(set(self.ratios) | {self.ratio}))
+
+    def validate(self) -> None:
+        for r in self.all_ratios:
+            if not 0 < r < 1:
+                raise CompressError(f"ratio {r} is outside (0, 1)")
+        surgery.get_criterion(self.criterion)
+        if self.eval_samples is not None and self.eval_samples < 10:
+            raise CompressError(f"--eval-samples must be at least 10, not {self.eval_samples}")
+        if not 1 <= self.workers <= 64:
+            raise CompressError(f"--workers must be in 1..64, not {self.workers}")
+
+
+def _model_digest(prep: Prepared) -> str:
+    if prep.parent is not None and prep.parent.meta.get("model", {}).get("sha256"):
+        return prep.parent.meta["model"]["sha256"]
+    buf = io.BytesIO()
+    torch.save(prep.model.state_dict(), buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+class _Cache:
+    """Append-only JSON-lines store of (layer, ratio) results for one model, data and subset."""
+
+    def __init__(self, key: str):
+        root = data.CACHE_DIR / "analysis"
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / f"{key}.jsonl"
+        self.rows: dict[tuple[str, float], dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self.rows[(row["name"], float(row["ratio"]))] = row
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut short by an interrupted run
+
+    def get(self, name: str, ratio: float) -> dict | None:
+        return self.rows.get((name, ratio))
+
+    def put(self, row: dict) -> None:
+        self.rows[(row["name"], float(row["ratio"]))] = row
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> tuple[float, float, float]:
+    from .train import logits
+
+    correct = (logits(model, x).argmax(1) == y).float()
+    return (round(100 * correct.mean().item(), 3), round(100 * correct[:half].mean().item(), 3),
+            round(100 * correct[half:].mean().item(), 3))
+
+
+def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts) -> dict:
+    start = time.perf_counter()
+    keep = surgery.keep_count(layer.channels, ratio)
+    clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
+    counts = artifact.count(clone, shape)
+    acc, acc_a, acc_b = _accuracies(clone, x, y, half)
+    return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep,
+            "accuracy": acc, "accuracy_a": acc_a, "accuracy_b": acc_b,
+            "params_removed": base_counts["params"] - counts["params"],
+            "macs_removed": base_counts["macs"] - counts["macs"],
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    ra = torch.tensor(a).argsort().argsort().float()
+    rb = torch.tensor(b).argsort().argsort().float()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.norm() * rb.norm()).item()
+    return round((ra @ rb).item() / denom, 4) if denom else None
+
+
+def priority(layers: list[dict]) -> list[str]:
+    """Least accuracy lost first; ties go to the layer that removes more parameters."""
+    return [l["name"] for l in sorted(layers, key=lambda l: (-l["accuracy"], -l["params_removed"]))]
+
+
+def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, force: bool = False,
+        trust: bool = False) -> dict:
+    """Analyze every prunable layer and write analysis.json (plus PNG plots beside it)."""
+    opts.validate()
+    dst = Path(dst)
+    artifact.check_output(dst, force)
+    prep = prepare(model, data_spec, trust=trust, test_limit=None, seed=opts.seed)
+    shape = prep.input_shape
+    x, y = prep.dataset.test.tensors
+    if opts.eval_samples and opts.eval_samples < len(y):
+        idx = data.stratified_indices(y, opts.eval_samples, seed=opts.seed)
+        # interleave the two halves' classes alike: a stratified half for the stability check
+        x, y = x[idx], y[idx]
+    half = len(y) // 2
+    layers = surgery.prunable_layers(prep.model, shape, opts.include_linear)
+    todo = [l for l in layers if l.skip is None]
+    if not todo:
+        raise CompressError(f"{prep.spec} has no prunable convolution layer"
+                            + ("" if opts.include_linear else " (try --include-linear)"))
+    base_counts = artifact.count(prep.model, shape)
+    base_acc, base_a, base_b = _accuracies(prep.model, x, y, half)
+    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, len(y), opts.seed,
+                                     opts.criterion]).encode()).hexdigest()[:24]
+    cache = _Cache(key)
+    jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
+    reused = len(todo) * len(opts.all_ratios) - len(jobs)
+    start = time.perf_counter()
+    with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
+        for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, base_counts):
+            cache.put(row)
+            advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
+    rows = []
+    for l in todo:
+        sweep = [cache.get(l.name, r) for r in opts.all_ratios]
+        fixed = cache.get(l.name, opts.ratio)
+        rows.append(fixed | {
+            "type": l.kind, "drop": round(base_acc - fixed["accuracy"], 3),
+            "params_removed_frac": round(fixed["params_removed"] / base_counts["params"], 5),
+            "macs_removed_frac": round(fixed["macs_removed"] / max(1, base_counts["macs"]), 5),
+            "sweep": [{k: s[k] for k in ("ratio", "kept", "accuracy", "params_removed", "macs_removed")}
+                      for s in sweep]})
+    order = priority(rows)
+    result = {
+        "schema": SCHEMA, "kind": "compress-analysis", "created": artifact.now(),
+        "model": {"spec": prep.spec, "file": str(prep.parent.path) if prep.parent else None,
+                  "sha256": _model_digest(prep), "input_shape": list(shape),
+                  "num_classes": prep.dataset.num_classes},
+        "data": data_meta(prep.dataset) | {"eval_samples": len(y)},
+        "options": asdict(opts) | {"ratios": list(opts.all_ratios)},
+        "baseline": {"accuracy": base_acc, "params": base_counts["params"], "macs": base_counts["macs"]},
+        "layers": rows,
+        "skipped": [{"name": l.name, "reason": l.skip} for l in layers if l.skip],
+        "priority": order,
+        "stability": _stability(rows, base_a, base_b, half),
+        "seconds": round(time.perf_counter() - start, 2), "reused_results": reused,
+        "workers": opts.workers,
+    }
+    artifact.write_json(result, dst)
+    if opts.plots:
+        from .report import plot_sensitivity
+        result["plots"] = plot_sensitivity(result, dst)
+        artifact.write_json(result, dst)
+    return result
+
+
+def _stability(rows: list[dict], base_a: float, base_b: float, half: int) -> dict:
+    """How far the ranking can be trusted: rank correlation between two disjoint halves."""
+    rho = _spearman([r["accuracy_a"] for r in rows], [r["accuracy_b"] for r in rows])
+    return {"spearman_halves": rho, "half_samples": half,
+            "note": "rank correlation of per-layer accuracy measured on two disjoint halves of the eval subset"}
+
+
+def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts):
+    """Yield results as they finish; with workers > 1, forked processes share the work."""
+    if opts.workers == 1 or len(jobs) < 2:
+        for layer, ratio in jobs:
+            yield _measure(model, layer, ratio, opts, shape, x, y, half, base_counts)
+        return
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    ctx = mp.get_context("fork")
+    global _WORK
+    _WORK = (model, opts, shape, x, y, half, base_counts, threads)
+    with ctx.Pool(opts.workers) as pool:
+        yield from pool.imap_unordered(_worker, jobs)
+
+
+_WORK: tuple | None = None
+
+
+def _worker(job):
+    model, opts, shape, x, y, half, base_counts, threads = _WORK
+    torch.set_num_threads(threads)
+    layer, ratio = job
+    return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts)

@@ -1,0 +1,241 @@
+"""The file pair that flows between stages: a model file and a JSON sidecar of the same stem.
+
+`vgg16.pruned.pt` + `vgg16.pruned.json`. The sidecar carries the lineage (every stage so far,
+its options, tool version and time), the model and data specs, the input shape and the
+measured figures of this stage. Writes are atomic; loading never runs pickled code unless the
+user says `--trust-model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CompressError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "compress-model/1"
+SIDECAR_FORMAT = "compress-artifact/1"
+
+
+def sidecar_of(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Artifact:
+    """A model file on disk plus its sidecar metadata (a handle: the model loads on demand)."""
+
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        return self.meta.get("stage", "unknown")
+
+    @property
+    def spec(self) -> str | None:
+        return self.meta.get("model", {}).get("spec")
+
+    @property
+    def data_spec(self) -> str | None:
+        return self.meta.get("data", {}).get("spec")
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        shape = self.meta.get("input_shape")
+        return tuple(shape) if shape else None
+
+    @property
+    def metrics(self) -> dict:
+        return self.meta.get("metrics", {})
+
+    @classmethod
+    def open(cls, path: str | Path) -> Artifact:
+        """Read a model path's sidecar (an empty one when the file came from elsewhere)."""
+        path = Path(path)
+        if not path.exists():
+            raise CompressError(f"{path}: no such file")
+        side = sidecar_of(path)
+        meta: dict = {}
+        if side.exists():
+            try:
+                meta = json.loads(side.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CompressError(f"{side}: not a readable sidecar ({e})") from e
+        return cls(path, meta)
+
+
+def check_output(dst: Path, force: bool) -> None:
+    """Refuse to overwrite an existing output (or its sidecar) unless forced."""
+    for p in (dst, sidecar_of(dst)):
+        if p.exists() and not force:
+            raise CompressError(f"{p} exists; pass --force to overwrite it or choose another -o")
+    if not dst.parent.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def atomic_path(dst: Path) -> Iterator[Path]:
+    """Yield a temp path next to `dst`; move it into place only if the block succeeds."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(obj: dict, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# --- model files ---------------------------------------------------------------------------
+
+def _payload(model: nn.Module, spec: str | None, input_shape, num_classes: int) -> dict:
+    from .models import structure
+
+    if spec is None or spec.startswith("pickled:"):
+        return {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape),
+                "num_classes": num_classes, "module": model}
+    return {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape),
+            "num_classes": num_classes, "structure": structure(model),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def save(model: nn.Module, dst: Path, meta: dict, *, force: bool = False,
+         extra: dict[str, torch.Tensor] | None = None) -> Artifact:
+    """Write `dst` (.pt) and its sidecar atomically. `meta` must hold model.spec, input_shape,
+    num_classes; file size and hash are filled in here. `extra` tensors (a calibration set)
+    travel inside the model file and come back through `load_extra`."""
+    dst = Path(dst)
+    check_output(dst, force)
+    payload = _payload(model, meta["model"]["spec"], meta["input_shape"], meta["num_classes"])
+    payload["extra"] = dict(extra or {})
+    with atomic_path(dst) as tmp:
+        torch.save(payload, tmp)
+        meta = copy.deepcopy(meta)
+        meta["model"].update(file=dst.name, kind="torch", sha256=sha256_of(tmp),
+                             pickled="module" in payload)
+        meta.setdefault("metrics", {})["bytes"] = tmp.stat().st_size
+        write_json(meta, sidecar_of(dst))
+    return Artifact(dst, meta)
+
+
+def load_model(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, Artifact]:
+    """Load a compress model file (or, with `trust`, any pickled nn.Module) in eval mode."""
+    from .models import apply_structure, build
+
+    art = Artifact.open(path)
+    try:
+        payload = torch.load(art.path, map_location="cpu", weights_only=not trust)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not trust and ("weights_only" in str(e) or "Unsupported global" in str(e)):
+            raise CompressError(f"{art.path} holds pickled code; if you trust it, pass --trust-model") from e
+        raise CompressError(f"{art.path}: not a readable PyTorch file ({text})") from e
+    if isinstance(payload, nn.Module):
+        model = payload
+        shape = art.input_shape or tuple(getattr(model, "input_shape", ()) or ())
+        art.meta.setdefault("model", {"spec": f"pickled:{art.path.name}"})
+        art.meta.setdefault("input_shape", list(shape) if shape else None)
+    elif isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
+        if "module" in payload:
+            model = payload["module"]
+        else:
+            built = build(payload["spec"], tuple(payload["input_shape"]), payload["num_classes"])
+            model = built.model
+            apply_structure(model, payload["structure"], payload["state_dict"])
+            try:
+                model.load_state_dict(payload["state_dict"])
+            except RuntimeError as e:
+                raise CompressError(f"{art.path}: weights do not fit {payload['spec']}: "
+                                    f"{str(e).splitlines()[0]}") from e
+        art.meta.setdefault("model", {}).setdefault("spec", payload["spec"])
+        art.meta.setdefault("input_shape", payload["input_shape"])
+        art.meta.setdefault("num_classes", payload["num_classes"])
+    elif isinstance(payload, dict):
+        raise CompressError(f"{art.path} is a bare state_dict; its architecture is unknown. Save it "
+                            "with `compress train`, or as a full module and pass --trust-model")
+    else:
+        raise CompressError(f"{art.path}: unexpected content ({type(payload).__name__})")
+    return model.eval(), art
+
+
+def load_extra(path: str | Path, key: str) -> torch.Tensor | None:
+    """A tensor stored with `save(..., extra=...)`, or None."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a pickled module file holds no extras we can read safely
+        return None
+    return payload.get("extra", {}).get(key) if isinstance(payload, dict) else None
+
+
+# --- figures -------------------------------------------------------------------------------
+
+def count(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Parameters, MACs and fp32 parameter bytes of a model (on a copy: never mutates it)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).eval()
+    example = torch.zeros(1, *input_shape)
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return {"params": int(params), "macs": int(macs), "param_bytes": int(params) * 4}
+
+
+def lineage_entry(stage: str, options: dict, parent: Artifact | None) -> dict:
+    return {"stage": stage, "options": options, "tool_version": __version__, "time": now(),
+            "parent": str(parent.path) if parent else None,
+            "parent_sha256": parent.meta.get("model", {}).get("sha256") if parent else None}
+
+
+def new_meta(stage: str, options: dict, *, parent: Artifact | None, spec: str, data: dict | None,
+             input_shape, num_classes: int, metrics: dict, report: dict | None = None) -> dict:
+    """A sidecar for a stage's output: the parent's lineage plus this stage."""
+    lineage = list(parent.meta.get("lineage", [])) if parent else []
+    lineage.append(lineage_entry(stage, options, parent) | {"metrics": metrics})
+    return {"format": SIDECAR_FORMAT, "stage": stage, "tool_version": __version__, "created": now(),
+            "model": {"spec": spec}, "data": data or (parent.meta.get("data") if parent else None),
+            "input_shape": list(input_shape), "num_classes": num_classes,
+            "metrics": dict(metrics), "lineage": lineage, "report": report or {}}

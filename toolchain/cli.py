@@ -1,0 +1,331 @@
+"""The `compress` command line: parse, build the stage's options, call the stage, print a summary.
+
+No logic lives here beyond parsing. A CompressError becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import CompressError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _friendly(fn):
+    """Turn a CompressError (and a Ctrl-C) into one line on stderr and exit 2 (130)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CompressError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _ratios(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected a shape like 1,3,32,32, got {text!r}") from e
+    if len(shape) < 2 or min(shape) < 1:
+        raise click.BadParameter(f"expected a shape like 1,3,32,32, got {text!r}")
+    return shape
+
+
+def _default_out(stage: str, name: str) -> Path:
+    from .pipeline import fresh_run_dir
+    return fresh_run_dir(stage) / name
+
+
+def _write_json(obj: dict, path: str | None) -> None:
+    if path:
+        from .artifact import write_json
+        write_json(obj, Path(path))
+
+
+def _summary(art, title: str) -> None:
+    from rich.table import Table
+
+    m = art.metrics
+    table = Table(title=title)
+    for col in ("file", "params", "MACs", "bytes", "accuracy"):
+        table.add_column(col, justify="right" if col != "file" else "left")
+    acc = m.get("accuracy")
+    table.add_row(str(art.path), f"{m.get('params', 0):,}" if "params" in m else "-",
+                  f"{m.get('macs', 0):,}" if "macs" in m else "-", f"{m.get('bytes', 0):,}",
+                  f"{acc:.2f}% (n={m.get('eval_samples')})" if acc is not None else "-")
+    _console().print(table)
+
+
+model_arg = click.argument("model")
+data_opt = click.option("--data", "data_spec", help="data spec: mnist, fashion-mnist, fraud, digits, "
+                        "cifar10, synthetic:CxHxW:K, file.npz, dir/ (default: the model's sidecar)")
+force_opt = click.option("--force", is_flag=True, help="overwrite existing outputs")
+trust_opt = click.option("--trust-model", "trust", is_flag=True,
+                         help="allow loading a pickled nn.Module (runs code from the file: only for files you trust)")
+json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON here")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="compress")
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
+def main(verbose: int) -> None:
+    """Make a PyTorch model small and fast on an edge device, and prove it.
+
+    \b
+    compress run                                   # the embedded default, end to end
+    compress analyze model.pt --data mnist -o analysis.json
+    compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--epochs", type=float, default=3, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="peak learning rate (one-cycle)")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--train-limit", type=int, help="train on a class-stratified subset of N samples")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="model file (default: a fresh runs/ folder)")
+@force_opt
+@trust_opt
+@_friendly
+def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, output, force, trust):
+    """Train a model spec (or continue a saved model) on a data set.
+
+    \b
+    compress train zoo:lenet5 --data mnist --epochs 3 -o lenet5.pt
+    compress train zoo:vgg16 --data fashion-mnist --epochs 5 -o vgg16.pt
+    """
+    from . import train as stage
+
+    opts = stage.TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_limit=train_limit)
+    out = Path(output) if output else _default_out("train", "model.pt")
+    art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    _summary(art, "trained")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--ratio", type=float, default=0.5, show_default=True, help="fixed pruning ratio per layer")
+@click.option("--ratios", help="sweep several ratios, e.g. 0.1,0.3,0.5,0.7,0.9")
+@click.option("--criterion", default="l1", show_default=True, help="l1, l2, fpgm, bn-scale, random")
+@click.option("--eval-samples", type=int, default=2000, show_default=True,
+              help="class-stratified test subset per evaluation (0: the whole test set)")
+@click.option("--include-linear", is_flag=True, help="analyze fully-connected layers too")
+@click.option("--workers", type=int, default=1, show_default=True, help="worker processes")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-plots", is_flag=True, help="skip the PNG plots")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="analysis JSON (default: a fresh runs/ folder)")
+@force_opt
+@trust_opt
+@_friendly
+def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_linear, workers, seed, no_plots,
+            output, force, trust):
+    """Prune each layer alone at a fixed ratio and rank the layers by the accuracy left.
+
+    \b
+    compress analyze model.pt --ratio 0.5 -o analysis.json
+    compress analyze model.pt --ratios 0.1,0.3,0.5,0.7,0.9 --workers 2 -o analysis.json
+    """
+    from rich.table import Table
+
+    from . import analyze as stage
+
+    opts = stage.AnalyzeOptions(ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
+                                eval_samples=eval_samples or None, include_linear=include_linear,
+                                workers=workers, seed=seed, plots=not no_plots)
+    out = Path(output) if output else _default_out("analyze", "analysis.json")
+    result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    table = Table(title=f"sensitivity at ratio {ratio} — baseline {result['baseline']['accuracy']:.2f}% "
+                        f"on {result['data']['eval_samples']} samples")
+    for col in ("rank", "layer", "channels", "kept", "accuracy", "drop", "params removed", "MACs removed"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    by_name = {l["name"]: l for l in result["layers"]}
+    for i, name in enumerate(result["priority"], 1):
+        l = by_name[name]
+        table.add_row(str(i), name, str(l["channels"]), str(l["kept"]), f"{l['accuracy']:.2f}%",
+                      f"{l['drop']:+.2f}", f"{l['params_removed_frac']:.1%}", f"{l['macs_removed_frac']:.1%}")
+    con = _console()
+    con.print(table)
+    for s in result["skipped"]:
+        con.print(f"[dim]skipped {s['name']}: {s['reason']}[/dim]")
+    rho = result["stability"]["spearman_halves"]
+    con.print(f"ranking stability (Spearman between two disjoint halves): {rho}")
+    con.print(f"wrote {out} in {result['seconds']:.1f}s ({result['reused_results']} results reused from cache)")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--analysis", type=click.Path(dir_okay=False), help="analysis.json from `compress analyze`")
+@click.option("--order", type=click.Choice(["sensitivity", "sequential", "reverse", "random"]),
+              default="sensitivity", show_default=True)
+@click.option("--target-params", type=float, help="keep this fraction of the parameters, e.g. 0.1")
+@click.option("--max-drop", type=float, help="accuracy budget in percentage points")
+@click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
+@click.option("--finetune-epochs", type=float, default=0.25, show_default=True, help="fine-tuning after each step")
+@click.option("--final-epochs", type=float, default=1.0, show_default=True, help="fine-tuning at the end")
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--round-to", type=int, default=1, show_default=True, help="round channel counts to a multiple")
+@click.option("--include-linear", is_flag=True, help="prune fully-connected layers too")
+@click.option("--train-limit", type=int, help="fine-tune on a class-stratified subset of N samples")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="pruned model (default: a fresh runs/ folder)")
+@force_opt
+@trust_opt
+@_friendly
+def prune(model, data_spec, analysis, order, target_params, max_drop, step, finetune_epochs, final_epochs, lr,
+          round_to, include_linear, train_limit, seed, output, force, trust):
+    """Remove filters layer by layer in a chosen order until a size or accuracy goal is met.
+
+    \b
+    compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
+    compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
+    """
+    from . import prune as stage
+
+    opts = stage.PruneOptions(order=stage.Order(order), analysis=Path(analysis) if analysis else None,
+                              target_params=target_params, max_drop=max_drop, step=step,
+                              finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr,
+                              round_to=round_to, include_linear=include_linear, seed=seed)
+    out = Path(output) if output else _default_out("prune", "pruned.pt")
+    art = stage.run(model, data_spec, out, opts, force=force, trust=trust, train_limit=train_limit)
+    rep = art.meta["report"]
+    _summary(art, f"pruned: {rep['params_kept']:.1%} of parameters kept, "
+                  f"{sum(s['accepted'] for s in rep['steps'])}/{len(rep['steps'])} steps kept")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--scope", type=click.Choice(["fc", "all"]), default="fc", show_default=True,
+              help="fc: int8 fully-connected layers (the paper); all: static int8 everywhere")
+@click.option("--calibrate", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True)
+@click.option("--calibration", type=click.Path(dir_okay=False), help="calibration set .npz (default: from --data)")
+@click.option("--samples", type=int, default=256, show_default=True, help="calibration samples drawn from --data")
+@click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="quantized model (default: a fresh runs/ folder)")
+@force_opt
+@trust_opt
+@_friendly
+def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, output, force, trust):
+    """Store the int8 recipe with a model and measure the int8 model in onnxruntime.
+
+    \b
+    compress quantize pruned.pt --scope fc -o q.pt && compress export q.pt -o q.onnx
+    """
+    from . import quantize as stage
+
+    opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
+                                 calibration=Path(calibration) if calibration else None, samples=samples,
+                                 eval_samples=eval_samples)
+    out = Path(output) if output else _default_out("quantize", "quantized.pt")
+    art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    _summary(art, f"int8 ({scope}) measured in onnxruntime, {art.meta['report']['drop_vs_fp32']:+.2f} pts vs fp32")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--input-shape", help="e.g. 1,3,32,32 (default: from the sidecar)")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--no-simplify", is_flag=True, help="skip onnxsim")
+@click.option("--tolerance", type=float, default=1e-3, show_default=True, help="max abs difference torch vs ONNX")
+@click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file (default: a fresh runs/ folder)")
+@force_opt
+@trust_opt
+@_friendly
+def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_samples, output, force, trust):
+    """Export to ONNX (int8 after `quantize`), check it against PyTorch, measure it in onnxruntime.
+
+    \b
+    compress export q.pt -o model.onnx
+    compress export zoo:vgg16 --input-shape 1,3,32,32 -o vgg16.onnx
+    """
+    from . import export as stage
+
+    opts = stage.ExportOptions(opset=opset, simplify=not no_simplify, input_shape=_shape(input_shape),
+                               tolerance=tolerance, eval_samples=eval_samples)
+    out = Path(output) if output else _default_out("export", "model.onnx")
+    art = stage.run(model, out, opts, data_spec=data_spec, force=force, trust=trust)
+    _summary(art, f"exported (parity max abs diff {art.meta['report']['parity']['max_abs_diff']:.1e})")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("models", nargs=-1, required=True)
+@click.option("--runs", type=int, default=200, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--threads", type=int, help="intra-op threads (default: onnxruntime's)")
+@click.option("--batch", type=int, default=1, show_default=True)
+@json_opt
+@_friendly
+def bench(models, runs, warmup, threads, batch, json_path):
+    """Measure size and latency of ONNX models with onnxruntime, interleaved.
+
+    \b
+    compress bench fp32.onnx int8.onnx --runs 500
+    """
+    from . import bench as stage
+
+    opts = stage.BenchOptions(runs=runs, warmup=warmup, threads=threads, batch=batch)
+    report = stage.run([Path(m) for m in models], opts)
+    _console().print(stage.table(report))
+    _write_json(report, json_path)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="run folder (default: runs/<time>)")
+@click.option("--quick", is_flag=True, help="a smaller run for smoke tests (subsets, fewer steps)")
+@json_opt
+@force_opt
+@_friendly
+def run(config, output, quick, json_path, force):
+    """Run analyze → prune → quantize → export → bench end to end.
+
+    With no CONFIG: the embedded default (LeNet-5 on real MNIST).
+
+    \b
+    compress run
+    compress run examples/pipeline.toml -o runs/mine
+    """
+    from . import pipeline
+
+    cfg = pipeline.load_config(Path(config) if config else None, quick=quick)
+    result = pipeline.run(cfg, Path(output) if output else None, force=force)
+    _console().print(pipeline.table(result))
+    _write_json(result, json_path)

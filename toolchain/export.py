@@ -1,0 +1,232 @@
+"""`compress export`: a verified ONNX file, int8 where the quantize stage said so.
+
+The fp32 graph is exported with a dynamic batch dimension, simplified with onnxsim (a failure is
+a warning: the unsimplified graph is kept), checked against PyTorch (max abs difference and
+top-1 agreement; beyond tolerance the export fails), then quantized with the recipe the
+`quantize` stage stored, and its accuracy measured by running it in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import artifact, data
+from .errors import CompressError
+
+logger = logging.getLogger(__name__)
+
+INPUT, OUTPUT = "input", "output"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = 17
+    simplify: bool = True
+    input_shape: tuple[int, ...] | None = None
+    tolerance: float = 1e-3
+    eval_samples: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 11 <= self.opset <= 21:
+            raise CompressError(f"--opset must be between 11 and 21, not {self.opset}")
+        if self.tolerance <= 0:
+            raise CompressError(f"--tolerance must be > 0, not {self.tolerance}")
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts: ExportOptions) -> dict:
+    """Export fp32 ONNX with a dynamic batch axis, simplified when onnxsim can. Returns notes."""
+    import onnx
+
+    model = model.eval()
+    example = torch.zeros(1, *input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (example,), str(dst), dynamo=False, opset_version=opts.opset,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+            raise CompressError(f"export: torch could not export the model: {str(e).splitlines()[0]}") from e
+    notes = {"simplified": False}
+    if opts.simplify:
+        try:
+            import onnxsim
+
+            simplified, ok = onnxsim.simplify(onnx.load(str(dst)))
+            if ok:
+                onnx.save(simplified, str(dst))
+                notes["simplified"] = True
+            else:
+                logger.warning("onnxsim could not validate the simplified graph; keeping the original")
+        except Exception as e:  # noqa: BLE001 - onnxsim raises arbitrary errors; the raw graph is valid
+            logger.warning("onnxsim failed (%s); keeping the unsimplified graph", str(e).splitlines()[0])
+            notes["simplify_error"] = str(e).splitlines()[0]
+    return notes
+
+
+def session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+        raise CompressError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from e
+
+
+def onnx_logits(path_or_session, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    sess = path_or_session if hasattr(path_or_session, "run") else session(path_or_session)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)})[0]
+                           for i in range(0, len(x), batch)])
+
+
+def onnx_accuracy(path: Path, test: tuple[np.ndarray, np.ndarray]) -> float:
+    """Top-1 accuracy (%) of an ONNX model run in onnxruntime."""
+    x, y = test
+    return round(100.0 * float((onnx_logits(path, x).argmax(1) == y).mean()), 3)
+
+
+def parity(model: nn.Module, path: Path, x: np.ndarray) -> dict:
+    """PyTorch against onnxruntime on the same inputs."""
+    with torch.inference_mode():
+        ref = model.eval()(torch.from_numpy(x)).numpy()
+    got = onnx_logits(path, x)
+    return {"max_abs_diff": float(np.abs(ref - got).max()),
+            "top1_agreement": round(float((ref.argmax(1) == got.argmax(1)).mean()), 5), "samples": len(x)}
+
+
+def _consumer_ops(graph) -> dict[str, str]:
+    """For each initializer, the op type that finally uses it (looking through DequantizeLinear)."""
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    out = {}
+    for init in graph.initializer:
+        node = (users.get(init.name) or [None])[0]
+        while node is not None and node.op_type in ("DequantizeLinear", "QuantizeLinear", "Cast", "Transpose"):
+            node = (users.get(node.output[0]) or [None])[0]
+        out[init.name] = node.op_type if node is not None else "unused"
+    return out
+
+
+def param_bytes(path: Path) -> dict:
+    """Parameter bytes stored in an ONNX file: total, by data type and by the layer type that uses them."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consumers = _consumer_ops(model.graph)
+    total, by_dtype, by_op = 0, {}, {}
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        n = arr.nbytes
+        total += n
+        by_dtype[str(arr.dtype)] = by_dtype.get(str(arr.dtype), 0) + n
+        op = consumers[init.name]
+        by_op.setdefault(op, {}).setdefault(str(arr.dtype), 0)
+        by_op[op][str(arr.dtype)] += n
+    return {"total": total, "int8_bytes": by_dtype.get("int8", 0) + by_dtype.get("uint8", 0),
+            "by_dtype": by_dtype, "by_op": by_op}
+
+
+def _test_set(spec: str | None, input_shape, n: int | None, seed: int):
+    if not spec:
+        return None
+    ds = data.load(spec, input_shape)
+    x, y = ds.test.tensors
+    if n and n < len(y):
+        idx = data.stratified_indices(y, n, seed=seed)
+        x, y = x[idx], y[idx]
+    return x.numpy(), y.numpy()
+
+
+def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = None, force: bool = False,
+        trust: bool = False) -> artifact.Artifact:
+    """Export a model file or spec to ONNX (int8 if it went through `quantize`) and verify it."""
+    import onnx
+
+    from . import models
+    from .quantize import quantize_onnx
+
+    opts.validate()
+    dst = Path(dst)
+    artifact.check_output(dst, force)
+    if Path(model).is_file():
+        net, parent = artifact.load_model(model, trust=trust)
+        shape = tuple(opts.input_shape[1:]) if opts.input_shape else parent.input_shape
+        spec, num_classes = parent.spec, parent.meta.get("num_classes")
+    else:
+        if not opts.input_shape:
+            raise CompressError("--input-shape is required to export a model spec (e.g. 1,3,32,32)")
+        shape = tuple(opts.input_shape[1:])
+        built = models.build(model, shape, int(data.num_classes(data_spec)) if data_spec else 10)
+        net, parent, spec, num_classes = built.model.eval(), None, built.spec, None
+    if not shape:
+        raise CompressError(f"{model}: the input shape is unknown; pass --input-shape 1,C,H,W")
+    recipe = parent.meta.get("quantization") if parent else None
+    data_spec = data_spec or (parent.data_spec if parent else None)
+    test = _test_set(data_spec, shape, opts.eval_samples, opts.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        notes = export_onnx(net, shape, fp32, opts)
+        try:
+            onnx.checker.check_model(str(fp32))
+        except onnx.checker.ValidationError as e:
+            raise CompressError(f"export: the ONNX graph fails the checker: {str(e).splitlines()[0]}") from e
+        probe = test[0][:64] if test is not None else np.random.default_rng(0).standard_normal(
+            (8, *shape)).astype(np.float32)
+        check = parity(net, fp32, probe)
+        if check["max_abs_diff"] > opts.tolerance or check["top1_agreement"] < 1.0:
+            raise CompressError(f"export: onnxruntime disagrees with PyTorch (max abs diff "
+                                f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.3f}); "
+                                f"tolerance {opts.tolerance}")
+        final = fp32
+        if recipe:
+            calib = artifact.load_extra(parent.path, "calibration")
+            if calib is None:
+                raise CompressError(f"{parent.path} lost its calibration set; rerun `compress quantize`")
+            final = Path(tmp) / "int8.onnx"
+            quantize_onnx(fp32, final, recipe, calib.numpy())
+        metrics = {"param_bytes_fp32": param_bytes(fp32)["total"]}
+        sizes = param_bytes(final)
+        metrics |= {"param_bytes": sizes["total"], "int8_param_bytes": sizes["int8_bytes"]}
+        if test is not None:
+            metrics |= {"accuracy": onnx_accuracy(final, test), "eval_samples": len(test[1])}
+            if recipe:
+                metrics["accuracy_fp32_onnx"] = onnx_accuracy(fp32, test)
+        if parent is not None:
+            metrics |= {k: parent.metrics[k] for k in ("params", "macs") if k in parent.metrics}
+        meta = artifact.new_meta("export", asdict(opts), parent=parent, spec=spec, data=None,
+                                 input_shape=shape, num_classes=num_classes or 0, metrics=metrics,
+                                 report={"parity": check, "param_bytes": sizes, "quantization": recipe,
+                                         **notes})
+        proto = onnx.load(str(final))
+        del proto.metadata_props[:]
+        for key, value in {"compress.lineage": json.dumps(meta["lineage"]), "compress.spec": str(spec),
+                           "compress.input_shape": json.dumps(list(shape))}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "compress"
+        with artifact.atomic_path(dst) as out:
+            onnx.save(proto, str(out))
+            meta["model"].update(file=dst.name, kind="onnx", sha256=artifact.sha256_of(out))
+            meta["metrics"]["bytes"] = out.stat().st_size
+            artifact.write_json(meta, artifact.sidecar_of(dst))
+    return artifact.Artifact(dst, meta)
+
+

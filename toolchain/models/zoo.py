@@ -1,0 +1,121 @@
+"""The built-in model zoo: the paper's networks sized for small inputs, and the accordion autoencoder.
+
+Every factory takes `in_channels`/`in_features` and `num_classes` so that one definition serves
+MNIST, Fashion-MNIST, CIFAR-10 and tabular data alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    """LeCun et al. 1998 for 32x32 inputs (MNIST is zero-padded or resized from 28x28)."""
+
+    input_size = 32
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class AlexNet32(nn.Module):
+    """AlexNet (Krizhevsky 2012) for 32x32 inputs: five 3x3 convolutions (64-192-384-256-256)
+    with BatchNorm, then the original 4096-4096 fully-connected head, which holds most of the
+    parameters, as in the paper's AlexNet."""
+
+    input_size = 32
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, fc_width: int = 4096):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, 64), nn.MaxPool2d(2),
+            *_conv_bn(64, 192), nn.MaxPool2d(2),
+            *_conv_bn(192, 384),
+            *_conv_bn(384, 256),
+            *_conv_bn(256, 256), nn.MaxPool2d(2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.5),
+            nn.Linear(256 * 2 * 2, fc_width), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True),
+            nn.Linear(fc_width, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)))
+
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16BN(nn.Module):
+    """VGG16 with BatchNorm (Simonyan & Zisserman 2015) for 32x32 inputs: 13 convolutions and a
+    512-512 fully-connected head."""
+
+    input_size = 32
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, fc_width: int = 512):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for v in VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += _conv_bn(cin, int(v))
+                cin = int(v)
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(512, fc_width), nn.ReLU(inplace=True), nn.Dropout(0.3),
+            nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True),
+            nn.Linear(fc_width, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class AccordionAE(nn.Module):
+    """The accordion autoencoder (A2E) family: an MLP whose hidden widths contract and expand
+    like an accordion (e.g. 128-32-128-32), with a classifier head (fraud, MNIST classes) or a
+    reconstruction head (anomaly score). Hidden layers are whole blocks so that out-of-order
+    layer pruning can shrink or drop any of them."""
+
+    def __init__(self, in_features: int, num_classes: int = 2, widths: Sequence[int] = (128, 32, 128, 32),
+                 head: str = "classifier"):
+        super().__init__()
+        if head not in ("classifier", "reconstruction"):
+            raise ValueError(f"head must be classifier or reconstruction, not {head!r}")
+        self.widths = tuple(int(w) for w in widths)
+        self.head_kind = head
+        blocks, cin = [], in_features
+        for w in self.widths:
+            blocks.append(nn.Sequential(nn.Linear(cin, w), nn.BatchNorm1d(w), nn.ReLU(inplace=True)))
+            cin = w
+        self.hidden = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, num_classes if head == "classifier" else in_features)
+
+    def forward(self, x):
+        return self.head(self.hidden(x.flatten(1)))

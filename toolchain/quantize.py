@@ -1,0 +1,184 @@
+"""`compress quantize`: int8 for the fully-connected layers (the paper) or the whole network.
+
+onnxruntime's quantizer works on ONNX graphs, so this stage records the recipe (scope,
+calibration method, calibration set) with the model, and proves it: it exports the model,
+quantizes it with onnxruntime.quantization (static QDQ, per-channel int8 weights) and measures
+the int8 model's accuracy by running it in onnxruntime. `compress export` applies the same recipe
+to write the final int8 ONNX. Static QDQ is used for both scopes because onnxruntime's dynamic
+quantization has no Gemm kernel and runs convolutions ~5x slower than fp32 on x86 CPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from . import artifact, data
+from .errors import CompressError
+from .train import data_meta, prepare
+
+logger = logging.getLogger(__name__)
+
+
+class Scope(str, Enum):
+    FC = "fc"
+    ALL = "all"
+
+
+class Calibrate(str, Enum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+
+
+OP_TYPES = {Scope.FC: ["Gemm", "MatMul"], Scope.ALL: None}
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    scope: Scope = Scope.FC
+    calibrate: Calibrate = Calibrate.MINMAX
+    calibration: Path | None = None
+    samples: int = 256
+    eval_samples: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise CompressError(f"--samples must be >= 1, not {self.samples}")
+
+
+class CalibrationReader(Protocol):
+    """What quantization reads calibration data through: batches of input arrays."""
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
+
+
+class ArrayReader:
+    """Calibration batches from one array of inputs (a .npz set or a data split)."""
+
+    def __init__(self, x: np.ndarray, input_name: str = "input", batch: int = 32):
+        self.x, self.name, self.batch = np.ascontiguousarray(x, dtype=np.float32), input_name, batch
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, len(self.x), self.batch):
+            yield {self.name: self.x[i:i + self.batch]}
+
+
+class _OrtReader:
+    """onnxruntime's CalibrationDataReader shape (get_next/rewind) over a CalibrationReader."""
+
+    def __init__(self, reader: CalibrationReader):
+        self.reader = reader
+        self._it = iter(reader)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self.reader)
+
+
+def load_calibration(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A calibration set file (.npz with array `x`), checked against the model's input shape."""
+    path = Path(path)
+    if not path.exists():
+        raise CompressError(f"calibration set {path} not found (make one with `compress calibrate`)")
+    try:
+        with np.load(path) as f:
+            x = f["x"] if "x" in f else f[list(f.keys())[0]]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise CompressError(f"{path}: not a readable calibration set (.npz with array x): {e}") from e
+    if len(x) == 0:
+        raise CompressError(f"calibration set {path} is empty")
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise CompressError(f"calibration set {path} has samples of shape {tuple(x.shape[1:])}, "
+                            f"the model takes {tuple(input_shape)}")
+    return x.astype(np.float32)
+
+
+def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) -> None:
+    """Write the int8 version of an fp32 ONNX file following a recipe from this stage."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    scope, method = Scope(recipe["scope"]), Calibrate(recipe["calibrate"])
+    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    methods = {Calibrate.MINMAX: CalibrationMethod.MinMax, Calibrate.PERCENTILE: CalibrationMethod.Percentile,
+               Calibrate.ENTROPY: CalibrationMethod.Entropy}
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        except Exception as e:  # noqa: BLE001 - pre-processing is an optimization; fall back to the raw graph
+            logger.warning("quantization pre-processing failed (%s); quantizing the graph as is", e)
+            pre = fp32
+        try:
+            quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES[scope],
+                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method],
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        except (ValueError, RuntimeError) as e:
+            raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
+
+
+def calibration_set(ds: data.Dataset, n: int, seed: int) -> np.ndarray:
+    """A class-stratified calibration sample from the training split."""
+    x, y = ds.train.tensors
+    idx = data.stratified_indices(y, min(n, len(y)), seed=seed)
+    return x[idx].numpy()
+
+
+def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, force: bool = False,
+        trust: bool = False) -> artifact.Artifact:
+    """Record the int8 recipe with the model and measure the int8 model in onnxruntime."""
+    from .export import ExportOptions, export_onnx, onnx_accuracy, param_bytes
+
+    opts.validate()
+    dst = Path(dst)
+    artifact.check_output(dst, force)
+    prep = prepare(model, data_spec, trust=trust, seed=opts.seed)
+    calib = (load_calibration(opts.calibration, prep.input_shape) if opts.calibration
+             else calibration_set(prep.dataset, opts.samples, opts.seed))
+    recipe = {"scope": opts.scope.value, "calibrate": opts.calibrate.value, "samples": len(calib),
+              "calibration": str(opts.calibration) if opts.calibration else f"{prep.dataset.name} train split"}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(prep.model, prep.input_shape, fp32, ExportOptions())
+        quantize_onnx(fp32, int8, recipe, calib)
+        test = _subset(prep.dataset, opts.eval_samples, opts.seed)
+        fp32_acc, int8_acc = onnx_accuracy(fp32, test), onnx_accuracy(int8, test)
+        sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
+    if sizes["int8"]["int8_bytes"] == 0:
+        logger.warning("no layer was quantized: the model has no %s layer for scope %r",
+                       "fully-connected" if opts.scope is Scope.FC else "quantizable", opts.scope.value)
+    metrics = artifact.count(prep.model, prep.input_shape) | {
+        "accuracy": int8_acc, "accuracy_fp32_onnx": fp32_acc, "eval_samples": len(test[1]),
+        "param_bytes": sizes["int8"]["total"], "param_bytes_fp32": sizes["fp32"]["total"]}
+    options = asdict(opts) | {"scope": opts.scope.value, "calibrate": opts.calibrate.value,
+                              "calibration": recipe["calibration"]}
+    meta = artifact.new_meta("quantize", options, parent=prep.parent, spec=prep.spec,
+                             data=data_meta(prep.dataset), input_shape=prep.input_shape,
+                             num_classes=prep.dataset.num_classes, metrics=metrics,
+                             report={"recipe": recipe, "param_bytes": sizes,
+                                     "drop_vs_fp32": round(fp32_acc - int8_acc, 3)})
+    meta["quantization"] = recipe
+    return artifact.save(prep.model, dst, meta, force=force, extra={"calibration": torch.from_numpy(calib)})
+
+
+def _subset(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = ds.test.tensors
+    if n and n < len(y):
+        idx = data.stratified_indices(y, n, seed=seed)
+        x, y = x[idx], y[idx]
+    return x.numpy(), y.numpy()
