@@ -172,9 +172,10 @@ def load_model(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, Art
         payload = torch.load(art.path, map_location="cpu", weights_only=not trust)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not trust and ("weights_only" in str(e) or "Unsupported global" in str(e)):
+        if not trust and "Unsupported global" in str(e):
             raise CompressError(f"{art.path} holds pickled code; if you trust it, pass --trust-model") from e
-        raise CompressError(f"{art.path}: not a readable PyTorch file ({text})") from e
+        reason = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), text)
+        raise CompressError(f"{art.path}: not a readable PyTorch file ({reason})") from e
     if isinstance(payload, nn.Module):
         model = payload
         shape = art.input_shape or tuple(getattr(model, "input_shape", ()) or ())

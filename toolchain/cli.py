@@ -34,8 +34,9 @@ def _friendly(fn):
 
 
 def _console():
+    """stdout console; wide enough for the tables when output goes to a file or a CI log."""
     from rich.console import Console
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _ratios(text: str | None) -> tuple[float, ...]:

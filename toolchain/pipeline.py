@@ -132,7 +132,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
 
     e_opts = _opts(export.ExportOptions, dict(cfg.get("export", {})))
     start = time.perf_counter()
-    onnx_files = {"trained": out / "trained.onnx", "pruned": out / "pruned.onnx", "quantized": out / "model.onnx"}
+    onnx_files = {"trained": out / "original.onnx", "pruned": out / "pruned.fp32.onnx", "quantized": out / "model.onnx"}
     arts = {name: export.run(str(src), onnx_files[name], e_opts, force=force)
             for name, src in (("trained", trained), ("pruned", out / "pruned.pt"),
                               ("quantized", out / "quantized.pt"))}

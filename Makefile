@@ -1,0 +1,40 @@
+# compress: the two commands a new user runs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install data demo test lint bench reproduce clean
+
+# torch 2.14.1 + torchvision 0.29.1 is the pair that works on this CPU-only machine (from local disk).
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The real data sets the demo and tests use, fetched once into ~/.cache/compress (never the repo).
+data: $(STAMP)
+	$(VENV)/bin/compress data fetch mnist mnist-5k fraud fashion-mnist
+
+demo: install data
+	$(VENV)/bin/compress run
+
+test: install
+	$(PY) -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check toolchain tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_overhead.py
+
+reproduce: install data
+	$(PY) benchmarks/reproduce_paper.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
