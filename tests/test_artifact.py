@@ -16,7 +16,7 @@ def _meta(spec="zoo:lenet5", shape=(1, 32, 32)):
 def test_save_writes_model_and_sidecar_and_loads_back(tmp_path):
     net = models.build("zoo:lenet5", (1, 32, 32), 10).model
     art = artifact.save(net, tmp_path / "m.pt", _meta())
-    side = json.loads((tmp_path / "m.json").read_text())
+    side = json.loads((tmp_path / "m.pt.json").read_text())
     assert side["stage"] == "train" and side["model"]["sha256"] == artifact.sha256_of(tmp_path / "m.pt")
     assert side["metrics"]["bytes"] == (tmp_path / "m.pt").stat().st_size
     assert side["lineage"][0]["stage"] == "train" and side["lineage"][0]["tool_version"]

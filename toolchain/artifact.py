@@ -1,6 +1,6 @@
-"""The file pair that flows between stages: a model file and a JSON sidecar of the same stem.
+"""The file pair that flows between stages: a model file and a JSON sidecar named after it.
 
-`vgg16.pruned.pt` + `vgg16.pruned.json`. The sidecar carries the lineage (every stage so far,
+`vgg16.pruned.pt` + `vgg16.pruned.pt.json`. The sidecar carries the lineage (every stage so far,
 its options, tool version and time), the model and data specs, the input shape and the
 measured figures of this stage. Writes are atomic; loading never runs pickled code unless the
 user says `--trust-model`.
@@ -33,7 +33,9 @@ SIDECAR_FORMAT = "compress-artifact/1"
 
 
 def sidecar_of(path: Path) -> Path:
-    return Path(path).with_suffix(".json")
+    """`q.pt` -> `q.pt.json`: the whole file name, so q.pt and q.onnx side by side keep their own."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
 
 
 def sha256_of(path: Path) -> str:

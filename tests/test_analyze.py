@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from toolchain import analyze
+from toolchain.errors import CompressError
+
+
+def test_analysis_ranks_every_conv_and_writes_plots(trained_lenet, tmp_path):
+    out = tmp_path / "analysis.json"
+    opts = analyze.AnalyzeOptions(ratios=(0.25, 0.75), eval_samples=200, include_linear=True)
+    result = analyze.run(str(trained_lenet), None, out, opts)
+    saved = json.loads(out.read_text())
+    assert saved["schema"] == analyze.SCHEMA and saved["kind"] == "compress-analysis"
+    names = {l["name"] for l in saved["layers"]}
+    assert names == {"features.0", "features.3", "classifier.1", "classifier.3"}
+    assert sorted(saved["priority"]) == sorted(names)
+    accs = [next(l for l in saved["layers"] if l["name"] == n)["accuracy"] for n in saved["priority"]]
+    assert accs == sorted(accs, reverse=True)
+    for layer in saved["layers"]:
+        assert [s["ratio"] for s in layer["sweep"]] == [0.25, 0.5, 0.75]
+        assert 0 < layer["params_removed_frac"] < 1 and layer["kept"] < layer["channels"]
+        assert layer["drop"] == pytest.approx(saved["baseline"]["accuracy"] - layer["accuracy"], abs=1e-3)
+    assert saved["skipped"][0]["name"] == "classifier.5"
+    assert -1 <= saved["stability"]["spearman_halves"] <= 1
+    assert all(p.endswith(".png") for p in result["plots"]) and len(result["plots"]) == 2
+
+
+def test_rerun_with_more_ratios_reuses_the_cache(trained_lenet, tmp_path):
+    opts = analyze.AnalyzeOptions(eval_samples=150)
+    first = analyze.run(str(trained_lenet), None, tmp_path / "a.json", opts)
+    more = analyze.AnalyzeOptions(eval_samples=150, ratios=(0.3,))
+    second = analyze.run(str(trained_lenet), None, tmp_path / "b.json", more)
+    assert second["reused_results"] == len(first["layers"])  # only the 0.3 column was computed
+    assert first["priority"] == second["priority"]
+
+
+def test_workers_give_the_same_result(trained_lenet, tmp_path):
+    one = analyze.run(str(trained_lenet), None, tmp_path / "1.json",
+                      analyze.AnalyzeOptions(eval_samples=120, criterion="l2", seed=3, plots=False))
+    two = analyze.run(str(trained_lenet), None, tmp_path / "2.json",
+                      analyze.AnalyzeOptions(eval_samples=120, criterion="l2", seed=4, workers=2, plots=False))
+    assert len(one["layers"]) == len(two["layers"]) == 2
+
+
+@pytest.mark.parametrize("opts,match", [
+    (analyze.AnalyzeOptions(ratio=1.0), "outside"),
+    (analyze.AnalyzeOptions(ratio=0.0), "outside"),
+    (analyze.AnalyzeOptions(criterion="magic"), "unknown criterion"),
+    (analyze.AnalyzeOptions(workers=0), "workers"),
+])
+def test_bad_options(opts, match):
+    with pytest.raises(CompressError, match=match):
+        opts.validate()
+
+
+def test_a_model_without_convs_needs_include_linear(trained_a2e, tmp_path):
+    with pytest.raises(CompressError, match="include-linear"):
+        analyze.run(str(trained_a2e), None, tmp_path / "a.json", analyze.AnalyzeOptions(eval_samples=100))
+    result = analyze.run(str(trained_a2e), None, tmp_path / "b.json",
+                         analyze.AnalyzeOptions(eval_samples=100, include_linear=True, plots=False))
+    assert len(result["priority"]) == 3

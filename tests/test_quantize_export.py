@@ -1,0 +1,67 @@
+import numpy as np
+import onnx
+import pytest
+
+from toolchain import export, quantize
+from toolchain.errors import CompressError
+
+
+@pytest.fixture(scope="module")
+def quantized(trained_lenet, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "q.pt"
+    return quantize.run(str(trained_lenet), None, out, quantize.QuantizeOptions(samples=64))
+
+
+def test_quantize_measures_int8_in_onnxruntime(quantized):
+    m = quantized.metrics
+    assert m["accuracy"] > 60 and abs(m["accuracy_fp32_onnx"] - m["accuracy"]) < 5
+    sizes = quantized.meta["report"]["param_bytes"]
+    assert sizes["int8"]["int8_bytes"] > 0 and sizes["int8"]["total"] < sizes["fp32"]["total"]
+    assert quantized.meta["quantization"]["scope"] == "fc"
+
+
+def test_export_after_quantize_stores_int8_fc_weights_and_float_convs(quantized, tmp_path):
+    art = export.run(str(quantized.path), tmp_path / "q.onnx", export.ExportOptions())
+    by_op = art.meta["report"]["param_bytes"]["by_op"]
+    assert by_op["Gemm"].get("int8", 0) > 0
+    assert "int8" not in by_op["Conv"] and by_op["Conv"]["float32"] > 0
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    props = {p.key for p in model.metadata_props}
+    assert {"compress.lineage", "compress.spec"} <= props
+    assert art.metrics["bytes"] == (tmp_path / "q.onnx").stat().st_size
+    assert art.metrics["accuracy"] == pytest.approx(quantized.metrics["accuracy"], abs=0.01)
+    assert art.meta["report"]["parity"]["top1_agreement"] == 1.0
+
+
+def test_scope_all_quantizes_convolutions_too(trained_lenet, tmp_path):
+    q = quantize.run(str(trained_lenet), None, tmp_path / "qa.pt",
+                     quantize.QuantizeOptions(scope=quantize.Scope.ALL, samples=64,
+                                              calibrate=quantize.Calibrate.PERCENTILE))
+    art = export.run(str(q.path), tmp_path / "qa.onnx", export.ExportOptions())
+    assert art.meta["report"]["param_bytes"]["by_op"]["Conv"].get("int8", 0) > 0
+
+
+def test_export_a_spec_with_dynamic_batch(tmp_path):
+    art = export.run("zoo:alexnet", tmp_path / "a.onnx", export.ExportOptions(input_shape=(1, 3, 32, 32)))
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    assert export.onnx_logits(tmp_path / "a.onnx", x).shape == (3, 10)
+    assert art.meta["report"]["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_calibration_file_of_the_wrong_shape(trained_lenet, tmp_path):
+    np.savez(tmp_path / "c.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(CompressError, match="shape"):
+        quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
+                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz"))
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 1, 32, 32), np.float32))
+    with pytest.raises(CompressError, match="empty"):
+        quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
+                     quantize.QuantizeOptions(calibration=tmp_path / "e.npz"))
+    assert not (tmp_path / "q.pt").exists()
+
+
+def test_export_options_and_missing_shape(tmp_path):
+    with pytest.raises(CompressError, match="opset"):
+        export.ExportOptions(opset=3).validate()
+    with pytest.raises(CompressError, match="input-shape"):
+        export.run("zoo:lenet5", tmp_path / "x.onnx", export.ExportOptions())
