@@ -330,3 +330,7 @@ def run(config, output, quick, json_path, force):
     result = pipeline.run(cfg, Path(output) if output else None, force=force)
     _console().print(pipeline.table(result))
     _write_json(result, json_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The CLI contract: --help with an example everywhere, exit 2 with one line on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from toolchain.cli import main
+
+COMMANDS = ["train", "analyze", "prune", "quantize", "export", "bench", "run"]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_has_an_example(cmd):
+    result = CliRunner().invoke(main, [cmd, "--help"])
+    assert result.exit_code == 0 and "compress " + cmd in result.output
+
+
+def _fails_cleanly(args, match):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert match in result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_bad_inputs_exit_2(tmp_path, trained_lenet):
+    _fails_cleanly(["train", "zoo:nope", "--data", "digits", "-o", str(tmp_path / "m.pt")], "unknown model")
+    _fails_cleanly(["train", "zoo:lenet5", "--data", "nope", "-o", str(tmp_path / "m.pt")], "nope")
+    _fails_cleanly(["analyze", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "a.json")], "no such file")
+    _fails_cleanly(["analyze", str(trained_lenet), "--ratio", "1.5", "-o", str(tmp_path / "a.json")], "outside")
+    _fails_cleanly(["prune", str(trained_lenet), "--order", "sequential", "-o", str(tmp_path / "p.pt")], "goal")
+    _fails_cleanly(["export", str(trained_lenet), "--opset", "2", "-o", str(tmp_path / "e.onnx")], "opset")
+    _fails_cleanly(["bench", str(tmp_path / "missing.onnx")], "no such file")
+    _fails_cleanly(["run", str(tmp_path / "missing.toml")], "no such config")
+    assert not any(tmp_path.iterdir())
+
+
+def test_stages_chain_through_the_cli(tmp_path, trained_lenet):
+    r = CliRunner()
+    a = tmp_path / "a.json"
+    assert r.invoke(main, ["analyze", str(trained_lenet), "--eval-samples", "150", "--include-linear",
+                           "-o", str(a)]).exit_code == 0
+    p = tmp_path / "p.pt"
+    res = r.invoke(main, ["prune", str(trained_lenet), "--analysis", str(a), "--target-params", "0.5",
+                          "--finetune-epochs", "0.2", "--final-epochs", "0.3", "-o", str(p)])
+    assert res.exit_code == 0, res.output
+    q = tmp_path / "q.pt"
+    assert r.invoke(main, ["quantize", str(p), "--scope", "fc", "--samples", "32", "-o", str(q)]).exit_code == 0
+    onnx_path = tmp_path / "q.onnx"
+    assert r.invoke(main, ["export", str(q), "-o", str(onnx_path)]).exit_code == 0
+    res = r.invoke(main, ["bench", str(onnx_path), "--runs", "5", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["models"][0]["bytes"] == onnx_path.stat().st_size
+    again = r.invoke(main, ["export", str(q), "-o", str(onnx_path)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "toolchain.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "analyze" in out.stdout
