@@ -43,6 +43,7 @@ class AnalyzeOptions:
     workers: int = 1
     seed: int = 0
     plots: bool = True
+    cache_dir: Path | None = None  # default: <compress cache>/analysis
 
     @property
     def all_ratios(self) -> tuple[float, ...]:
@@ -70,8 +71,8 @@ def _model_digest(prep: Prepared) -> str:
 class _Cache:
     """Append-only JSON-lines store of (layer, ratio) results for one model, data and subset."""
 
-    def __init__(self, key: str):
-        root = data.CACHE_DIR / "analysis"
+    def __init__(self, key: str, root: Path | None = None):
+        root = root or data.CACHE_DIR / "analysis"
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{key}.jsonl"
         self.rows: dict[tuple[str, float], dict] = {}
@@ -151,7 +152,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
     base_acc, base_a, base_b = _accuracies(prep.model, x, y, half)
     key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, len(y), opts.seed,
                                      opts.criterion]).encode()).hexdigest()[:24]
-    cache = _Cache(key)
+    cache = _Cache(key, opts.cache_dir)
     jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
@@ -176,7 +177,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
                   "sha256": _model_digest(prep), "input_shape": list(shape),
                   "num_classes": prep.dataset.num_classes},
         "data": data_meta(prep.dataset) | {"eval_samples": len(y)},
-        "options": asdict(opts) | {"ratios": list(opts.all_ratios)},
+        "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},
         "baseline": {"accuracy": base_acc, "params": base_counts["params"], "macs": base_counts["macs"]},
         "layers": rows,
         "skipped": [{"name": l.name, "reason": l.skip} for l in layers if l.skip],

@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: trained models cached outside the repo, results written as JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from toolchain import __version__, artifact, data, train  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def trained(spec: str, data_spec: str, opts: train.TrainOptions) -> Path:
+    """A model trained with `opts`, cached under the compress cache (reused when the recipe matches)."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([spec, data_spec, repr(opts)]).encode()).hexdigest()[:12]
+    path = data.CACHE_DIR / "bench-models" / f"{spec.replace(':', '_')}-{data_spec}-{key}.pt"
+    if not path.exists():
+        print(f"training {spec} on {data_spec} ({opts}) -> {path}", flush=True)
+        train.run(spec, data_spec, path, opts, force=True)
+    return path
+
+
+def host() -> dict:
+    import os
+
+    from toolchain.bench import _cpu_name
+
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "compress": __version__}
+
+
+def write(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    artifact.write_json(result | {"host": host(), "created": artifact.now()}, path)
+    print(f"wrote {path}")
+    return path
