@@ -14,7 +14,7 @@ COMMANDS = ["train", "analyze", "prune", "quantize", "export", "bench", "run", "
 
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_has_an_example(cmd):
-    result = CliRunner().invoke(main, [cmd, "--help"])
+    result = CliRunner().invoke(main, [*cmd.split(), "--help"])
     assert result.exit_code == 0 and "compress " + cmd in result.output
 
 
