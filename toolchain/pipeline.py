@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 import tomllib
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 

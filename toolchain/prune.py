@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -36,6 +36,11 @@ class Order(str, Enum):
     SEQUENTIAL = "sequential"
     REVERSE = "reverse"
     RANDOM = "random"
+    UNIFORM = "uniform"   # the same L1 ratio in every layer (Li et al. 2017)
+    GLOBAL = "global"     # one L1 ranking across all layers (Torch-Pruning's global pruning)
+
+
+ORDERED = (Order.SENSITIVITY, Order.SEQUENTIAL, Order.REVERSE, Order.RANDOM)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class PruneOptions:
     round_to: int = 1
     include_linear: bool = False
     val_samples: int = 2000
+    remove_layers: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -104,6 +110,50 @@ def layer_order(opts: PruneOptions, layers: list[surgery.Layer], analysis: dict 
     return names
 
 
+def _round_goal(p0: int, rnd: int, step: float, target: float | None) -> float:
+    """Parameters after round `rnd` of a one-shot order: both in- and out-channels of a layer
+    shrink by `step`, so parameters shrink by about (1 - step)^2 a round."""
+    return max(target or 0.0, p0 * (1 - step) ** (2 * rnd))
+
+
+def _shrink_all(net: nn.Module, order: Order, ratio: float, names: list[str], shape, round_to: int) -> nn.Module:
+    """A copy with every layer pruned at `ratio` (uniform) or `ratio` of all channels by one global
+    L1 ranking (global)."""
+    import torch_pruning as tp
+
+    clone = copy.deepcopy(net)
+    if order is Order.UNIFORM:
+        dg = surgery.graph(clone, shape)
+        for name in names:
+            m = dict(clone.named_modules())[name]
+            current = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            surgery.prune_layer(clone, name, surgery.keep_count(current, ratio, round_to), "l1", shape, dg=dg)
+        return clone
+    modules = dict(clone.named_modules())
+    keep = set(names)
+    ignored = [m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in keep]
+    pruner = tp.pruner.MetaPruner(clone, torch.zeros(1, *shape), importance=surgery.get_criterion("l1"),
+                                  global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=0.95,
+                                  ignored_layers=ignored, round_to=round_to if round_to > 1 else None)
+    pruner.step()
+    return clone
+
+
+def _ratio_for(net, order, goal, names, shape, round_to) -> tuple[nn.Module, float]:
+    """Bisect the ratio whose pruned copy has at most `goal` parameters."""
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        trial = _shrink_all(net, order, mid, names, shape, round_to)
+        if artifact.count(trial, shape)["params"] <= goal:
+            hi, best = mid, trial
+        else:
+            lo = mid
+    if best is None:
+        best, hi = _shrink_all(net, order, hi, names, shape, round_to), hi
+    return best, hi
+
+
 def _channels(model: nn.Module) -> dict[str, int]:
     return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
@@ -117,6 +167,100 @@ def _split(train: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, Tens
     mask = torch.ones(len(y), dtype=torch.bool)
     mask[val] = False
     return TensorDataset(x[mask], y[mask]), TensorDataset(x[val], y[val])
+
+
+@dataclass
+class _Search:
+    """What one pruning search needs and produces (shared by the ordered and one-shot loops)."""
+
+    net: nn.Module
+    spec: str
+    shape: tuple[int, ...]
+    fine: TensorDataset
+    val: TensorDataset
+    base_val: float
+    target: float | None
+    opts: PruneOptions
+    steps: list = field(default_factory=list)
+    rounds: int = 0
+
+    def params(self, net: nn.Module | None = None) -> int:
+        return artifact.count(net if net is not None else self.net, self.shape)["params"]
+
+    def goal_met(self, params: int) -> bool:
+        return self.target is not None and params <= self.target
+
+    def trial(self, net: nn.Module, epochs: float, label: str) -> tuple[float, bool]:
+        """Fine-tune a candidate briefly and judge it against the accuracy budget."""
+        if epochs:
+            fit(net, self.fine, TrainOptions(epochs=epochs, lr=self.opts.lr, seed=self.opts.seed),
+                description=f"fine-tune {label}")
+        acc = evaluate(net, self.val)
+        return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
+
+
+def _ordered(s: _Search, order: list[str], advance) -> None:
+    """Rounds over the layers in order: a step of channels each (or the whole layer, for the
+    accordion autoencoder, when that is cheaper), kept while the budget holds, else rolled back
+    and the layer frozen."""
+    frozen: set[str] = set()
+    params = s.params()
+    while not s.goal_met(params) and len(frozen) < len(order):
+        s.rounds += 1
+        progressed = False
+        for name in order:
+            if name in frozen or s.goal_met(params):
+                continue
+            if name not in _channels(s.net):  # removed whole in an earlier step
+                frozen.add(name)
+                continue
+            current = _channels(s.net)[name]
+            candidates = []
+            if s.opts.remove_layers and name in surgery.removable_layers(s.net):
+                removed, spec = surgery.remove_layer(s.net, s.spec, name)
+                if s.params(removed) < params:
+                    candidates.append(("remove", removed, spec, 0))
+            keep = surgery.keep_count(current, s.opts.step, s.opts.round_to)
+            if keep < current:
+                shrunk = copy.deepcopy(s.net)
+                surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
+                candidates.append(("shrink", shrunk, s.spec, keep))
+            accepted = False
+            for action, trial, spec, kept in candidates:
+                acc, ok = s.trial(trial, s.opts.finetune_epochs, name)
+                trial_params = s.params(trial)
+                s.steps.append({"round": s.rounds, "layer": name, "action": action, "channels": current,
+                                "kept": kept, "params": trial_params, "val_accuracy": acc, "accepted": ok})
+                advance(info=f"{name} {action} {current}->{kept} val {acc:.2f}% {'kept' if ok else 'rolled back'}")
+                if ok:
+                    s.net, s.spec, params, accepted = trial, spec, trial_params, True
+                    break
+            if accepted:
+                progressed = True
+            else:
+                frozen.add(name)
+        if not progressed:
+            break
+
+
+def _one_shot(s: _Search, names: list[str], advance) -> None:
+    """Uniform or global: every round shrinks all layers together toward a parameter goal, then
+    fine-tunes with the budget an ordered round gets (one step's epochs per layer)."""
+    p0 = params = s.params()
+    while not s.goal_met(params):
+        s.rounds += 1
+        goal = _round_goal(p0, s.rounds, s.opts.step, s.target)
+        trial, ratio = _ratio_for(s.net, s.opts.order, goal, names, s.shape, s.opts.round_to)
+        trial_params = s.params(trial)
+        if trial_params >= params:
+            break
+        acc, ok = s.trial(trial, s.opts.finetune_epochs * len(names), f"round {s.rounds}")
+        s.steps.append({"round": s.rounds, "layer": "*", "action": s.opts.order.value, "ratio": round(ratio, 4),
+                        "params": trial_params, "val_accuracy": acc, "accepted": ok})
+        advance(info=f"round {s.rounds}: {trial_params:,} params, val {acc:.2f}% {'kept' if ok else 'rolled back'}")
+        if not ok:
+            break
+        s.net, params = trial, trial_params
 
 
 def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, force: bool = False,
@@ -134,60 +278,32 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
     before = artifact.count(net, shape)
     channels_before = _channels(net)
-    base_val = evaluate(net, val)
     target = None if opts.target_params is None else opts.target_params * before["params"]
-    if opts.max_drop is not None and target is None:
-        logger.info("accuracy budget only: pruning until no layer can lose a step within %.2f pts", opts.max_drop)
-    tune = TrainOptions(epochs=opts.finetune_epochs, lr=opts.lr, seed=opts.seed) if opts.finetune_epochs else None
-    steps, frozen, params, start = [], set(), before["params"], time.perf_counter()
-    rounds = 0
+    s = _Search(net, prep.spec, shape, fine, val, evaluate(net, val), target, opts)
+    start = time.perf_counter()
     with task(f"prune ({opts.order.value} order)", None) as advance:
-        while (target is None or params > target) and len(frozen) < len(order):
-            rounds += 1
-            progressed = False
-            for name in order:
-                if name in frozen or (target is not None and params <= target):
-                    continue
-                current = _channels(net)[name]
-                keep = surgery.keep_count(current, opts.step, opts.round_to)
-                if keep >= current:
-                    frozen.add(name)
-                    continue
-                trial = copy.deepcopy(net)
-                surgery.prune_layer(trial, name, keep, "l1", shape)
-                if tune:
-                    fit(trial, fine, tune, description=f"fine-tune {name}")
-                acc = evaluate(trial, val)
-                trial_params = artifact.count(trial, shape)["params"]
-                ok = opts.max_drop is None or base_val - acc <= opts.max_drop
-                steps.append({"round": rounds, "layer": name, "channels": current, "kept": keep,
-                              "params": trial_params, "val_accuracy": acc, "accepted": ok})
-                advance(info=f"{name} {current}->{keep} val {acc:.2f}% {'kept' if ok else 'rolled back'}")
-                if ok:
-                    net, params, progressed = trial, trial_params, True
-                else:
-                    frozen.add(name)
-            if not progressed:
-                break
+        (_ordered if opts.order in ORDERED else _one_shot)(s, order, advance)
+    params = s.params()
     if target is not None and params > target:
         logger.warning("goal not met: %d parameters left, target %d", params, int(target))
-    final_stats = fit(net, fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
+    final_stats = fit(s.net, fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
                       description="final fine-tune") if opts.final_epochs else {}
-    after = artifact.count(net, shape)
-    acc = evaluate(net, prep.dataset.test)
+    after = artifact.count(s.net, shape)
+    acc = evaluate(s.net, prep.dataset.test)
     parent_acc = prep.parent.metrics.get("accuracy") if prep.parent else None
-    channels_after = _channels(net)
+    channels_after = _channels(s.net)
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
-                       "val_accuracy": evaluate(net, val), "val_accuracy_before": base_val}
+                       "val_accuracy": evaluate(s.net, val), "val_accuracy_before": s.base_val}
     report = {
-        "order": order, "rounds": rounds, "steps": steps, "goal_met": target is None or params <= target,
+        "order": order, "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
-        "layers": {n: {"before": channels_before[n], "after": channels_after.get(n)} for n in channels_before},
+        "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
+        "layers": {n: {"before": channels_before[n], "after": channels_after.get(n, 0)} for n in channels_before},
         "final_finetune": final_stats, "seconds": round(time.perf_counter() - start, 2),
     }
     options = asdict(opts) | {"order": opts.order.value, "analysis": str(opts.analysis) if opts.analysis else None}
-    meta = artifact.new_meta("prune", options, parent=prep.parent, spec=prep.spec, data=data_meta(prep.dataset),
+    meta = artifact.new_meta("prune", options, parent=prep.parent, spec=s.spec, data=data_meta(prep.dataset),
                              input_shape=shape, num_classes=prep.dataset.num_classes, metrics=metrics,
                              report=report)
-    return artifact.save(net, dst, meta, force=force)
+    return artifact.save(s.net, dst, meta, force=force)

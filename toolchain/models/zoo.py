@@ -101,7 +101,7 @@ class AccordionAE(nn.Module):
     """The accordion autoencoder (A2E) family: an MLP whose hidden widths contract and expand
     like an accordion (e.g. 128-32-128-32), with a classifier head (fraud, MNIST classes) or a
     reconstruction head (anomaly score). Hidden layers are whole blocks so that out-of-order
-    layer pruning can shrink or drop any of them."""
+    layer pruning can shrink or drop any of them (`widths=128,0,128,32`: the second is dropped)."""
 
     def __init__(self, in_features: int, num_classes: int = 2, widths: Sequence[int] = (128, 32, 128, 32),
                  head: str = "classifier"):
@@ -111,7 +111,10 @@ class AccordionAE(nn.Module):
         self.widths = tuple(int(w) for w in widths)
         self.head_kind = head
         blocks, cin = [], in_features
-        for w in self.widths:
+        for w in self.widths:  # a width of 0 is a removed layer: an Identity keeps the names stable
+            if w == 0:
+                blocks.append(nn.Identity())
+                continue
             blocks.append(nn.Sequential(nn.Linear(cin, w), nn.BatchNorm1d(w), nn.ReLU(inplace=True)))
             cin = w
         self.hidden = nn.Sequential(*blocks)
