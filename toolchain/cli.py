@@ -6,7 +6,6 @@ No logic lives here beyond parsing. A CompressError becomes one line on stderr a
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 from pathlib import Path
@@ -90,7 +89,7 @@ data_opt = click.option("--data", "data_spec", help="data spec: mnist, fashion-m
                         "cifar10, synthetic:CxHxW:K, file.npz, dir/ (default: the model's sidecar)")
 force_opt = click.option("--force", is_flag=True, help="overwrite existing outputs")
 trust_opt = click.option("--trust-model", "trust", is_flag=True,
-                         help="allow loading a pickled nn.Module (runs code from the file: only for files you trust)")
+                         help="allow loading a pickled nn.Module (runs code from the file: trusted files only)")
 json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON here")
 
 
@@ -191,39 +190,79 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @model_arg
 @data_opt
 @click.option("--analysis", type=click.Path(dir_okay=False), help="analysis.json from `compress analyze`")
-@click.option("--order", type=click.Choice(["sensitivity", "sequential", "reverse", "random"]),
-              default="sensitivity", show_default=True)
+@click.option("--order", type=click.Choice(["sensitivity", "sequential", "reverse", "random", "uniform", "global"]),
+              default="sensitivity", show_default=True,
+              help="layer order (sensitivity: the analysis' priority) or a one-shot baseline (uniform, global)")
 @click.option("--target-params", type=float, help="keep this fraction of the parameters, e.g. 0.1")
-@click.option("--max-drop", type=float, help="accuracy budget in percentage points")
+@click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
+@click.option("--max-layer-ratio", type=float, default=0.9, show_default=True,
+              help="at most this fraction of any layer's channels is removed")
 @click.option("--finetune-epochs", type=float, default=0.25, show_default=True, help="fine-tuning after each step")
 @click.option("--final-epochs", type=float, default=1.0, show_default=True, help="fine-tuning at the end")
 @click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True, help="round channel counts to a multiple")
+@click.option("--round-to", type=int, default=1, show_default=True, help="round channel counts to a multiple (SIMD)")
 @click.option("--include-linear", is_flag=True, help="prune fully-connected layers too")
+@click.option("--keep-layers", is_flag=True, help="never remove a whole hidden layer (accordion autoencoder)")
+@click.option("--val-samples", type=int, default=2000, show_default=True,
+              help="validation samples held out of the training data for the accuracy budget")
 @click.option("--train-limit", type=int, help="fine-tune on a class-stratified subset of N samples")
+@click.option("--compare-orders", is_flag=True,
+              help="run the goal with every order instead; -o is then the comparison JSON (+ PNG)")
+@click.option("--targets", help="with --compare-orders: fractions of parameters to keep, e.g. 0.1,0.05,0.03")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="pruned model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def prune(model, data_spec, analysis, order, target_params, max_drop, step, finetune_epochs, final_epochs, lr,
-          round_to, include_linear, train_limit, seed, output, force, trust):
+def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
+          final_epochs, lr, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders, targets,
+          seed, output, force, trust):
     """Remove filters layer by layer in a chosen order until a size or accuracy goal is met.
 
     \b
     compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
     compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
+    compress prune model.pt --analysis analysis.json --compare-orders --targets 0.1,0.05 -o orders.json
     """
+    from rich.table import Table
+
     from . import prune as stage
 
     opts = stage.PruneOptions(order=stage.Order(order), analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
                               finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr,
-                              round_to=round_to, include_linear=include_linear, seed=seed)
+                              round_to=round_to, include_linear=include_linear, val_samples=val_samples,
+                              remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed)
+    if compare_orders:
+        fractions = _ratios(targets) or ((target_params,) if target_params else ())
+        out = Path(output) if output else _default_out("compare", "orders.json")
+        result = stage.compare(model, data_spec, out, opts, fractions, force=force, trust=trust,
+                               train_limit=train_limit)
+        table = Table(title=f"pruning order comparison: {result['model']} "
+                            f"(unpruned {result['baseline']['accuracy']:.2f}%)")
+        for col in ("order", "target", "params kept", "accuracy before fine-tune", "accuracy"):
+            table.add_column(col, justify="left" if col == "order" else "right")
+        for r in result["rows"]:
+            if r["reached"]:
+                table.add_row(r["order"], f"{r['target']:.1%}", f"{r['params_kept']:.2%}",
+                              f"{r['accuracy_before_finetune']:.2f}%", f"{r['accuracy']:.2f}%")
+            else:
+                table.add_row(r["order"], f"{r['target']:.1%}", "not reached", "-", "-")
+        _console().print(table)
+        _console().print(f"wrote {out} and {result['plot']}")
+        return
     out = Path(output) if output else _default_out("prune", "pruned.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust, train_limit=train_limit)
     rep = art.meta["report"]
+    steps = Table(title="pruning steps")
+    for col in ("round", "layer", "action", "channels", "kept", "params", "val accuracy", "kept?"):
+        steps.add_column(col, justify="left" if col in ("layer", "action") else "right")
+    for st in rep["steps"]:
+        steps.add_row(str(st["round"]), st["layer"], st["action"], str(st.get("channels", "-")),
+                      str(st.get("kept", st.get("ratio", "-"))), f"{st['params']:,}", f"{st['val_accuracy']:.2f}%",
+                      "yes" if st["accepted"] else "rolled back")
+    _console().print(steps)
     _summary(art, f"pruned: {rep['params_kept']:.1%} of parameters kept, "
                   f"{sum(s['accepted'] for s in rep['steps'])}/{len(rep['steps'])} steps kept")
 

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class PruneOptions:
     include_linear: bool = False
     val_samples: int = 2000
     remove_layers: bool = True
+    max_layer_ratio: float = 0.9  # a layer keeps at least 10% of its channels
     seed: int = 0
 
     def validate(self) -> None:
@@ -71,6 +72,8 @@ class PruneOptions:
             raise CompressError(f"--step must be in (0, 1), not {self.step}")
         if self.finetune_epochs < 0 or self.final_epochs < 0:
             raise CompressError("fine-tuning epochs must be >= 0")
+        if not 0 < self.max_layer_ratio < 1:
+            raise CompressError(f"--max-layer-ratio must be in (0, 1), not {self.max_layer_ratio}")
         if self.round_to < 1:
             raise CompressError(f"--round-to must be >= 1, not {self.round_to}")
         if self.order is Order.SENSITIVITY and self.analysis is None:
@@ -183,6 +186,14 @@ class _Search:
     opts: PruneOptions
     steps: list = field(default_factory=list)
     rounds: int = 0
+    marks: tuple[float, ...] = ()  # parameter fractions at which to keep a copy (order comparison)
+    snapshots: dict = field(default_factory=dict)
+    p0: int = 0
+
+    def snapshot(self, params: int) -> None:
+        for mark in self.marks:
+            if mark not in self.snapshots and params <= mark * self.p0:
+                self.snapshots[mark] = (copy.deepcopy(self.net), self.spec, params, len(self.steps))
 
     def params(self, net: nn.Module | None = None) -> int:
         return artifact.count(net if net is not None else self.net, self.shape)["params"]
@@ -200,47 +211,54 @@ class _Search:
 
 
 def _ordered(s: _Search, order: list[str], advance) -> None:
-    """Rounds over the layers in order: a step of channels each (or the whole layer, for the
-    accordion autoencoder, when that is cheaper), kept while the budget holds, else rolled back
-    and the layer frozen."""
+    """Depth-first in order: a layer loses a step of its channels at a time (or, in the accordion
+    autoencoder, goes whole when that is cheaper), each step kept while the budget holds; the first
+    step that breaks it is rolled back and the walk moves on to the next layer. Rounds repeat while
+    any layer still gives way, so the layers early in the order lose the most."""
     frozen: set[str] = set()
+    floor = {n: max(1, int(round(c * (1 - s.opts.max_layer_ratio)))) for n, c in _channels(s.net).items()}
     params = s.params()
     while not s.goal_met(params) and len(frozen) < len(order):
         s.rounds += 1
         progressed = False
         for name in order:
-            if name in frozen or s.goal_met(params):
-                continue
-            if name not in _channels(s.net):  # removed whole in an earlier step
-                frozen.add(name)
-                continue
-            current = _channels(s.net)[name]
-            candidates = []
-            if s.opts.remove_layers and name in surgery.removable_layers(s.net):
-                removed, spec = surgery.remove_layer(s.net, s.spec, name)
-                if s.params(removed) < params:
-                    candidates.append(("remove", removed, spec, 0))
-            keep = surgery.keep_count(current, s.opts.step, s.opts.round_to)
-            if keep < current:
-                shrunk = copy.deepcopy(s.net)
-                surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
-                candidates.append(("shrink", shrunk, s.spec, keep))
-            accepted = False
-            for action, trial, spec, kept in candidates:
-                acc, ok = s.trial(trial, s.opts.finetune_epochs, name)
-                trial_params = s.params(trial)
-                s.steps.append({"round": s.rounds, "layer": name, "action": action, "channels": current,
-                                "kept": kept, "params": trial_params, "val_accuracy": acc, "accepted": ok})
-                advance(info=f"{name} {action} {current}->{kept} val {acc:.2f}% {'kept' if ok else 'rolled back'}")
-                if ok:
-                    s.net, s.spec, params, accepted = trial, spec, trial_params, True
-                    break
-            if accepted:
-                progressed = True
-            else:
-                frozen.add(name)
+            while name not in frozen and not s.goal_met(params):
+                step = _step(s, name, floor.get(name, 1), params, advance)
+                if step is None:
+                    frozen.add(name)
+                else:
+                    params, progressed = step, True
         if not progressed:
             break
+
+
+def _step(s: _Search, name: str, floor: int, params: int, advance) -> int | None:
+    """One step on one layer: the new parameter count if kept, None if rolled back or impossible."""
+    channels = _channels(s.net)
+    if name not in channels:  # removed whole in an earlier step
+        return None
+    current = channels[name]
+    candidates = []
+    if s.opts.remove_layers and name in surgery.removable_layers(s.net):
+        removed, spec = surgery.remove_layer(s.net, s.spec, name)
+        if s.params(removed) < params:
+            candidates.append(("remove", removed, spec, 0))
+    keep = max(surgery.keep_count(current, s.opts.step, s.opts.round_to), min(floor, current))
+    if keep < current:
+        shrunk = copy.deepcopy(s.net)
+        surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
+        candidates.append(("shrink", shrunk, s.spec, keep))
+    for action, trial, spec, kept in candidates:
+        acc, ok = s.trial(trial, s.opts.finetune_epochs, name)
+        trial_params = s.params(trial)
+        s.steps.append({"round": s.rounds, "layer": name, "action": action, "channels": current, "kept": kept,
+                        "params": trial_params, "val_accuracy": acc, "accepted": ok})
+        advance(info=f"{name} {action} {current}->{kept} val {acc:.2f}% {'kept' if ok else 'rolled back'}")
+        if ok:
+            s.net, s.spec = trial, spec
+            s.snapshot(trial_params)
+            return trial_params
+    return None
 
 
 def _one_shot(s: _Search, names: list[str], advance) -> None:
@@ -261,6 +279,36 @@ def _one_shot(s: _Search, names: list[str], advance) -> None:
         if not ok:
             break
         s.net, params = trial, trial_params
+        s.snapshot(params)
+
+
+@dataclass
+class _Setup:
+    prep: object
+    order: list[str]
+    fine: TensorDataset
+    val: TensorDataset
+    before: dict
+    base_val: float
+
+
+def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
+    prep = prepare(model, data_spec, trust=trust, train_limit=train_limit, seed=opts.seed)
+    analysis = _load_analysis(opts.analysis, prep.spec, prep.input_shape) if opts.analysis else None
+    include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
+    layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
+    order = layer_order(opts, layers, analysis)
+    fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
+    return _Setup(prep, order, fine, val, artifact.count(prep.model, prep.input_shape), evaluate(prep.model, val))
+
+
+def _search(st: _Setup, opts: PruneOptions, marks: tuple[float, ...] = ()) -> _Search:
+    target = None if opts.target_params is None else opts.target_params * st.before["params"]
+    s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
+                target, opts, marks=marks, p0=st.before["params"])
+    with task(f"prune ({opts.order.value} order)", None) as advance:
+        (_ordered if opts.order in ORDERED else _one_shot)(s, st.order, advance)
+    return s
 
 
 def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, force: bool = False,
@@ -269,33 +317,24 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
-    prep = prepare(model, data_spec, trust=trust, train_limit=train_limit, seed=opts.seed)
-    shape, net = prep.input_shape, copy.deepcopy(prep.model)
-    analysis = _load_analysis(opts.analysis, prep.spec, shape) if opts.analysis else None
-    include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
-    layers = surgery.prunable_layers(net, shape, include_linear)
-    order = layer_order(opts, layers, analysis)
-    fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
-    before = artifact.count(net, shape)
-    channels_before = _channels(net)
-    target = None if opts.target_params is None else opts.target_params * before["params"]
-    s = _Search(net, prep.spec, shape, fine, val, evaluate(net, val), target, opts)
     start = time.perf_counter()
-    with task(f"prune ({opts.order.value} order)", None) as advance:
-        (_ordered if opts.order in ORDERED else _one_shot)(s, order, advance)
+    st = _setup(model, data_spec, opts, trust, train_limit)
+    prep, shape, before = st.prep, st.prep.input_shape, st.before
+    s = _search(st, opts)
     params = s.params()
+    target = s.target
     if target is not None and params > target:
         logger.warning("goal not met: %d parameters left, target %d", params, int(target))
-    final_stats = fit(s.net, fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
+    final_stats = fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
                       description="final fine-tune") if opts.final_epochs else {}
     after = artifact.count(s.net, shape)
     acc = evaluate(s.net, prep.dataset.test)
     parent_acc = prep.parent.metrics.get("accuracy") if prep.parent else None
-    channels_after = _channels(s.net)
+    channels_before, channels_after = _channels(prep.model), _channels(s.net)
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
-                       "val_accuracy": evaluate(s.net, val), "val_accuracy_before": s.base_val}
+                       "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val}
     report = {
-        "order": order, "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
+        "order": st.order, "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
         "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
@@ -307,3 +346,62 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
                              input_shape=shape, num_classes=prep.dataset.num_classes, metrics=metrics,
                              report=report)
     return artifact.save(s.net, dst, meta, force=force)
+
+
+def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
+            orders: tuple[Order, ...] = tuple(Order), *, force: bool = False, trust: bool = False,
+            train_limit: int | None = None) -> dict:
+    """The order ablation: the same goal with every order, the same fine-tuning for each.
+
+    An ordered walk runs once down to the smallest target and keeps a copy as it crosses each
+    larger one; uniform and global run once per target. Every kept model then gets the same final
+    fine-tuning and is measured on the test set. Writes `dst` (JSON) and a PNG beside it.
+    """
+    if not targets or any(not 0 < t < 1 for t in targets):
+        raise CompressError("--targets must be fractions in (0, 1), e.g. 0.1,0.05,0.03")
+    dst = Path(dst)
+    artifact.check_output(dst, force)
+    targets = tuple(sorted(set(targets), reverse=True))
+    orders = tuple(o for o in orders if o is not Order.SENSITIVITY or opts.analysis)
+    first = replace(opts, order=Order.SEQUENTIAL, target_params=min(targets))
+    first.validate()
+    st = _setup(model, data_spec, first, trust, train_limit)
+    test, shape, start = st.prep.dataset.test, st.prep.input_shape, time.perf_counter()
+    analysis = _load_analysis(opts.analysis, st.prep.spec, shape) if opts.analysis else None
+    include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
+    layers = surgery.prunable_layers(st.prep.model, shape, include_linear)
+    rows = []
+    for order in orders:
+        o = replace(opts, order=order, target_params=min(targets))
+        st.order = layer_order(o, layers, analysis)
+        if order in ORDERED:
+            found = _search(st, o, marks=targets).snapshots
+        else:
+            found = {}
+            for t in targets:
+                found |= _search(st, replace(o, target_params=t), marks=(t,)).snapshots
+        for t in targets:
+            if t not in found:
+                rows.append({"order": order.value, "target": t, "reached": False})
+                continue
+            net, _, params, steps = found[t]
+            pre = evaluate(net, test)
+            if opts.final_epochs:
+                fit(net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
+                    description=f"fine-tune {order.value} @ {t:.0%}")
+            counts = artifact.count(net, shape)
+            rows.append({"order": order.value, "target": t, "reached": True, "params": counts["params"],
+                         "params_kept": round(counts["params"] / st.before["params"], 5),
+                         "macs_kept": round(counts["macs"] / max(1, st.before["macs"]), 5),
+                         "accuracy_before_finetune": pre, "accuracy": evaluate(net, test), "steps": steps})
+            logger.info("%s @ %.3f: %.2f%%", order.value, t, rows[-1]["accuracy"])
+    result = {"kind": "compress-order-comparison", "model": st.prep.spec, "data": data_meta(st.prep.dataset),
+              "baseline": {"params": st.before["params"], "accuracy": evaluate(st.prep.model, test)},
+              "targets": list(targets), "options": asdict(opts) | {"order": None, "analysis": str(opts.analysis)},
+              "finetune_protocol": "every kept model: the same final fine-tuning (final_epochs at lr); "
+                                   "in-walk fine-tuning: finetune_epochs per step", "rows": rows,
+              "seconds": round(time.perf_counter() - start, 1)}
+    from .report import plot_orders
+    result["plot"] = plot_orders(result, dst.with_suffix(".png"))
+    artifact.write_json(result, dst)
+    return result

@@ -76,24 +76,19 @@ def plot_channels(before: dict[str, int], after: dict[str, int], dst: Path, titl
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 _PRUNE_SIDECARS = ("pruned.pt.json", "pruned.json")  # the sidecar name of pruned.pt, newer first
+_COMPARE_FILES = ("compare.json", "orders.json")  # `compress prune --compare-orders` output, when a run has one
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats (smaller x and higher y, one strictly)."""
     front = []
     for i, (x, y) in enumerate(points):
-        if not any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y)
-            for j, (x2, y2) in enumerate(points)
-            if j != i
-        ):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
             front.append(i)
     return front
 
 
-def plot_pareto(
-    stages: list[dict], key: str, xlabel: str, dst: Path, title: str, unit: str = ""
-) -> str | None:
+def plot_pareto(stages: list[dict], key: str, xlabel: str, dst: Path, title: str, unit: str = "") -> str | None:
     """Accuracy against one cost (bytes, p50 latency), one point per stage; the Pareto front drawn.
     Stages without accuracy or the cost are left out; None when fewer than one point remains."""
     pts = [
@@ -110,16 +105,17 @@ def plot_pareto(
     for i, (name, x, y) in enumerate(pts):
         on = i in front
         ax.scatter(
-            [x],
-            [y],
-            s=70,
-            zorder=3,
-            color=f"C{i}",
-            edgecolor="k",
-            facecolor=f"C{i}" if on else "white",
-            linewidth=1.2,
+            [x], [y], s=70, zorder=3, color=f"C{i}", edgecolor="k", facecolor=f"C{i}" if on else "white", linewidth=1.2
         )
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        right = len(pts) > 1 and x == max(xs)  # the rightmost label goes left of its point
+        ax.annotate(
+            name,
+            (x, y),
+            textcoords="offset points",
+            xytext=(-6 if right else 6, 6),
+            ha="right" if right else "left",
+            fontsize=9,
+        )
     fx = sorted((xs[i], ys[i]) for i in front)
     if len(fx) > 1:
         ax.step(
@@ -177,19 +173,10 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
 
     imgs = [
         plot_pareto(
-            stages,
-            "bytes",
-            "file size",
-            run_dir / "report.pareto-bytes.png",
-            "Accuracy against size",
-            unit="B",
+            stages, "bytes", "file size", run_dir / "report.pareto-bytes.png", "Accuracy against size", unit="B"
         ),
         plot_pareto(
-            stages,
-            "p50_ms",
-            "p50 latency (ms)",
-            run_dir / "report.pareto-latency.png",
-            "Accuracy against latency",
+            stages, "p50_ms", "p50 latency (ms)", run_dir / "report.pareto-latency.png", "Accuracy against latency"
         ),
     ]
     out.append(
@@ -213,12 +200,7 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
             title += f" ({rep['params_kept']:.1%} of parameters kept)"
         img = plot_channels(before, after, run_dir / "report.channels.png", title)
         layer_rows = [
-            [
-                k,
-                str(v["before"]),
-                str(v["after"]),
-                f"{1 - v['after'] / v['before']:.0%}" if v["before"] else "-",
-            ]
+            [k, str(v["before"]), str(v["after"]), f"{1 - v['after'] / v['before']:.0%}" if v["before"] else "-"]
             for k, v in layers.items()
         ]
         tables = [{"head": ["layer", "before", "after", "removed"], "rows": layer_rows}]
@@ -226,15 +208,7 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
         if steps:
             tables.append(
                 {
-                    "head": [
-                        "round",
-                        "layer",
-                        "channels",
-                        "kept",
-                        "params",
-                        "val accuracy",
-                        "step",
-                    ],
+                    "head": ["round", "layer", "channels", "kept", "params", "val accuracy", "step"],
                     "rows": [
                         [
                             str(s.get("round", "")),
@@ -254,12 +228,7 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
         if goal is False:
             text += " The size goal was not met within the accuracy budget."
         out.append(
-            {
-                "title": "Pruning: channels per layer",
-                "text": text.strip(),
-                "tables": tables,
-                "images": [Path(img)],
-            }
+            {"title": "Pruning: channels per layer", "text": text.strip(), "tables": tables, "images": [Path(img)]}
         )
 
     analysis = _read_json(run_dir / "analysis.json") or {}
@@ -288,24 +257,20 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
         base = (analysis.get("baseline") or {}).get("accuracy")
         ratio = (analysis.get("options") or {}).get("ratio")
         text = (
-            f"Each layer pruned alone at {ratio:.0%} without fine-tuning; "
-            f"unpruned accuracy {base:.2f}%."
+            f"Each layer pruned alone at {ratio:.0%} without fine-tuning; unpruned accuracy {base:.2f}%."
             if _finite(base) and _finite(ratio)
             else ""
         )
-        out.append(
-            {"title": "Sensitivity analysis", "text": text, "tables": tables, "images": sens}
-        )
+        out.append({"title": "Sensitivity analysis", "text": text, "tables": tables, "images": sens})
 
-    compare = _read_json(run_dir / "compare.json")
-    order_imgs = sorted(
-        {*run_dir.glob("compare*.png"), *run_dir.glob("order*.png"), *run_dir.glob("*.orders*.png")}
-    )
+    compare = next((d for d in (_read_json(run_dir / n) for n in _COMPARE_FILES) if d is not None), None)
+    order_imgs = sorted({*run_dir.glob("compare*.png"), *run_dir.glob("order*.png"), *run_dir.glob("*.orders*.png")})
     if compare is not None or order_imgs:
+        note = compare.get("note", "") if isinstance(compare, dict) and isinstance(compare.get("note"), str) else ""
         out.append(
             {
                 "title": "Pruning orders compared",
-                "text": "",
+                "text": note,
                 "tables": [t for t in [_generic_table(compare)] if t],
                 "images": order_imgs,
             }
@@ -319,10 +284,7 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
                 "text": "",
                 "images": [],
                 "tables": [
-                    {
-                        "head": list(times),
-                        "rows": [[f"{v:.1f} s" if _finite(v) else str(v) for v in times.values()]],
-                    }
+                    {"head": list(times), "rows": [[f"{v:.1f} s" if _finite(v) else str(v) for v in times.values()]]}
                 ],
             }
         )
@@ -380,8 +342,9 @@ def _generic_table(obj) -> dict | None:
         rows = next((v for v in obj.values() if flat_rows(v)), None)
     if not rows:
         return None
-    head = [k for k in rows[0] if all(not isinstance(r.get(k), (dict, list)) for r in rows)]
-    return {"head": head, "rows": [[_cell(r.get(k, "")) for k in head] for r in rows]}
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # every column, in order of first appearance
+    head = [k for k in keys if all(not isinstance(r.get(k), (dict, list)) for r in rows)]
+    return {"head": head, "rows": [[_cell(r[k]) if r.get(k) is not None else "-" for k in head] for r in rows]}
 
 
 def _cell(v) -> str:
@@ -400,15 +363,13 @@ def _numeric_columns(t: dict) -> list[bool]:
 def _meta_lines(summary: dict) -> list[str]:
     host = summary.get("host") or {}
     lines = [
-        f"model {summary.get('model')} on {summary.get('data')}"
-        + (" (quick run)" if summary.get("quick") else ""),
+        f"model {summary.get('model')} on {summary.get('data')}" + (" (quick run)" if summary.get("quick") else ""),
         f"data: {summary.get('data_source') or 'unknown source'}",
         f"created {summary.get('created', '?')} in {summary.get('run_dir', '?')}",
     ]
     if host:
         lines.append(
-            f"host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, "
-            f"onnxruntime {host.get('onnxruntime', '?')}"
+            f"host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, onnxruntime {host.get('onnxruntime', '?')}"
         )
     return lines
 
@@ -424,21 +385,16 @@ def _to_html(summary: dict, sections: list[dict], run_dir: Path) -> str:
         for t in sec["tables"]:
             cls = ["" if n else " class=l" for n in _numeric_columns(t)]
             parts.append(
-                "<table><thead><tr>"
-                + "".join(f"<th{c}>{e(h)}</th>" for c, h in zip(cls, t["head"], strict=True))
+                "<table><thead><tr>" + "".join(f"<th{c}>{e(h)}</th>" for c, h in zip(cls, t["head"], strict=True))
             )
             parts.append("</tr></thead><tbody>")
             parts += [
-                "<tr>"
-                + "".join(f"<td{c}>{e(str(v))}</td>" for c, v in zip(cls, row, strict=True))
-                + "</tr>"
+                "<tr>" + "".join(f"<td{c}>{e(str(v))}</td>" for c, v in zip(cls, row, strict=True)) + "</tr>"
                 for row in t["rows"]
             ]
             parts.append("</tbody></table>")
         if sec["images"]:
-            parts.append(
-                '<div class="figs pair">' if len(sec["images"]) == 2 else "<div class=figs>"
-            )
+            parts.append('<div class="figs pair">' if len(sec["images"]) == 2 else "<div class=figs>")
             for img in sec["images"]:
                 data = base64.b64encode(Path(img).read_bytes()).decode("ascii")
                 parts.append(
@@ -484,10 +440,7 @@ def _to_markdown(summary: dict, sections: list[dict]) -> str:
         for t in sec["tables"]:
             lines.append("| " + " | ".join(t["head"]) + " |")
             lines.append("|" + "|".join("---:" if n else "---" for n in _numeric_columns(t)) + "|")
-            lines += [
-                "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
-                for row in t["rows"]
-            ]
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in t["rows"]]
             lines.append("")
         for img in sec["images"]:
             lines.append(f"![{Path(img).stem}]({Path(img).name})")
@@ -517,3 +470,19 @@ def _write_text(dst: Path, text: str) -> None:
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def plot_orders(result: dict, dst: Path) -> str:
+    """The order ablation: final accuracy against kept parameters, one line per order."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for order in dict.fromkeys(r["order"] for r in result["rows"]):
+        pts = sorted((r["params_kept"], r["accuracy"]) for r in result["rows"] if r["order"] == order and r["reached"])
+        if pts:
+            ax.plot([100 * p for p, _ in pts], [a for _, a in pts], marker="o", label=order)
+    ax.axhline(result["baseline"]["accuracy"], color="k", ls="--", lw=1, label="unpruned")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters kept (%)")
+    ax.set_ylabel("top-1 accuracy after fine-tuning (%)")
+    ax.set_title(f"Pruning order: {result['model']} on {result['data']['spec']}")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(dst))
