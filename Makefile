@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test lint bench reproduce clean
+.PHONY: install data demo test lint bench reproduce gate clean
 
 # torch 2.14.1 + torchvision 0.29.1 is the pair that works on this CPU-only machine (from local disk).
 $(STAMP): pyproject.toml
@@ -39,3 +39,11 @@ reproduce: install data
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The project's own regression gate: the quick default run against the committed baseline.
+gate: install
+	rm -rf "$${COMPRESS_CACHE:-$$HOME/.cache/compress}/models"
+	$(VENV)/bin/compress data fetch mnist
+	$(VENV)/bin/compress run --quick -o runs/ci --force
+	$(VENV)/bin/compress report runs/ci
+	$(VENV)/bin/compress check runs/ci --baseline .ci/baseline.toml --junit runs/ci/check.xml

@@ -82,3 +82,53 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
     with pytest.raises(CompressError, match="not an analysis"):
         prune.run(str(trained_lenet), None, tmp_path / "y.pt", _opts(analysis=tmp_path / "junk.json",
                                                                     target_params=0.5))
+
+
+@pytest.mark.parametrize("order", [prune.Order.UNIFORM, prune.Order.GLOBAL])
+def test_one_shot_baselines_reach_the_target(trained_lenet, tmp_path, order):
+    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
+                    _opts(order=order, target_params=0.3, include_linear=True, finetune_epochs=0.1))
+    rep = art.meta["report"]
+    assert rep["goal_met"] and rep["params_kept"] <= 0.3
+    assert all(s["action"] == order.value for s in rep["steps"])
+    if order is prune.Order.UNIFORM:  # the same ratio in every layer, give or take rounding
+        kept = [v["after"] / v["before"] for n, v in rep["layers"].items() if n != "classifier.5"]
+        assert max(kept) - min(kept) < 0.15
+
+
+def test_depth_first_respects_the_layer_floor(trained_lenet, tmp_path):
+    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
+                    _opts(order=prune.Order.SEQUENTIAL, target_params=0.2, include_linear=True, finetune_epochs=0,
+                          max_layer_ratio=0.5))
+    for name, v in art.meta["report"]["layers"].items():
+        assert v["after"] >= round(v["before"] * 0.5), name
+    first = art.meta["report"]["steps"][0]["layer"]
+    assert first == "features.0"
+
+
+def test_accordion_autoencoder_loses_whole_layers(tmp_path):
+    from toolchain import train
+
+    src = tmp_path / "a2e.pt"
+    train.run("zoo:a2e?widths=256,32,256,32", "digits", src, train.TrainOptions(epochs=6))
+    art = prune.run(str(src), None, tmp_path / "p.pt",
+                    _opts(order=prune.Order.SEQUENTIAL, target_params=0.2, include_linear=True))
+    actions = {(s["layer"], s["action"]) for s in art.meta["report"]["steps"] if s["accepted"]}
+    assert ("hidden.0.0", "remove") in actions
+    model, loaded = artifact.load_model(art.path)
+    assert 0 in model.widths and loaded.spec.startswith("zoo:a2e?widths=")
+    assert model(torch.zeros(2, 64)).shape == (2, 10)
+    assert art.meta["report"]["params_kept"] <= 0.2
+
+
+def test_compare_orders_writes_every_order_and_a_plot(trained_lenet, analysis, tmp_path):
+    out = tmp_path / "orders.json"
+    result = prune.compare(str(trained_lenet), None, out, _opts(analysis=analysis, include_linear=True,
+                                                                 finetune_epochs=0, final_epochs=0.2),
+                           targets=(0.5, 0.3))
+    orders = {r["order"] for r in result["rows"]}
+    assert orders == {o.value for o in prune.Order}
+    assert all(r["params_kept"] <= r["target"] for r in result["rows"] if r["reached"])
+    assert out.exists() and out.with_suffix(".png").exists()
+    with pytest.raises(CompressError, match="targets"):
+        prune.compare(str(trained_lenet), None, tmp_path / "x.json", _opts(), targets=(1.5,))

@@ -81,7 +81,7 @@ def _trained(cfg: dict, run_dir: Path, quick: bool) -> tuple[Path, bool]:
     opts = _opts(train.TrainOptions, tcfg)
     key = hashlib.sha256(json.dumps([spec, cfg["data"]["spec"], repr(opts)]).encode()).hexdigest()[:16]
     cached = data.CACHE_DIR / "models" / f"{spec.replace(':', '_').replace('/', '_')}-{key}.pt"
-    reused = cached.exists()
+    reused = cached.exists() and artifact.sidecar_of(cached).exists()
     if not reused:
         train.run(spec, cfg["data"]["spec"], cached, opts, force=True)
     dst = run_dir / "trained.pt"

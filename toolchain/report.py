@@ -266,7 +266,8 @@ def _report_sections(run_dir: Path, summary: dict) -> list[dict]:
     compare = next((d for d in (_read_json(run_dir / n) for n in _COMPARE_FILES) if d is not None), None)
     order_imgs = sorted({*run_dir.glob("compare*.png"), *run_dir.glob("order*.png"), *run_dir.glob("*.orders*.png")})
     if compare is not None or order_imgs:
-        note = compare.get("note", "") if isinstance(compare, dict) and isinstance(compare.get("note"), str) else ""
+        about = compare if isinstance(compare, dict) else {}
+        note = next((about[k] for k in ("finetune_protocol", "note") if isinstance(about.get(k), str)), "")
         out.append(
             {
                 "title": "Pruning orders compared",

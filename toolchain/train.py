@@ -58,7 +58,8 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
     optim = torch.optim.SGD([{"params": decay, "weight_decay": opts.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=opts.lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts.lr, total_steps=steps, pct_start=0.25)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts.lr, total_steps=steps, pct_start=0.25)
+             if steps >= 10 else None)  # a handful of steps: a constant rate (one-cycle needs room)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
     model.train()
     start, done, running = time.perf_counter(), 0, float("nan")
@@ -69,7 +70,8 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
-                sched.step()
+                if sched is not None:
+                    sched.step()
                 running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
                 done += 1
                 advance(info=f"loss {running:.3f}")
@@ -114,6 +116,7 @@ def prepare(model_spec: str, data_spec: str | None, *, trust: bool = False, trai
         return Prepared(model, parent, parent.spec, tuple(parent.input_shape or ds.input_shape), ds)
     if not data_spec:
         raise CompressError("--data is required with a model spec (e.g. --data mnist)")
+    torch.manual_seed(seed)  # the initial weights, too, must not depend on what ran before
     built = models.build(model_spec, data.native_shape(data_spec), data.num_classes(data_spec))
     ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
     _check_runs(built.model, built.input_shape, model_spec)
@@ -139,7 +142,7 @@ def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *
     """`compress train`: train a model spec (or continue a saved model) and write the artifact."""
     opts.validate()
     artifact.check_output(Path(dst), force)
-    prep = prepare(model_spec, data_spec, trust=trust, train_limit=opts.train_limit)
+    prep = prepare(model_spec, data_spec, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
     stats = fit(prep.model, prep.dataset.train, opts)
     metrics = artifact.count(prep.model, prep.input_shape) | {
         "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test)}
