@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test lint bench reproduce gate clean
+.PHONY: install data demo test lint bench reproduce gate calibration clean
 
 # torch 2.14.1 + torchvision 0.29.1 is the pair that works on this CPU-only machine (from local disk).
 $(STAMP): pyproject.toml
@@ -39,6 +39,11 @@ reproduce: install data
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The small calibration sets shipped in calibration/ (class-stratified, from the training splits).
+calibration: install
+	$(VENV)/bin/compress calibrate --data mnist --samples 128 --input-shape 1,1,32,32 -o calibration/mnist-1x32x32.npz --force
+	$(VENV)/bin/compress calibrate --data fashion-mnist --samples 128 --input-shape 1,1,32,32 -o calibration/fashion-mnist-1x32x32.npz --force
 
 # The project's own regression gate: the quick default run against the committed baseline.
 gate: install

@@ -65,3 +65,28 @@ def test_export_options_and_missing_shape(tmp_path):
         export.ExportOptions(opset=3).validate()
     with pytest.raises(CompressError, match="input-shape"):
         export.run("zoo:lenet5", tmp_path / "x.onnx", export.ExportOptions())
+
+
+def test_calibrate_makes_a_stratified_set_that_quantize_accepts(trained_lenet, tmp_path):
+    import json as _json
+
+    info = quantize.make_calibration("digits", (1, 32, 32), 50, tmp_path / "c.npz", seed=1)
+    with np.load(tmp_path / "c.npz") as f:
+        x, y, meta = f["x"], f["y"], _json.loads(str(f["info"]))
+    assert x.shape == (50, 1, 32, 32) and x.dtype == np.float16
+    assert set(np.unique(y)) == set(range(10)) and np.bincount(y).max() - np.bincount(y).min() <= 1
+    assert meta["data"] == "digits" and info["samples"] == 50
+    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
+                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz"))
+    assert q.meta["quantization"]["samples"] == 50
+    with pytest.raises(CompressError, match="--force"):
+        quantize.make_calibration("digits", (1, 32, 32), 50, tmp_path / "c.npz")
+
+
+def test_shipped_calibration_sets_match_their_recipe():
+    from pathlib import Path
+
+    for name in ("mnist-1x32x32.npz", "fashion-mnist-1x32x32.npz"):
+        path = Path(__file__).parents[1] / "calibration" / name
+        x = quantize.load_calibration(path, (1, 32, 32))
+        assert len(x) == 128 and x.dtype == np.float32

@@ -298,6 +298,40 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
 
 
 @main.command(context_settings=CONTEXT)
+@click.option("--data", "data_spec", required=True, help="data spec, e.g. mnist")
+@click.option("--samples", type=int, default=256, show_default=True, help="class-stratified samples")
+@click.option("--input-shape", help="the model's input, e.g. 1,1,32,32 (default: from --model, else the data's)")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="take the input shape from this model")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help=".npz to write")
+@force_opt
+@_friendly
+def calibrate(data_spec, samples, input_shape, model_path, seed, output, force):
+    """Make a calibration set for static int8: a class-stratified sample in the model's input space.
+
+    \b
+    compress calibrate --data mnist --samples 256 --input-shape 1,1,32,32 -o calibration/mnist-32.npz
+    compress quantize pruned.pt --scope all --calibration calibration/mnist-32.npz -o q.pt
+    """
+    from . import quantize as stage
+    from .artifact import Artifact
+
+    shape = _shape(input_shape)
+    if shape:
+        shape = shape[1:]
+    elif model_path:
+        shape = Artifact.open(model_path).input_shape
+        if not shape:
+            raise CompressError(f"{model_path} has no sidecar with an input shape; pass --input-shape")
+    else:
+        from .data import native_shape
+        shape = native_shape(data_spec)
+    info = stage.make_calibration(data_spec, tuple(shape), samples, Path(output), seed=seed, force=force)
+    _console().print(f"wrote {info['path']}: {info['samples']} samples of {data_spec} "
+                     f"({info['classes']} classes), shape {tuple(info['input_shape'])}, {info['bytes']:,} bytes")
+
+
+@main.command(context_settings=CONTEXT)
 @model_arg
 @data_opt
 @click.option("--input-shape", help="e.g. 1,3,32,32 (default: from the sidecar)")

@@ -10,6 +10,7 @@ quantization has no Gemm kernel and runs convolutions ~5x slower than fp32 on x8
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -137,6 +138,26 @@ def calibration_set(ds: data.Dataset, n: int, seed: int) -> np.ndarray:
     x, y = ds.train.tensors
     idx = data.stratified_indices(y, min(n, len(y)), seed=seed)
     return x[idx].numpy()
+
+
+def make_calibration(data_spec: str, input_shape: tuple[int, ...], samples: int, dst: Path, *, seed: int = 0,
+                     force: bool = False) -> dict:
+    """`compress calibrate`: a class-stratified sample of a training split, in the model's input
+    space (converted and normalized exactly as the stages see it), saved as .npz (x float16, y)."""
+    if samples < 1:
+        raise CompressError(f"--samples must be >= 1, not {samples}")
+    dst = Path(dst)
+    artifact.check_output(dst, force)
+    ds = data.load(data_spec, tuple(input_shape))
+    x, y = ds.train.tensors
+    idx = data.stratified_indices(y, min(samples, len(y)), seed=seed)
+    info = {"data": ds.name, "source": ds.source, "synthetic": ds.synthetic, "input_shape": list(ds.input_shape),
+            "samples": len(idx), "seed": seed, "classes": int(len(torch.unique(y[idx]))), "created": artifact.now()}
+    with artifact.atomic_path(dst) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, x=x[idx].numpy().astype(np.float16), y=y[idx].numpy(),
+                                info=np.array(json.dumps(info)))
+    return info | {"path": str(dst), "bytes": dst.stat().st_size}
 
 
 def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, force: bool = False,
