@@ -53,3 +53,19 @@ def test_unknown_layer_name():
     built = models.build("zoo:lenet5", (1, 32, 32), 10)
     with pytest.raises(CompressError, match="no convolution"):
         surgery.prune_layer(built.model, "features.99", 2, "l1", (1, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "densenet121", "googlenet", "efficientnet_b0"])
+def test_torchvision_families_prune_and_run(name):
+    built = models.build(f"torchvision:{name}?size=32", (3, 32, 32), 10)
+    layers = [l for l in surgery.prunable_layers(built.model, (3, 32, 32)) if l.skip is None]
+    assert len(layers) > 5
+    for layer in (layers[0], layers[len(layers) // 2], layers[-1]):
+        clone = surgery.pruned_copy(built.model, layer.name, surgery.keep_count(layer.channels, 0.5), "l1", (3, 32, 32))
+        assert clone.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_untraceable_models_are_a_clear_error():
+    built = models.build("torchvision:shufflenet_v2_x0_5?size=32", (3, 32, 32), 10)
+    with pytest.raises(CompressError, match="cannot trace"):
+        surgery.prunable_layers(built.model, (3, 32, 32))

@@ -81,8 +81,13 @@ class Layer:
 def graph(model: nn.Module, input_shape: tuple[int, ...]):
     import torch_pruning as tp
 
-    return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape),
-                                                 verbose=False)
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape),
+                                                     verbose=False)
+    except (ZeroDivisionError, IndexError, KeyError, ValueError, RuntimeError, AttributeError) as e:
+        raise CompressError(f"torch-pruning cannot trace this model's dependency graph "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); "
+                            f"layers joined by channel shuffles or custom ops are not supported") from e
 
 
 def _out_fn(m: nn.Module):
