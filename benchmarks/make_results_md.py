@@ -1,0 +1,109 @@
+"""Write docs/results.md from benchmarks/results/*.json: every figure in that page comes from here.
+
+    python benchmarks/make_results_md.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _host(r: dict) -> str:
+    h = r.get("host", {})
+    return f"{h.get('cpu', '?')}, {h.get('cores', '?')} cores; measured {r.get('created', '?')[:10]}"
+
+
+def analyze_section(r: dict) -> list[str]:
+    runs = r["runs"]
+    lines = ["## Sensitivity analysis speed (issue 3)", "",
+             f"`python benchmarks/analyze_speed.py`: {r['model']} trained on {r['data']} "
+             f"(top-1 {r['model_accuracy']:.2f}% on the full test set), 13 convolutions, one ratio ({r['ratio']}). "
+             f"Host: {_host(r)}.", "",
+             "| run | workers | eval samples | wall time |", "|---|---|---|---|"]
+    for label, run in runs.items():
+        lines.append(f"| {label.replace('_', ' ')} | {run['workers']} | {run['eval_samples']:,} | {run['wall_s']:.1f} s |")
+    lines += ["", f"- Goal: under {r['goal_s']} s on 2 cores: **{'met' if r['goal_met'] else 'not met'}**.",
+              f"- 2 workers against 1: {r['speedup_2_workers']:.2f}x. On 2 cores one process already runs "
+              "PyTorch's kernels on both cores, so worker processes pay off only with more cores than that.",
+              f"- Ranking on the stratified subset against the full test set: Spearman {r['subset_vs_full_spearman']}; "
+              f"top 3 agree: {r['top3_agree']}, bottom 3 agree: {r['bottom3_agree']}.",
+              f"- Stability reported by the subset run itself (two disjoint halves): "
+              f"{runs['subset_2_workers']['stability_spearman_halves']}.", ""]
+    return lines
+
+
+def orders_section(r: dict) -> list[str]:
+    lines = ["## Does the pruning order matter? (issue 4)", "",
+             f"`python benchmarks/prune_orders.py`: models trained on a {r['train_limit']:,}-sample class-stratified "
+             f"subset of {r['data']} for {r['train_epochs']} epochs; step {r['step']}; protocol: {r['protocol']} "
+             f"({r['final_epochs']} epoch of the subset each). Accuracy on the full test set. Wall time "
+             f"{r['wall_s'] / 60:.0f} min. Host: {_host(r)}.", ""]
+    for name, m in r["models"].items():
+        targets = sorted({row["target"] for row in m["rows"]}, reverse=True)
+        lines += [f"### {name} (unpruned {m['baseline']['accuracy']:.2f}%, {m['baseline']['params']:,} parameters)", "",
+                  "| order | " + " | ".join(f"keep {t:.0%}" for t in targets) + " |",
+                  "|---|" + "---|" * len(targets)]
+        for order in dict.fromkeys(row["order"] for row in m["rows"]):
+            cells = []
+            for t in targets:
+                row = next(x for x in m["rows"] if x["order"] == order and x["target"] == t)
+                cells.append(f"{row['accuracy']:.2f}% ({row['params_kept']:.1%})" if row["reached"] else "not reached")
+            lines.append(f"| {order} | " + " | ".join(cells) + " |")
+        rel = Path(m["plot"]).resolve().relative_to(ROOT)
+        lines += ["", f"![{name} orders](../{rel})", "",
+                  "Sensitivity minus each other order, in points (positive: sensitivity is better): "
+                  + "; ".join(f"keep {float(t):.0%}: " + ", ".join(f"{o} {d:+.2f}" for o, d in v.items())
+                              for t, v in m["verdict"].items()), ""]
+    return lines
+
+
+def quantize_section(r: dict) -> list[str]:
+    lines = ["## fp32, fc-int8 and all-int8 (issue 5)", "",
+             f"`python benchmarks/quantize_speed.py`: the sensitivity-pruned models ({r['params_kept']:.0%} of the "
+             f"parameters kept) on {r['data']}, each format exported and run in onnxruntime, timed interleaved in one "
+             f"run. Host: {_host(r)}.", ""]
+    for name, m in r["models"].items():
+        lines += [f"### {name}", "", "| format | parameter bytes | vs fp32 | top-1 | drop | p50 ms | latency vs fp32 |",
+                  "|---|---|---|---|---|---|---|"]
+        for fmt, row in m["rows"].items():
+            lines.append(f"| {fmt} | {row['param_bytes']:,} | {row['size_vs_fp32']:.2f}x | {row['accuracy']:.2f}% | "
+                         f"{row['accuracy_drop_pts']:+.2f} | {row['p50_ms']:.3f} | {row['p50_vs_fp32']:.2f}x |")
+        lines.append("")
+    return lines
+
+
+def bench_section(r: dict) -> list[str]:
+    lines = ["## `compress bench` overhead (issue 6)", "",
+             f"`python benchmarks/bench_overhead.py`: `compress bench`'s loop against a bare onnxruntime loop, "
+             f"alternated in one run ({r['threads']} thread). Host: {_host(r)}.", "",
+             "| model | runs | bare p50 ms | compress p50 ms | overhead | within 5% |", "|---|---|---|---|---|---|"]
+    for m in r["models"]:
+        lines.append(f"| {m['model']} | {m['runs']} | {m['bare_p50_ms']:.4f} | {m['compress_p50_ms']:.4f} | "
+                     f"{100 * m['p50_overhead']:+.2f}% | {'yes' if m['within_goal'] else 'no'} |")
+    return lines + [""]
+
+
+def main() -> None:
+    out = ["# Results", "",
+           "Every figure on this page is written by `benchmarks/make_results_md.py` from the JSON files in "
+           "`benchmarks/results/`, which the scripts named in each section produce. Rerun a script, then this one. "
+           "CIFAR-10 is not available offline here, so the image benchmarks run on Fashion-MNIST at 32x32.", ""]
+    for name, section in (("analyze_speed", analyze_section), ("prune_orders", orders_section),
+                          ("quantize_speed", quantize_section), ("bench_overhead", bench_section)):
+        r = _load(name)
+        out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{name}.py`.", ""]
+    (ROOT / "docs" / "results.md").write_text("\n".join(out))
+    print(f"wrote {ROOT / 'docs' / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
