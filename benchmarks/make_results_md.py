@@ -30,7 +30,8 @@ def analyze_section(r: dict) -> list[str]:
              f"Host: {_host(r)}.", "",
              "| run | workers | eval samples | wall time |", "|---|---|---|---|"]
     for label, run in runs.items():
-        lines.append(f"| {label.replace('_', ' ')} | {run['workers']} | {run['eval_samples']:,} | {run['wall_s']:.1f} s |")
+        label = label.replace("_", " ")
+        lines.append(f"| {label} | {run['workers']} | {run['eval_samples']:,} | {run['wall_s']:.1f} s |")
     lines += ["", f"- Goal: under {r['goal_s']} s on 2 cores: **{'met' if r['goal_met'] else 'not met'}**.",
               f"- 2 workers against 1: {r['speedup_2_workers']:.2f}x. On 2 cores one process already runs "
               "PyTorch's kernels on both cores, so worker processes pay off only with more cores than that.",

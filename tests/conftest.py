@@ -28,3 +28,40 @@ def trained_a2e(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "a2e.pt"
     train.run("zoo:a2e?widths=64,16,64", "digits", path, train.TrainOptions(epochs=15, lr=0.05))
     return path
+
+
+DIGITS_RUN = """
+[model]
+spec = "zoo:lenet5"
+[data]
+spec = "digits"
+[train]
+epochs = 10
+[analyze]
+eval_samples = 150
+[prune]
+target_params = 0.4
+max_drop = 50.0
+finetune_epochs = 0.1
+final_epochs = 0.5
+val_samples = 100
+[bench]
+runs = 20
+warmup = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory):
+    """One real `compress run` on digits (~15 s), shared by the pipeline, check and report tests.
+    Its own cache folder (basetemp/real-run-cache) shows whether the trained model was cached."""
+    from toolchain import pipeline
+
+    out = tmp_path_factory.getbasetemp() / "real-digits-run"
+    if not (out / "summary.json").exists():
+        cfg = tmp_path_factory.getbasetemp() / "real-digits.toml"
+        cfg.write_text(DIGITS_RUN)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("toolchain.data.CACHE_DIR", tmp_path_factory.getbasetemp() / "real-run-cache")
+            pipeline.run(pipeline.load_config(cfg), out, force=True)
+    return out

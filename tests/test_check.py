@@ -473,42 +473,7 @@ def test_committed_ci_baseline_is_valid_and_gates_growth():
     assert base.tolerance_for("quantized", check.Figure.LATENCY_RATIO).amount == 1.5
 
 
-# ---------------------------------------------------------------- one real run folder
-
-DIGITS = """
-[model]
-spec = "zoo:lenet5"
-[data]
-spec = "digits"
-[train]
-epochs = 3
-[analyze]
-eval_samples = 150
-[prune]
-target_params = 0.4
-max_drop = 50.0
-finetune_epochs = 0.1
-final_epochs = 0.3
-val_samples = 100
-[bench]
-runs = 20
-warmup = 2
-"""
-
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    """One real `compress run` on digits (~15 s), shared with test_report through its fixed path."""
-    from toolchain import pipeline
-
-    out = tmp_path_factory.getbasetemp() / "real-digits-run"
-    if not (out / "summary.json").exists():
-        cfg = tmp_path_factory.getbasetemp() / "real-digits.toml"
-        cfg.write_text(DIGITS)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("toolchain.data.CACHE_DIR", tmp_path_factory.mktemp("cache"))
-            pipeline.run(pipeline.load_config(cfg), out, force=True)
-    return out
+# ---------------------------------------------------------------- one real run folder (conftest.real_run)
 
 
 @pytest.mark.slow

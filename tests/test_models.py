@@ -47,7 +47,8 @@ def test_user_file_factory(tmp_path):
     f = tmp_path / "net.py"
     f.write_text("from torch import nn\n"
                  "def make(num_classes):\n"
-                 "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4*6*6, num_classes))\n")
+                 "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),\n"
+                 "                         nn.Linear(4*6*6, num_classes))\n")
     built = models.build(f"{f}:make", (1, 8, 8), 3)
     assert built.model(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
     with pytest.raises(CompressError, match="no callable"):

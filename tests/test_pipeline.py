@@ -5,43 +5,11 @@ import pytest
 from toolchain import pipeline
 from toolchain.errors import CompressError
 
-DIGITS = """
-[model]
-spec = "zoo:lenet5"
-[data]
-spec = "digits"
-[train]
-epochs = 10
-[analyze]
-eval_samples = 200
-[prune]
-target_params = 0.4
-max_drop = 50.0
-finetune_epochs = 0.3
-final_epochs = 1
-val_samples = 150
-[bench]
-runs = 20
-warmup = 2
-"""
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, monkeypatch_module):
-    cache = tmp_path_factory.mktemp("cache")
-    monkeypatch_module.setattr("toolchain.data.CACHE_DIR", cache)
-    cfg_path = tmp_path_factory.mktemp("cfg") / "p.toml"
-    cfg_path.write_text(DIGITS)
-    out = tmp_path_factory.mktemp("run") / "r"
-    summary = pipeline.run(pipeline.load_config(cfg_path), out)
-    return out, summary, cache
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def run_dir(real_run, tmp_path_factory):
+    summary = json.loads((real_run / "summary.json").read_text())
+    return real_run, summary, tmp_path_factory.getbasetemp() / "real-run-cache"
 
 
 def test_run_writes_every_stage_and_a_summary(run_dir):

@@ -31,6 +31,7 @@ def test_export_after_quantize_stores_int8_fc_weights_and_float_convs(quantized,
     assert art.metrics["bytes"] == (tmp_path / "q.onnx").stat().st_size
     assert art.metrics["accuracy"] == pytest.approx(quantized.metrics["accuracy"], abs=0.01)
     assert art.meta["report"]["parity"]["top1_agreement"] == 1.0
+    assert art.metrics["compression_x"] == pytest.approx(4 * 61706 / art.metrics["param_bytes"], rel=1e-3)
 
 
 def test_scope_all_quantizes_convolutions_too(trained_lenet, tmp_path):

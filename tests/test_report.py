@@ -279,42 +279,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert near((31, 119, 180)) > 1000 and near((255, 127, 14)) > 1000
 
 
-# ---------------------------------------------------------------- one real run folder
-
-DIGITS = """
-[model]
-spec = "zoo:lenet5"
-[data]
-spec = "digits"
-[train]
-epochs = 3
-[analyze]
-eval_samples = 150
-[prune]
-target_params = 0.4
-max_drop = 50.0
-finetune_epochs = 0.1
-final_epochs = 0.3
-val_samples = 100
-[bench]
-runs = 20
-warmup = 2
-"""
-
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    """One real `compress run` on digits (~15 s), shared with test_check through its fixed path."""
-    from toolchain import pipeline
-
-    out = tmp_path_factory.getbasetemp() / "real-digits-run"
-    if not (out / "summary.json").exists():
-        cfg = tmp_path_factory.getbasetemp() / "real-digits.toml"
-        cfg.write_text(DIGITS)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("toolchain.data.CACHE_DIR", tmp_path_factory.mktemp("cache"))
-            pipeline.run(pipeline.load_config(cfg), out, force=True)
-    return out
+# ---------------------------------------------------------------- one real run folder (conftest.real_run)
 
 
 @pytest.mark.slow

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import platform
+import tomllib
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from . import bench_runner, remote
 from .errors import CompressError

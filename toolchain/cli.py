@@ -90,7 +90,8 @@ data_opt = click.option("--data", "data_spec", help="data spec: mnist, fashion-m
 force_opt = click.option("--force", is_flag=True, help="overwrite existing outputs")
 trust_opt = click.option("--trust-model", "trust", is_flag=True,
                          help="allow loading a pickled nn.Module (runs code from the file: trusted files only)")
-json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON here")
+json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                        help="also write the result as JSON here")
 
 
 @click.group(context_settings=CONTEXT)

@@ -211,6 +211,9 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
                 metrics["accuracy_fp32_onnx"] = onnx_accuracy(fp32, test)
         if parent is not None:
             metrics |= {k: parent.metrics[k] for k in ("params", "macs") if k in parent.metrics}
+            first = (parent.meta.get("lineage") or [{}])[0].get("metrics", {})
+            if first.get("params"):  # the paper's measure: original fp32 parameter bytes over final ones
+                metrics["compression_x"] = round(4 * first["params"] / sizes["total"], 3)
         meta = artifact.new_meta("export", asdict(opts), parent=parent, spec=spec, data=None,
                                  input_shape=shape, num_classes=num_classes or 0, metrics=metrics,
                                  report={"parity": check, "param_bytes": sizes, "quantization": recipe,

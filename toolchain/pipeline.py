@@ -51,7 +51,8 @@ def load_config(path: Path | None, quick: bool = False) -> dict:
             raise CompressError(f"{path}: not valid TOML ({e})") from e
         unknown = set(user) - set(SECTIONS)
         if unknown:
-            raise CompressError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
+            raise CompressError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+                                f"known: {', '.join(SECTIONS)}")
         for section, values in user.items():
             if not isinstance(values, dict):
                 raise CompressError(f"{path}: [{section}] must be a table")
@@ -145,7 +146,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
 
     original = artifact.Artifact.open(trained).metrics
     rows = []
-    for (name, art), timing in zip(arts.items(), report["models"]):
+    for (name, art), timing in zip(arts.items(), report["models"], strict=True):
         m = art.metrics
         rows.append({"stage": name, "file": str(art.path), "params": m.get("params"), "macs": m.get("macs"),
                      "param_bytes": m["param_bytes"], "bytes": m["bytes"], "accuracy": m.get("accuracy"),
