@@ -30,6 +30,8 @@ def test_prune_to_a_size_goal_removes_filters_physically(trained_lenet, analysis
     assert sum(p.numel() for p in model.parameters()) == rep["after"]["params"]
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
     assert any(v["after"] < v["before"] for v in rep["layers"].values())
+    assert sum(v["params_after"] for v in rep["layers"].values()) == rep["after"]["params"]  # LeNet: conv+fc only
+    assert all(v["macs_after"] <= v["macs_before"] for v in rep["layers"].values())
     assert art.metrics["accuracy"] > 50
     assert [e["stage"] for e in art.meta["lineage"]] == ["train", "prune"]
 

@@ -230,6 +230,16 @@ def count(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     return {"params": int(params), "macs": int(macs), "param_bytes": int(params) * 4}
 
 
+def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict]:
+    """Parameters and MACs of each convolution and linear layer (on a copy)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).eval()
+    _, _, macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape), layer_wise=True)
+    return {name: {"params": int(params.get(m, 0)), "macs": int(macs.get(m, 0))}
+            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
 def lineage_entry(stage: str, options: dict, parent: Artifact | None) -> dict:
     return {"stage": stage, "options": options, "tool_version": __version__, "time": now(),
             "parent": str(parent.path) if parent else None,

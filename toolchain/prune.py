@@ -331,6 +331,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     acc = evaluate(s.net, prep.dataset.test)
     parent_acc = prep.parent.metrics.get("accuracy") if prep.parent else None
     channels_before, channels_after = _channels(prep.model), _channels(s.net)
+    counts_before, counts_after = artifact.count_layers(prep.model, shape), artifact.count_layers(s.net, shape)
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
                        "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val}
     report = {
@@ -338,7 +339,11 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
         "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
-        "layers": {n: {"before": channels_before[n], "after": channels_after.get(n, 0)} for n in channels_before},
+        "layers": {n: {"before": channels_before[n], "after": channels_after.get(n, 0),
+                       "params_before": counts_before[n]["params"],
+                       "params_after": counts_after.get(n, {}).get("params", 0),
+                       "macs_before": counts_before[n]["macs"], "macs_after": counts_after.get(n, {}).get("macs", 0)}
+                   for n in channels_before},
         "final_finetune": final_stats, "seconds": round(time.perf_counter() - start, 2),
     }
     options = asdict(opts) | {"order": opts.order.value, "analysis": str(opts.analysis) if opts.analysis else None}
