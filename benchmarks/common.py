@@ -30,9 +30,9 @@ def trained(spec: str, data_spec: str, opts: train.TrainOptions) -> Path:
 def host() -> dict:
     import os
 
-    from toolchain.bench import _cpu_name
+    from toolchain.bench_runner import cpu_name
 
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "compress": __version__}
 
 
