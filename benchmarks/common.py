@@ -33,6 +33,7 @@ def host() -> dict:
     from toolchain.bench_runner import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "compress": __version__}
 
 

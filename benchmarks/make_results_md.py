@@ -19,7 +19,9 @@ def _load(name: str) -> dict | None:
 
 def _host(r: dict) -> str:
     h = r.get("host", {})
-    return f"{h.get('cpu', '?')}, {h.get('cores', '?')} cores; measured {r.get('created', '?')[:10]}"
+    load = h.get("load_average_1m_at_end", r.get("load_average_1m"))
+    load = f", load average {load} at the end (a shared machine)" if load is not None else ""
+    return f"{h.get('cpu', '?')}, {h.get('cores', '?')} cores; measured {r.get('created', '?')[:10]}{load}"
 
 
 def analyze_section(r: dict) -> list[str]:
