@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def trained(spec: str, data_spec: str, opts: train.TrainOptions) -> Path:
     import hashlib
 
     key = hashlib.sha256(json.dumps([spec, data_spec, repr(opts)]).encode()).hexdigest()[:12]
-    path = data.CACHE_DIR / "bench-models" / f"{spec.replace(':', '_')}-{data_spec}-{key}.pt"
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{spec}-{data_spec}")
+    path = data.CACHE_DIR / "bench-models" / f"{stem}-{key}.pt"
     if not path.exists():
         print(f"training {spec} on {data_spec} ({opts}) -> {path}", flush=True)
         train.run(spec, data_spec, path, opts, force=True)

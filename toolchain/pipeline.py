@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 import tomllib
@@ -81,7 +82,7 @@ def _trained(cfg: dict, run_dir: Path, quick: bool) -> tuple[Path, bool]:
         tcfg |= {"epochs": cfg["quick"]["train_epochs"], "train_limit": cfg["quick"]["train_limit"]}
     opts = _opts(train.TrainOptions, tcfg)
     key = hashlib.sha256(json.dumps([spec, cfg["data"]["spec"], repr(opts)]).encode()).hexdigest()[:16]
-    cached = data.CACHE_DIR / "models" / f"{spec.replace(':', '_').replace('/', '_')}-{key}.pt"
+    cached = data.CACHE_DIR / "models" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}-{key}.pt"
     reused = cached.exists() and artifact.sidecar_of(cached).exists()
     if not reused:
         train.run(spec, cfg["data"]["spec"], cached, opts, force=True)
