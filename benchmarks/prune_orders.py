@@ -13,13 +13,14 @@ budget, not for a full training run.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, trained, write
+from common import RESULTS, host, trained, write
 
-from toolchain import analyze, prune, train
+from toolchain import analyze, artifact, prune, train
 
 
 def one(spec: str, args, tmp: Path) -> dict:
@@ -62,22 +63,38 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=0.5)
     ap.add_argument("--eval-samples", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="minutes: 4000-sample subset, one target, tiny budgets")
+    ap.add_argument("--fresh", action="store_true", help="forget models measured by an earlier run")
+    ap.add_argument("--collect", action="store_true",
+                    help="measure nothing: gather the per-model results (prune_orders_NAME.json) of a run cut short")
     args = ap.parse_args()
     if args.quick:
         args.train_limit, args.epochs, args.final_epochs, args.targets, args.eval_samples = 4000, 1, 0.2, [0.1], 200
     start = time.perf_counter()
+    requested = args.models.split(",")
+    name_out = "prune_orders" + ("_quick" if args.quick else "")
+    previous = RESULTS / f"{name_out}.json"
     results = {}
+    if previous.exists() and not args.fresh:  # a run cut short keeps the models it finished
+        results = {k: v for k, v in json.loads(previous.read_text())["models"].items() if k not in requested}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            r = one(f"zoo:{name}", args, Path(tmp))
+        for name in requested:
+            done = RESULTS / f"prune_orders_{name}.json"
+            if args.collect and not done.exists():
+                continue
+            if args.collect:  # the per-model comparison an earlier run of this script finished
+                r = json.loads(done.read_text()) | {"analysis_seconds": None}
+            else:
+                r = one(f"zoo:{name}", args, Path(tmp))
             results[name] = {"baseline": r["baseline"], "rows": r["rows"], "verdict": verdict(r),
-                             "seconds": r["seconds"], "analysis_seconds": r["analysis_seconds"], "plot": r["plot"]}
+                             "seconds": r["seconds"], "analysis_seconds": r["analysis_seconds"], "plot": r["plot"],
+                             "host": host(), "created": r.get("created") or artifact.now()}
             print(f"{name}: {verdict(r)}", flush=True)
-    write("prune_orders" + ("_quick" if args.quick else ""), {
-        "data": args.data, "targets": args.targets, "train_limit": args.train_limit, "train_epochs": args.epochs,
-        "final_epochs": args.final_epochs, "step": args.step, "eval_samples": args.eval_samples,
-        "protocol": "no fine-tuning inside the walk; every kept model gets the same final fine-tuning",
-        "models": results, "wall_s": round(time.perf_counter() - start, 1)})
+            write(name_out, {
+                "data": args.data, "targets": args.targets, "train_limit": args.train_limit,
+                "train_epochs": args.epochs, "final_epochs": args.final_epochs, "step": args.step,
+                "eval_samples": args.eval_samples, "requested": ["vgg16", "alexnet"],
+                "protocol": "no fine-tuning inside the walk; every kept model gets the same final fine-tuning",
+                "models": results, "wall_s": round(time.perf_counter() - start, 1)})
 
 
 if __name__ == "__main__":
