@@ -44,7 +44,8 @@ def main() -> None:
                            "eval_samples": res["data"]["eval_samples"], "priority": res["priority"],
                            "baseline_accuracy": res["baseline"]["accuracy"],
                            "layers": {l["name"]: l["accuracy"] for l in res["layers"]},
-                           "stability_spearman_halves": res["stability"]["spearman_halves"]}
+                           "stability_spearman_halves": res["stability"]["spearman_halves"],
+                           "reused_results": res["reused_results"]}
             print(f"{label}: {runs[label]['wall_s']} s, {len(res['layers'])} layers, "
                   f"{res['data']['eval_samples']} samples", flush=True)
     names = list(runs["full_test_set"]["layers"])

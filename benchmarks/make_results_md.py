@@ -33,7 +33,8 @@ def analyze_section(r: dict) -> list[str]:
              "| run | workers | eval samples | wall time |", "|---|---|---|---|"]
     for label, run in runs.items():
         label = label.replace("_", " ")
-        lines.append(f"| {label} | {run['workers']} | {run['eval_samples']:,} | {run['wall_s']:.1f} s |")
+        wall = f"{run['wall_s']:.1f} s" + (" (results reused from the cache)" if run.get("reused_results") else "")
+        lines.append(f"| {label} | {run['workers']} | {run['eval_samples']:,} | {wall} |")
     lines += ["", f"- Goal: under {r['goal_s']} s on 2 cores: **{'met' if r['goal_met'] else 'not met'}**.",
               f"- 2 workers against 1: {r['speedup_2_workers']:.2f}x. On 2 cores one process already runs "
               "PyTorch's kernels on both cores, so worker processes pay off only with more cores than that.",
