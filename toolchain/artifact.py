@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +20,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CompressError
+from .fileio import atomic_path, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +32,6 @@ def sidecar_of(path: Path) -> Path:
     """`q.pt` -> `q.pt.json`: the whole file name, so q.pt and q.onnx side by side keep their own."""
     path = Path(path)
     return path.with_name(path.name + ".json")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def now() -> str:
@@ -103,27 +91,8 @@ def check_output(dst: Path, force: bool) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
 
 
-@contextmanager
-def atomic_path(dst: Path) -> Iterator[Path]:
-    """Yield a temp path next to `dst`; move it into place only if the block succeeds."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-    try:
-        yield Path(tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(obj: dict, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(dst, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o):

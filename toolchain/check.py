@@ -19,9 +19,7 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,6 +27,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from .errors import CompressError
+from .fileio import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +475,7 @@ def update_baseline(report_path: Path, baseline_path: Path) -> Path:
         if baseline_path.suffix.lower() != ".json"
         else json.dumps(_baseline_dict(new, recorded), indent=2) + "\n"
     )
-    _atomic_write(baseline_path, text)
+    write_text(baseline_path, text)
     return baseline_path
 
 
@@ -538,20 +537,6 @@ def _toml_value(v: object) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     return json.dumps(str(v))
-
-
-def _atomic_write(dst: Path, text: str) -> None:
-    """Temp file + rename, so an interrupted update never leaves half a baseline."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------- outputs for people and CI
@@ -667,12 +652,12 @@ def junit(result: CheckResult) -> str:
 
 
 def write_junit(result: CheckResult, dst: Path) -> Path:
-    _atomic_write(Path(dst), junit(result))
+    write_text(Path(dst), junit(result))
     return Path(dst)
 
 
 def write_json(result: CheckResult, dst: Path) -> Path:
-    _atomic_write(Path(dst), json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text(Path(dst), json.dumps(result.to_dict(), indent=2) + "\n")
     return Path(dst)
 
 

