@@ -21,6 +21,7 @@ from pathlib import Path
 from common import RESULTS, host, trained, write
 
 from toolchain import analyze, artifact, prune, train
+from toolchain.report import plot_orders
 
 
 def one(spec: str, args, tmp: Path) -> dict:
@@ -83,6 +84,7 @@ def main() -> None:
                 continue
             if args.collect:  # the per-model comparison an earlier run of this script finished
                 r = json.loads(done.read_text()) | {"analysis_seconds": None}
+                plot_orders(r, Path(r["plot"]))
             else:
                 r = one(f"zoo:{name}", args, Path(tmp))
             results[name] = {"baseline": r["baseline"], "rows": r["rows"], "verdict": verdict(r),

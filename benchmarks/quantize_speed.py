@@ -12,11 +12,12 @@ onnxruntime on the full test set.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-from common import trained, write
+from common import RESULTS, host, trained, write
 
 from toolchain import analyze, bench, data, export, prune, quantize, train
 from toolchain.export import onnx_accuracy, param_bytes
@@ -59,7 +60,7 @@ def one(spec: str, args, tmp: Path) -> dict:
     for r in rows.values():
         r["size_vs_fp32"] = round(r["param_bytes"] / rows["fp32"]["param_bytes"], 4)
         r["accuracy_drop_pts"] = round(rows["fp32"]["accuracy"] - r["accuracy"], 3)
-    return {"rows": rows, "bench_host": report.get("measured_on"), "test_samples": len(test[1])}
+    return {"rows": rows, "bench_host": report.get("measured_on"), "test_samples": len(test[1]), "host": host()}
 
 
 def main() -> None:
@@ -77,8 +78,12 @@ def main() -> None:
     if args.quick:
         args.train_limit, args.epochs, args.final_epochs, args.runs = 4000, 1, 0.2, 50
     start = time.perf_counter()
+    requested = args.models.split(",")
+    previous = RESULTS / ("quantize_speed" + ("_quick" if args.quick else "") + ".json")
     results = {}
-    for name in args.models.split(","):
+    if previous.exists():  # keep the models an earlier run measured and this one does not
+        results = {k: v for k, v in json.loads(previous.read_text())["models"].items() if k not in requested}
+    for name in requested:
         with tempfile.TemporaryDirectory() as tmp:
             results[name] = one(f"zoo:{name}", args, Path(tmp))
         print(name, {k: (v["p50_vs_fp32"], v["size_vs_fp32"], v["accuracy"]) for k, v in results[name]["rows"].items()},

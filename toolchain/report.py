@@ -13,7 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator  # noqa: E402
 
 from .errors import CompressError  # noqa: E402
 from .fileio import write_text  # noqa: E402
@@ -469,6 +469,9 @@ def plot_orders(result: dict, dst: Path) -> str:
             ax.plot([100 * p for p, _ in pts], [a for _, a in pts], marker="o", label=order)
     ax.axhline(result["baseline"]["accuracy"], color="k", ls="--", lw=1, label="unpruned")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("parameters kept (%)")
     ax.set_ylabel("top-1 accuracy after fine-tuning (%)")
     ax.set_title(f"Pruning order: {result['model']} on {result['data']['spec']}")
