@@ -148,7 +148,7 @@ def _ratio_for(net, order, goal, names, shape, round_to) -> tuple[nn.Module, flo
     for _ in range(14):
         mid = (lo + hi) / 2
         trial = _shrink_all(net, order, mid, names, shape, round_to)
-        if artifact.count(trial, shape)["params"] <= goal:
+        if sum(p.numel() for p in trial.parameters()) <= goal:
             hi, best = mid, trial
         else:
             lo = mid
@@ -196,7 +196,8 @@ class _Search:
                 self.snapshots[mark] = (copy.deepcopy(self.net), self.spec, params, len(self.steps))
 
     def params(self, net: nn.Module | None = None) -> int:
-        return artifact.count(net if net is not None else self.net, self.shape)["params"]
+        """Parameter count (the same figure as artifact.count, without its copy and forward pass)."""
+        return sum(p.numel() for p in (net if net is not None else self.net).parameters())
 
     def goal_met(self, params: int) -> bool:
         return self.target is not None and params <= self.target
