@@ -45,6 +45,8 @@ max_drop = 50.0
 finetune_epochs = 0.1
 final_epochs = 0.5
 val_samples = 100
+[quantize]
+allow_slower = true   # exercise the int8 path even where int8 is slower on the test machine
 [bench]
 runs = 20
 warmup = 2

@@ -9,7 +9,7 @@ from toolchain.errors import CompressError
 @pytest.fixture(scope="module")
 def quantized(trained_lenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "q.pt"
-    return quantize.run(str(trained_lenet), None, out, quantize.QuantizeOptions(samples=64))
+    return quantize.run(str(trained_lenet), None, out, quantize.QuantizeOptions(samples=64, allow_slower=True))
 
 
 def test_quantize_measures_int8_in_onnxruntime(quantized):
@@ -36,7 +36,7 @@ def test_export_after_quantize_stores_int8_fc_weights_and_float_convs(quantized,
 
 def test_scope_all_quantizes_convolutions_too(trained_lenet, tmp_path):
     q = quantize.run(str(trained_lenet), None, tmp_path / "qa.pt",
-                     quantize.QuantizeOptions(scope=quantize.Scope.ALL, samples=64,
+                     quantize.QuantizeOptions(scope=quantize.Scope.ALL, samples=64, allow_slower=True,
                                               calibrate=quantize.Calibrate.PERCENTILE))
     art = export.run(str(q.path), tmp_path / "qa.onnx", export.ExportOptions())
     assert art.meta["report"]["param_bytes"]["by_op"]["Conv"].get("int8", 0) > 0
@@ -78,7 +78,7 @@ def test_calibrate_makes_a_stratified_set_that_quantize_accepts(trained_lenet, t
     assert set(np.unique(y)) == set(range(10)) and np.bincount(y).max() - np.bincount(y).min() <= 1
     assert meta["data"] == "digits" and info["samples"] == 50
     q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
-                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz"))
+                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz", allow_slower=True))
     assert q.meta["quantization"]["samples"] == 50
     with pytest.raises(CompressError, match="--force"):
         quantize.make_calibration("digits", (1, 32, 32), 50, tmp_path / "c.npz")
@@ -91,3 +91,23 @@ def test_shipped_calibration_sets_match_their_recipe():
         path = Path(__file__).parents[1] / "calibration" / name
         x = quantize.load_calibration(path, (1, 32, 32))
         assert len(x) == 128 and x.dtype == np.float32
+
+
+def test_the_default_never_makes_a_model_slower(trained_lenet, tmp_path, monkeypatch):
+    monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8: 1.4)
+    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(samples=32))
+    assert q.meta["quantization"] is None and q.meta["report"]["kept_fp32_because_int8_was_slower"]
+    assert q.metrics["param_bytes"] == q.metrics["param_bytes_fp32"]
+    art = export.run(str(q.path), tmp_path / "q.onnx", export.ExportOptions())
+    assert art.metrics["int8_param_bytes"] == 0  # the exported file stays fp32
+    kept = quantize.run(str(trained_lenet), None, tmp_path / "k.pt",
+                        quantize.QuantizeOptions(samples=32, allow_slower=True))
+    assert kept.meta["quantization"]["int8_vs_fp32_p50"] == 1.4 and kept.metrics["param_bytes"] < 4 * 61706
+
+
+def test_latency_ratio_is_measured(tmp_path):
+    from toolchain import models
+
+    net = models.build("zoo:lenet5", (1, 32, 32), 10).model
+    export.export_onnx(net, (1, 32, 32), tmp_path / "a.onnx", export.ExportOptions())
+    assert 0.5 < quantize._latency_ratio(tmp_path / "a.onnx", tmp_path / "a.onnx") < 2.0

@@ -285,11 +285,14 @@ def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_
 @click.option("--calibration", type=click.Path(dir_okay=False), help="calibration set .npz (default: from --data)")
 @click.option("--samples", type=int, default=256, show_default=True, help="calibration samples drawn from --data")
 @click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
+@click.option("--allow-slower", is_flag=True,
+              help="keep int8 even when it runs slower than fp32 on this machine (e.g. tuned for another device)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="quantized model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, output, force, trust):
+def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, output, force,
+             trust):
     """Store the int8 recipe with a model and measure the int8 model in onnxruntime.
 
     \b
@@ -299,10 +302,15 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
 
     opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
-                                 eval_samples=eval_samples)
+                                 eval_samples=eval_samples, allow_slower=allow_slower)
     out = Path(output) if output else _default_out("quantize", "quantized.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
-    _summary(art, f"int8 ({scope}) measured in onnxruntime, {art.meta['report']['drop_vs_fp32']:+.2f} pts vs fp32")
+    rep = art.meta["report"]
+    if rep["kept_fp32_because_int8_was_slower"]:
+        _summary(art, f"kept fp32: int8 ({scope}) ran {rep['recipe']['int8_vs_fp32_p50']:.2f}x the fp32 latency here")
+    else:
+        _summary(art, f"int8 ({scope}) measured in onnxruntime: {rep['drop_vs_fp32']:+.2f} pts, "
+                      f"{rep['recipe']['int8_vs_fp32_p50']:.2f}x the fp32 latency")
 
 
 @main.command(context_settings=CONTEXT)

@@ -6,6 +6,9 @@ quantizes it with onnxruntime.quantization (static QDQ, per-channel int8 weights
 the int8 model's accuracy by running it in onnxruntime. `compress export` applies the same recipe
 to write the final int8 ONNX. Static QDQ is used for both scopes because onnxruntime's dynamic
 quantization has no Gemm kernel and runs convolutions ~5x slower than fp32 on x86 CPUs.
+
+The default never makes a model slower: the int8 model is timed against the fp32 one here, and
+if it is more than 5% slower the stage keeps fp32 and says so (`--allow-slower` keeps int8).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Calibrate(str, Enum):
 
 
 OP_TYPES = {Scope.FC: ["Gemm", "MatMul"], Scope.ALL: None}
+SLOWER_TOLERANCE = 0.05  # int8 p50 more than 5% above fp32 (same run, interleaved): "slower"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class QuantizeOptions:
     calibration: Path | None = None
     samples: int = 256
     eval_samples: int | None = None
+    allow_slower: bool = False  # keep int8 even where it measured slower than fp32 on this machine
     seed: int = 0
 
     def validate(self) -> None:
@@ -180,7 +185,15 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
         test = _subset(prep.dataset, opts.eval_samples, opts.seed)
         fp32_acc, int8_acc = onnx_accuracy(fp32, test), onnx_accuracy(int8, test)
         sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
-    if sizes["int8"]["int8_bytes"] == 0:
+        slowdown = _latency_ratio(fp32, int8)
+    recipe["int8_vs_fp32_p50"] = slowdown
+    kept_fp32 = slowdown > 1 + SLOWER_TOLERANCE and not opts.allow_slower
+    if kept_fp32:  # the default never makes a model slower (measured here; --allow-slower overrides)
+        logger.warning("int8 (%s) ran %.2fx the fp32 latency on this machine; keeping fp32. Pass --allow-slower "
+                       "to keep int8 (e.g. for a device where `compress bench --target` shows it faster)",
+                       opts.scope.value, slowdown)
+        int8_acc, sizes["int8"] = fp32_acc, sizes["fp32"]
+    elif sizes["int8"]["int8_bytes"] == 0:
         logger.warning("no layer was quantized: the model has no %s layer for scope %r",
                        "fully-connected" if opts.scope is Scope.FC else "quantizable", opts.scope.value)
     metrics = artifact.count(prep.model, prep.input_shape) | {
@@ -193,8 +206,18 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
                              num_classes=prep.dataset.num_classes, metrics=metrics,
                              report={"recipe": recipe, "param_bytes": sizes,
                                      "drop_vs_fp32": round(fp32_acc - int8_acc, 3)})
-    meta["quantization"] = recipe
+    meta["quantization"] = None if kept_fp32 else recipe
+    meta["report"]["kept_fp32_because_int8_was_slower"] = kept_fp32
     return artifact.save(prep.model, dst, meta, force=force, extra={"calibration": torch.from_numpy(calib)})
+
+
+def _latency_ratio(fp32: Path, int8: Path) -> float:
+    """p50 of the int8 model over p50 of the fp32 one, timed interleaved in one run."""
+    from .bench import BenchOptions, Runtime
+    from .bench import run as bench
+
+    report = bench([fp32, int8], BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False)))
+    return round(report["models"][1]["p50_ms"] / report["models"][0]["p50_ms"], 4)
 
 
 def _subset(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
