@@ -88,7 +88,8 @@ def quantize_section(r: dict) -> list[str]:
     lines = ["## fp32, fc-int8 and all-int8 (issue 5)", "",
              f"`python benchmarks/quantize_speed.py`: the pruned models ({r.get('order', 'sensitivity')} order, "
              f"{r['params_kept']:.0%} of the parameters kept) on {r['data']}, each format exported and run in "
-             f"onnxruntime, timed interleaved in one run. Host: {_host(r)}.", ""]
+             f"onnxruntime, timed interleaved in one run (int8 kept as measured, `--allow-slower`; by default "
+             f"`compress quantize` keeps fp32 where int8 measures more than 5% slower). Host: {_host(r)}.", ""]
     for name, m in r["models"].items():
         lines += [f"### {name}", "", "| format | parameter bytes | vs fp32 | top-1 | drop | p50 ms | latency vs fp32 |",
                   "|---|---|---|---|---|---|---|"]
