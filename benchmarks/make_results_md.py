@@ -69,14 +69,17 @@ def orders_section(r: dict) -> list[str]:
                               for t, v in m["verdict"].items()), ""]
         losses = sorted({o for v in m["verdict"].values() for o, d in v.items() if d < 0})
         if losses:
+            detail = (" In VGG16 those are the last 512-channel convolutions, which also hold most of the "
+                      "parameters; cut to 10% of their channels they become a bottleneck that one short "
+                      "fine-tuning cannot repair." if name == "vgg16" else "")
             lines += [f"**The sensitivity order does not beat {', '.join(losses)} here.** Why: the ordered walk is "
                       "depth-first and, with a size goal and no accuracy budget, takes the first layers of its order "
                       "down to the per-layer floor (90% of their channels removed) before it touches the next. The "
-                      "layers that lose least when pruned *alone at 50%* are VGG16's last 512-channel convolutions, "
-                      "which also hold most of the parameters; cut to 10% of their channels they become a "
-                      "bottleneck that one short fine-tuning cannot repair. Sequential order cuts the small early "
-                      "layers first and spreads the rest; uniform and global spread the cut over every layer. The "
-                      "measured ranking is right about the 50% step; the walk over-extrapolates it to 90%.", ""]
+                      "layers that lose least when pruned *alone at 50%* are not the ones that survive losing 90%."
+                      + detail + " Uniform and global spread the cut over every layer. The measured ranking is "
+                      "right about the 50% step; the walk over-extrapolates it to 90%. Next step: per-layer ratios "
+                      "read from the analysis sweep (the largest ratio whose drop stays under a threshold, the "
+                      "threshold bisected to meet the size goal).", ""]
     missing = [n for n in r.get("requested", []) if n not in r["models"]]
     if missing:
         lines += [f"Not measured yet: {', '.join(missing)} (`python benchmarks/prune_orders.py --models "
