@@ -103,6 +103,29 @@ def quantize_section(r: dict) -> list[str]:
     return lines
 
 
+def paper_section(r: dict) -> list[str]:
+    quick = r.get("quick")
+    lines = ["## The paper side by side (issue 8)" + (" — quick run only" if quick else ""), "",
+             f"`python benchmarks/reproduce_paper.py{' --quick' if quick else ''}` "
+             + ("(minutes: small subsets and budgets; not the full recipes). " if quick else "")
+             + f"Wall time {r['wall_s'] / 60:.1f} min.", "",
+             "| experiment | paper | compress | measure |", "|---|---|---|---|"]
+    for name in ("alexnet", "vgg16"):
+        if name in r:
+            m = r[name]
+            lines.append(f"| {name} | {m['paper']['compression_x']}x | {m['compression_x']}x at "
+                         f"{m['top1_drop_pts']:+.2f} pts top-1 | fp32 parameter bytes / final (fc int8) |")
+    for name in ("a2e_fraud", "a2e_mnist"):
+        if name in r:
+            m = r[name]
+            lines.append(f"| {name} | {m['paper']['complexity_reduction_pct']}% less, "
+                         f"{m['paper']['performance_drop_pct']}% drop | {m['complexity_reduction_pct']}% fewer "
+                         f"parameters, {m['performance_drop_pct']}% drop in {m['performance_metric']} "
+                         f"({m['before'][m['performance_metric']]} -> {m['after'][m['performance_metric']]}) | "
+                         f"{m['before']['spec']} -> {m['after']['spec']} |")
+    return lines + [""]
+
+
 def bench_section(r: dict) -> list[str]:
     lines = ["## `compress bench` overhead (issue 6)", "",
              f"`python benchmarks/bench_overhead.py`: `compress bench`'s loop against a bare onnxruntime loop, "
@@ -120,8 +143,9 @@ def main() -> None:
            "`benchmarks/results/`, which the scripts named in each section produce. Rerun a script, then this one. "
            "CIFAR-10 is not available offline here, so the image benchmarks run on Fashion-MNIST at 32x32.", ""]
     for name, section in (("analyze_speed", analyze_section), ("prune_orders", orders_section),
-                          ("quantize_speed", quantize_section), ("bench_overhead", bench_section)):
-        r = _load(name)
+                          ("quantize_speed", quantize_section), ("paper", paper_section),
+                          ("bench_overhead", bench_section)):
+        r = _load(name) or (_load("paper_quick") if name == "paper" else None)
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{name}.py`.", ""]
     (ROOT / "docs" / "results.md").write_text("\n".join(out))
     print(f"wrote {ROOT / 'docs' / 'results.md'}")
