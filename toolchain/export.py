@@ -144,10 +144,8 @@ def param_bytes(path: Path) -> dict:
             "by_dtype": by_dtype, "by_op": by_op}
 
 
-def _test_set(spec: str | None, input_shape, n: int | None, seed: int):
-    if not spec:
-        return None
-    ds = data.load(spec, input_shape)
+def test_arrays(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test split (or a class-stratified subset of n) as arrays for onnxruntime."""
     x, y = ds.test.tensors
     if n and n < len(y):
         idx = data.stratified_indices(y, n, seed=seed)
@@ -180,7 +178,7 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
         raise CompressError(f"{model}: the input shape is unknown; pass --input-shape 1,C,H,W")
     recipe = parent.meta.get("quantization") if parent else None
     data_spec = data_spec or (parent.data_spec if parent else None)
-    test = _test_set(data_spec, shape, opts.eval_samples, opts.seed)
+    test = test_arrays(data.load(data_spec, shape), opts.eval_samples, opts.seed) if data_spec else None
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         notes = export_onnx(net, shape, fp32, opts)

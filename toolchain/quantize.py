@@ -138,11 +138,15 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
             raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
 
 
+def _calibration_indices(ds: data.Dataset, n: int, seed: int) -> torch.Tensor:
+    """A class-stratified sample of the training split (never the test split)."""
+    y = ds.train.tensors[1]
+    return data.stratified_indices(y, min(n, len(y)), seed=seed)
+
+
 def calibration_set(ds: data.Dataset, n: int, seed: int) -> np.ndarray:
-    """A class-stratified calibration sample from the training split."""
-    x, y = ds.train.tensors
-    idx = data.stratified_indices(y, min(n, len(y)), seed=seed)
-    return x[idx].numpy()
+    """Calibration inputs drawn from the training split, class-stratified."""
+    return ds.train.tensors[0][_calibration_indices(ds, n, seed)].numpy()
 
 
 def make_calibration(data_spec: str, input_shape: tuple[int, ...], samples: int, dst: Path, *, seed: int = 0,
@@ -155,7 +159,7 @@ def make_calibration(data_spec: str, input_shape: tuple[int, ...], samples: int,
     artifact.check_output(dst, force)
     ds = data.load(data_spec, tuple(input_shape))
     x, y = ds.train.tensors
-    idx = data.stratified_indices(y, min(samples, len(y)), seed=seed)
+    idx = _calibration_indices(ds, samples, seed)
     info = {"data": ds.name, "source": ds.source, "synthetic": ds.synthetic, "input_shape": list(ds.input_shape),
             "samples": len(idx), "seed": seed, "classes": int(len(torch.unique(y[idx]))), "created": artifact.now()}
     with artifact.atomic_path(dst) as tmp:
@@ -168,7 +172,7 @@ def make_calibration(data_spec: str, input_shape: tuple[int, ...], samples: int,
 def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, force: bool = False,
         trust: bool = False) -> artifact.Artifact:
     """Record the int8 recipe with the model and measure the int8 model in onnxruntime."""
-    from .export import ExportOptions, export_onnx, onnx_accuracy, param_bytes
+    from .export import ExportOptions, export_onnx, onnx_accuracy, param_bytes, test_arrays
 
     opts.validate()
     dst = Path(dst)
@@ -182,7 +186,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(prep.model, prep.input_shape, fp32, ExportOptions())
         quantize_onnx(fp32, int8, recipe, calib)
-        test = _subset(prep.dataset, opts.eval_samples, opts.seed)
+        test = test_arrays(prep.dataset, opts.eval_samples, opts.seed)
         fp32_acc, int8_acc = onnx_accuracy(fp32, test), onnx_accuracy(int8, test)
         sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
         slowdown = _latency_ratio(fp32, int8)
@@ -218,11 +222,3 @@ def _latency_ratio(fp32: Path, int8: Path) -> float:
 
     report = bench([fp32, int8], BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False)))
     return round(report["models"][1]["p50_ms"] / report["models"][0]["p50_ms"], 4)
-
-
-def _subset(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y = ds.test.tensors
-    if n and n < len(y):
-        idx = data.stratified_indices(y, n, seed=seed)
-        x, y = x[idx], y[idx]
-    return x.numpy(), y.numpy()
