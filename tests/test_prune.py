@@ -98,14 +98,47 @@ def test_one_shot_baselines_reach_the_target(trained_lenet, tmp_path, order):
         assert max(kept) - min(kept) < 0.15
 
 
-def test_depth_first_respects_the_layer_floor(trained_lenet, tmp_path):
+def test_rounds_respect_the_layer_floor(trained_lenet, tmp_path):
     art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
                     _opts(order=prune.Order.SEQUENTIAL, target_params=0.2, include_linear=True, finetune_epochs=0,
                           max_layer_ratio=0.5))
     for name, v in art.meta["report"]["layers"].items():
         assert v["after"] >= round(v["before"] * 0.5), name
-    first = art.meta["report"]["steps"][0]["layer"]
-    assert first == "features.0"
+    steps = art.meta["report"]["steps"]
+    assert steps[0]["layer"] == "features.0"
+    first_round = [s["layer"] for s in steps if s["round"] == 1]
+    assert len(first_round) == len(set(first_round)) > 1  # breadth first: one step per layer a round
+
+
+def test_drop_curve_and_ratio_within():
+    curve = prune._drop_curve({"sweep": [{"ratio": 0.5, "accuracy": 88.0}, {"ratio": 0.25, "accuracy": 91.0},
+                                         {"ratio": 0.75, "accuracy": 70.0}]}, 90.0)
+    assert curve == [(0.0, 0.0), (0.25, 0.0), (0.5, 2.0), (0.75, 20.0)]  # non-decreasing, anchored at 0
+    assert prune._ratio_within(curve, 1.0, 0.9) == pytest.approx(0.375)
+    assert prune._ratio_within(curve, 0.0, 0.9) == pytest.approx(0.25)
+    assert prune._ratio_within(curve, 100.0, 0.9) == 0.9
+    single = prune._drop_curve({"ratio": 0.5, "accuracy": 80.0}, 90.0)  # the paper's one fixed ratio
+    assert prune._ratio_within(single, 5.0, 0.9) == pytest.approx(0.25)
+
+
+def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):
+    an = json.loads(analysis.read_text())
+    names = [r["name"] for r in an["layers"]]
+    base = an["baseline"]["accuracy"]
+    fragile, tolerant = names[0], names[1]
+    for r in an["layers"]:  # a made-up sensitivity: the first layer breaks at once, the others never
+        drop = 50.0 if r["name"] == fragile else 0.0
+        r["sweep"] = [{"ratio": x, "accuracy": base - drop * x} for x in (0.25, 0.5, 0.75)]
+    path = tmp_path / "an.json"
+    path.write_text(json.dumps(an))
+    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
+                    _opts(analysis=path, target_params=0.5, include_linear=True, finetune_epochs=0, final_epochs=0))
+    rep = art.meta["report"]
+    assert rep["goal_met"] and rep["plan_budget_pts"] is not None
+    kept = {n: v["after"] / v["before"] for n, v in rep["layers"].items()}
+    assert kept[fragile] > kept[tolerant]
+    planned = {n: rep["plan"][n] / rep["layers"][n]["before"] for n in (fragile, tolerant)}
+    assert planned[fragile] > planned[tolerant]
 
 
 def test_accordion_autoencoder_loses_whole_layers(tmp_path):

@@ -1,11 +1,12 @@
 """`compress prune`: structured filter pruning in a chosen layer order, under a size or accuracy goal.
 
 The paper's claim is that the order in which layers are pruned changes the final accuracy; the
-`sensitivity` order follows the priority measured by `compress analyze` (least harmful first).
-Rounds walk the layers in order; each layer loses a step of its channels, the model is briefly
-fine-tuned, and the step is kept while the accuracy budget holds (otherwise rolled back and the
-layer is frozen). Decisions are measured on a validation split held out of the training data,
-never on the test set; the final figures are measured on the test set.
+`sensitivity` order follows the priority measured by `compress analyze` (least harmful first)
+and reads from the same analysis how far each layer may go (`sensitivity_plan`). Rounds walk the
+layers in order; each layer loses a step of its channels, the model is briefly fine-tuned, and the
+step is kept while the accuracy budget holds (otherwise rolled back and the layer is frozen).
+Decisions are measured on a validation split held out of the training data, never on the test
+set; the final figures are measured on the test set.
 """
 
 from __future__ import annotations
@@ -124,14 +125,10 @@ def _shrink_all(net: nn.Module, order: Order, ratio: float, names: list[str], sh
     L1 ranking (global)."""
     import torch_pruning as tp
 
-    clone = copy.deepcopy(net)
     if order is Order.UNIFORM:
-        dg = surgery.graph(clone, shape)
-        for name in names:
-            m = dict(clone.named_modules())[name]
-            current = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-            surgery.prune_layer(clone, name, surgery.keep_count(current, ratio, round_to), "l1", shape, dg=dg)
-        return clone
+        channels = _channels(net)
+        return _apply(net, {n: surgery.keep_count(channels[n], ratio, round_to) for n in names}, shape)
+    clone = copy.deepcopy(net)
     modules = dict(clone.named_modules())
     keep = set(names)
     ignored = [m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in keep]
@@ -189,6 +186,13 @@ class _Search:
     marks: tuple[float, ...] = ()  # parameter fractions at which to keep a copy (order comparison)
     snapshots: dict = field(default_factory=dict)
     p0: int = 0
+    floor: dict = field(default_factory=dict)  # channels a layer keeps at least (--max-layer-ratio)
+    plan_budget: float | None = None  # points per layer the sensitivity plan allows (size goal)
+    plan: dict = field(default_factory=dict)  # channels per layer the sensitivity plan aims at
+
+    def __post_init__(self) -> None:
+        keep = 1 - self.opts.max_layer_ratio
+        self.floor = {n: max(1, int(round(c * keep))) for n, c in _channels(self.net).items()}
 
     def snapshot(self, params: int) -> None:
         for mark in self.marks:
@@ -211,40 +215,111 @@ class _Search:
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
 
-def _ordered(s: _Search, order: list[str], advance) -> None:
-    """Depth-first in order: a layer loses a step of its channels at a time (or, in the accordion
-    autoencoder, goes whole when that is cheaper), each step kept while the budget holds; the first
-    step that breaks it is rolled back and the walk moves on to the next layer. Rounds repeat while
-    any layer still gives way, so the layers early in the order lose the most."""
+def _drop_curve(row: dict, base_acc: float) -> list[tuple[float, float]]:
+    """A layer's accuracy drop against its pruning ratio, from the analysis sweep: anchored at
+    (0, 0) and made non-decreasing (a ratio never costs less than a smaller one)."""
+    points = sorted((s["ratio"], base_acc - s["accuracy"]) for s in row.get("sweep") or [row])
+    curve, worst = [(0.0, 0.0)], 0.0
+    for ratio, drop in points:
+        worst = max(worst, drop)
+        curve.append((ratio, worst))
+    return curve
+
+
+def _ratio_within(curve: list[tuple[float, float]], budget: float, cap: float) -> float:
+    """The largest ratio (at most `cap`) whose drop, read off the curve, stays within `budget`.
+    Between measured ratios the drop is interpolated; past the last one its last slope goes on
+    (with the paper's single fixed ratio: drop proportional to ratio)."""
+    for (r0, d0), (r1, d1) in zip(curve, curve[1:], strict=False):
+        if d1 > budget:
+            return min(cap, r0 + (r1 - r0) * (budget - d0) / (d1 - d0))
+    (r0, d0), (r1, d1) = curve[-2], curve[-1]
+    slope = (d1 - d0) / (r1 - r0) if r1 > r0 else 0.0
+    return cap if slope <= 0 else min(cap, r1 + (budget - d1) / slope)
+
+
+def _apply(net: nn.Module, keep: dict[str, int], shape) -> nn.Module:
+    """A copy with each named layer cut to its channel count (L1, through one dependency graph)."""
+    clone = copy.deepcopy(net)
+    dg = surgery.graph(clone, shape)
+    modules = dict(clone.named_modules())
+    for name, k in keep.items():
+        m = modules.get(name)
+        if m is None:
+            continue
+        current = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        if k < current:
+            surgery.prune_layer(clone, name, k, "l1", shape, dg=dg)
+    return clone
+
+
+def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
+    """Channels each layer may go down to under the `sensitivity` order.
+
+    Each layer's analysis curve gives the largest ratio that costs it at most `budget` points when
+    pruned alone; `budget` is bisected so that the whole plan meets the size goal. The layers that
+    tolerate pruning give the most and the fragile ones are spared, instead of one ratio for all.
+    Without a size goal every layer may go down to its floor (the accuracy budget decides)."""
+    channels = _channels(s.net)
+    base = analysis["baseline"]["accuracy"]
+    curves = {r["name"]: _drop_curve(r, base) for r in analysis["layers"] if r["name"] in channels}
+    floors = {n: s.floor[n] for n in curves}
+    if s.target is None:
+        return floors
+
+    def plan_at(budget: float) -> dict[str, int]:
+        return {n: max(floors[n], surgery.keep_count(channels[n], _ratio_within(c, budget, s.opts.max_layer_ratio),
+                                                     s.opts.round_to))
+                for n, c in curves.items()}
+
+    lo, hi = 0.0, max(d for c in curves.values() for _, d in c) + 1.0
+    if s.params(_apply(s.net, plan_at(hi), s.shape)) > s.target:
+        return floors  # even every layer at its floor misses the goal: the walk says so
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        if s.params(_apply(s.net, plan_at(mid), s.shape)) <= s.target:
+            hi = mid
+        else:
+            lo = mid
+    s.plan_budget = round(hi, 3)
+    return plan_at(hi)
+
+
+def _ordered(s: _Search, order: list[str], advance, lowest: dict[str, int]) -> None:
+    """Rounds over the layers in order: each layer loses a step of its channels (never below
+    `lowest`; in the accordion autoencoder it may go whole when it may reach its floor), the step
+    is kept while the budget holds, and a rolled-back layer is frozen. Rounds repeat until the goal
+    is met or no layer gives way, so the layers early in the order take the accuracy budget and,
+    with a size goal, the last partial round."""
     frozen: set[str] = set()
-    floor = {n: max(1, int(round(c * (1 - s.opts.max_layer_ratio)))) for n, c in _channels(s.net).items()}
     params = s.params()
     while not s.goal_met(params) and len(frozen) < len(order):
         s.rounds += 1
         progressed = False
         for name in order:
-            while name not in frozen and not s.goal_met(params):
-                step = _step(s, name, floor.get(name, 1), params, advance)
-                if step is None:
-                    frozen.add(name)
-                else:
-                    params, progressed = step, True
+            if name in frozen or s.goal_met(params):
+                continue
+            step = _step(s, name, lowest.get(name, 1), params, advance)
+            if step is None:
+                frozen.add(name)
+            else:
+                params, progressed = step, True
         if not progressed:
             break
 
 
-def _step(s: _Search, name: str, floor: int, params: int, advance) -> int | None:
+def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | None:
     """One step on one layer: the new parameter count if kept, None if rolled back or impossible."""
     channels = _channels(s.net)
     if name not in channels:  # removed whole in an earlier step
         return None
     current = channels[name]
     candidates = []
-    if s.opts.remove_layers and name in surgery.removable_layers(s.net):
+    if s.opts.remove_layers and lowest <= s.floor.get(name, 1) and name in surgery.removable_layers(s.net):
         removed, spec = surgery.remove_layer(s.net, s.spec, name)
         if s.params(removed) < params:
             candidates.append(("remove", removed, spec, 0))
-    keep = max(surgery.keep_count(current, s.opts.step, s.opts.round_to), min(floor, current))
+    keep = max(surgery.keep_count(current, s.opts.step, s.opts.round_to), min(lowest, current))
     if keep < current:
         shrunk = copy.deepcopy(s.net)
         surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
@@ -291,6 +366,7 @@ class _Setup:
     val: TensorDataset
     before: dict
     base_val: float
+    analysis: dict | None = None
 
 
 def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
@@ -300,7 +376,8 @@ def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, t
     layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
     order = layer_order(opts, layers, analysis)
     fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
-    return _Setup(prep, order, fine, val, artifact.count(prep.model, prep.input_shape), evaluate(prep.model, val))
+    return _Setup(prep, order, fine, val, artifact.count(prep.model, prep.input_shape), evaluate(prep.model, val),
+                  analysis)
 
 
 def _search(st: _Setup, opts: PruneOptions, marks: tuple[float, ...] = ()) -> _Search:
@@ -308,7 +385,15 @@ def _search(st: _Setup, opts: PruneOptions, marks: tuple[float, ...] = ()) -> _S
     s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
                 target, opts, marks=marks, p0=st.before["params"])
     with task(f"prune ({opts.order.value} order)", None) as advance:
-        (_ordered if opts.order in ORDERED else _one_shot)(s, st.order, advance)
+        if opts.order is Order.SENSITIVITY:
+            s.plan = sensitivity_plan(s, st.analysis)
+            _ordered(s, st.order, advance, s.plan)
+            if not s.goal_met(s.params()):  # rolled-back steps left the goal unmet: go on toward the floors
+                _ordered(s, st.order, advance, s.floor)
+        elif opts.order in ORDERED:
+            _ordered(s, st.order, advance, s.floor)
+        else:
+            _one_shot(s, st.order, advance)
     return s
 
 
@@ -336,7 +421,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
                        "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val}
     report = {
-        "order": st.order, "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
+        "order": st.order, "plan": s.plan or None, "plan_budget_pts": s.plan_budget, "rounds": s.rounds,
+        "steps": s.steps, "goal_met": target is None or params <= target,
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
         "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
@@ -359,8 +445,9 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
             train_limit: int | None = None) -> dict:
     """The order ablation: the same goal with every order, the same fine-tuning for each.
 
-    An ordered walk runs once down to the smallest target and keeps a copy as it crosses each
-    larger one; uniform and global run once per target. Every kept model then gets the same final
+    The sequential, reverse and random walks run once down to the smallest target and keep a copy
+    as they cross each larger one; sensitivity (whose plan depends on the goal), uniform and global
+    run once per target. Every kept model then gets the same final
     fine-tuning and is measured on the test set. Writes `dst` (JSON) and a PNG beside it.
     """
     if not targets or any(not 0 < t < 1 for t in targets):
@@ -373,14 +460,14 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     first.validate()
     st = _setup(model, data_spec, first, trust, train_limit)
     test, shape, start = st.prep.dataset.test, st.prep.input_shape, time.perf_counter()
-    analysis = _load_analysis(opts.analysis, st.prep.spec, shape) if opts.analysis else None
+    analysis = st.analysis
     include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
     layers = surgery.prunable_layers(st.prep.model, shape, include_linear)
     rows = []
     for order in orders:
         o = replace(opts, order=order, target_params=min(targets))
         st.order = layer_order(o, layers, analysis)
-        if order in ORDERED:
+        if order in ORDERED and order is not Order.SENSITIVITY:  # the walk to the smallest target passes the others
             found = _search(st, o, marks=targets).snapshots
         else:
             found = {}
