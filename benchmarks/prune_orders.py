@@ -1,6 +1,7 @@
 """Issue 4 benchmark: does the pruning order matter? VGG16-BN and AlexNet on Fashion-MNIST (32x32).
 
-For each model: train (cached outside the repo), analyze (each layer alone at 50%), then
+For each model: train (cached outside the repo), analyze (each layer alone at 25/50/75/90%: the
+sensitivity plan reads how far each layer may go from that curve), then
 `prune.compare` keeps 10%, 5% and 3% of the parameters with every order. Protocol, the same for
 every order: no fine-tuning inside the walk, then the same final fine-tuning of every kept model
 (`--final-epochs` on the training subset), accuracy on the full test set. Fine-tuning uses a
@@ -28,12 +29,13 @@ def one(spec: str, args, tmp: Path) -> dict:
     model = trained(spec, args.data, train.TrainOptions(epochs=args.epochs, lr=0.05, train_limit=args.train_limit))
     start = time.perf_counter()
     an = tmp / f"{spec.split(':')[1]}.analysis.json"
-    analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, eval_samples=args.eval_samples,
-                                                             include_linear=True, workers=2, plots=False))
+    analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=tuple(args.ratios), workers=2,
+                                                             eval_samples=args.eval_samples, include_linear=True,
+                                                             plots=False))
     analysis_s = time.perf_counter() - start
     opts = prune.PruneOptions(analysis=an, step=args.step, finetune_epochs=0, final_epochs=args.final_epochs,
                               lr=0.01, include_linear=True, val_samples=args.eval_samples)
-    out = RESULTS / f"prune_orders_{spec.split(':')[1]}.json"
+    out = RESULTS / f"prune_orders{'_quick' if args.quick else ''}_{spec.split(':')[1]}.json"
     result = prune.compare(str(model), None, out, opts, targets=tuple(args.targets), force=True,
                            train_limit=args.train_limit)
     result["analysis_seconds"] = round(analysis_s, 1)
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("--models", default="vgg16,alexnet")
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",")], default=[0.1, 0.05, 0.03])
+    ap.add_argument("--ratios", type=lambda s: [float(t) for t in s.split(",")], default=[0.25, 0.5, 0.75, 0.9],
+                    help="the analysis sweep: each layer alone at each ratio")
     ap.add_argument("--train-limit", type=int, default=20000)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--final-epochs", type=float, default=0.5)
@@ -79,7 +83,7 @@ def main() -> None:
         results = {k: v for k, v in json.loads(previous.read_text())["models"].items() if k not in requested}
     with tempfile.TemporaryDirectory() as tmp:
         for name in requested:
-            done = RESULTS / f"prune_orders_{name}.json"
+            done = RESULTS / f"{name_out}_{name}.json"
             if args.collect and not done.exists():
                 continue
             if args.collect:  # the per-model comparison an earlier run of this script finished
@@ -94,7 +98,7 @@ def main() -> None:
             write(name_out, {
                 "data": args.data, "targets": args.targets, "train_limit": args.train_limit,
                 "train_epochs": args.epochs, "final_epochs": args.final_epochs, "step": args.step,
-                "eval_samples": args.eval_samples, "requested": ["vgg16", "alexnet"],
+                "eval_samples": args.eval_samples, "analysis_ratios": args.ratios, "requested": ["vgg16", "alexnet"],
                 "protocol": "no fine-tuning inside the walk; every kept model gets the same final fine-tuning",
                 "models": results, "wall_s": round(time.perf_counter() - start, 1)})
 

@@ -27,6 +27,8 @@ from common import RESULTS, trained, write
 from toolchain import analyze, artifact, bench, data, export, prune, quantize, train
 from toolchain.export import onnx_logits
 
+MAX_DROP_PTS = 1.0  # the accuracy budget for AlexNet and VGG16
+SWEEP = (0.25, 0.75, 0.9)  # analysis ratios besides 0.5 (the same sweep as prune_orders.py: its cache is shared)
 PAPER = {"alexnet": {"compression_x": 47.28}, "vgg16": {"compression_x": 35.21},
          "a2e_fraud": {"complexity_reduction_pct": 85.1, "performance_drop_pct": 4.9},
          "a2e_mnist": {"complexity_reduction_pct": 94.5, "performance_drop_pct": 13.6}}
@@ -48,7 +50,8 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     src = trained(f"zoo:{name}", args.data, train.TrainOptions(epochs=recipe.epochs, lr=0.05,
                                                                  train_limit=recipe.train_limit))
     an = tmp / f"{name}.analysis.json"
-    analyze.run(str(src), None, an, analyze.AnalyzeOptions(eval_samples=1000, include_linear=True, plots=False))
+    analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratios=SWEEP, eval_samples=500, include_linear=True,
+                                                           workers=2, plots=False))
     pruned = tmp / f"{name}.pruned.pt"
     prune.run(str(src), None, pruned, prune.PruneOptions(
         analysis=an, target_params=recipe.keep, max_drop=recipe.max_drop, step=recipe.step,
@@ -72,8 +75,10 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
                        "file_ratio_x": round(orig["bytes"] / m["bytes"], 2),
                        "top1_drop_pts": round(orig["accuracy"] - m["accuracy"], 3),
                        "speedup_x": round(timing["models"][0]["p50_ms"] / t["p50_ms"], 2)}
-    best = rows["pruned+fc-int8"]
-    return {"compression_x": best["compression_x"], "top1_drop_pts": best["top1_drop_pts"],
+    within = [k for k in ("pruned+all-int8", "pruned+fc-int8") if rows[k]["top1_drop_pts"] <= MAX_DROP_PTS]
+    headline = max(within, key=lambda k: rows[k]["compression_x"]) if within else "pruned+fc-int8"
+    best = rows[headline]
+    return {"compression_x": best["compression_x"], "top1_drop_pts": best["top1_drop_pts"], "headline_row": headline,
             "top1_before": orig["accuracy"], "top1_after": best["top1"], "rows": rows,
             "recipe": recipe.__dict__, "data": args.data, "wall_s": round(time.perf_counter() - start, 1),
             "paper": PAPER[name]}
@@ -133,8 +138,10 @@ def main() -> None:
     args = ap.parse_args()
     q = args.quick
     recipes = {
-        "alexnet": Recipe(4000 if q else 20000, 1 if q else 3, 0.05, 1.0, 0.02 if q else 0.05, 0.3 if q else 1.0),
-        "vgg16": Recipe(4000 if q else 20000, 1 if q else 2, 0.05, 1.0, 0.02 if q else 0.05, 0.3 if q else 1.0),
+        # AlexNet and VGG16: a size goal (the sensitivity plan picks each layer's share), no fine-tuning
+        # inside the walk, then one final fine-tune; the top-1 drop is measured after it, on the test set.
+        "alexnet": Recipe(4000 if q else 20000, 1 if q else 3, 0.07, None, 0.0, 0.5 if q else 3.0),
+        "vgg16": Recipe(4000 if q else 20000, 1 if q else 2, 0.08, None, 0.0, 0.5 if q else 3.0),
         "a2e_fraud": Recipe(20000 if q else None, 1 if q else 3, 0.15, None, 0.05, 0.5 if q else 1.0),
         "a2e_mnist": Recipe(6000 if q else None, 1 if q else 5, 0.055, None, 0.1, 0.5 if q else 2.0),
     }
