@@ -106,31 +106,71 @@ def quantize_section(r: dict) -> list[str]:
 def paper_section(r: dict) -> list[str]:
     quick = r.get("quick")
     lines = ["## The paper side by side (issue 8)" + (" — quick run only" if quick else ""), "",
-             f"`python benchmarks/reproduce_paper.py{' --quick' if quick else ''}` "
+             f"`python benchmarks/reproduce_paper.py{' --quick' if quick else ''}` (`make reproduce`) "
              + ("(minutes: small subsets and budgets; not the full recipes). " if quick else "")
-             + "Wall time of each experiment (training included) in the last column.", "",
+             + "The paper's CNN figures are on CIFAR-10, which is not available offline here: ours are on "
+               "Fashion-MNIST at 32x32 (`--data cifar10` where you have it). Compression is the paper's measure, "
+               "fp32 parameter bytes of the original over parameter bytes of the final ONNX file; top-1 on the "
+               "full test set, run in onnxruntime. Wall time includes training (the training seconds are read "
+               "from the trained model's sidecar when it came from the cache); total "
+             + f"{r.get('total_wall_s', 0) / 60:.0f} min.", "",
              "| experiment | paper | compress | measure | wall time |", "|---|---|---|---|---|"]
     for name in ("alexnet", "vgg16"):
         if name in r:
             m = r[name]
-            lines.append(f"| {name} | {m['paper']['compression_x']}x | {m['compression_x']}x at "
-                         f"{m['top1_drop_pts']:+.2f} pts top-1 | fp32 parameter bytes / final (fc int8) | "
+            met = m["compression_x"] >= m["paper"]["compression_x"] and m["top1_drop_pts"] <= 1.0
+            lines.append(f"| {name} | {m['paper']['compression_x']}x (CIFAR-10) | **{m['compression_x']}x** at "
+                         f"{m['top1_drop_pts']:+.2f} pts top-1 ({m.get('headline_row', 'pruned+fc-int8')}; goal "
+                         f"{'met' if met else 'not met'}) | fp32 parameter bytes / final | "
                          f"{m['wall_s'] / 60:.1f} min |")
-    notes = []
-    for name in ("alexnet", "vgg16"):
-        if name in r and r[name]["rows"]["pruned+fc-int8"]["params"] == r[name]["rows"]["original"]["params"]:
-            notes.append(f"- {name}: pruning removed nothing: every step broke the accuracy budget "
-                         f"({r[name]['recipe']['max_drop']} pts after {r[name]['recipe']['finetune']} epoch of "
-                         f"fine-tuning per {r[name]['recipe']['step']:.0%} step) and was rolled back, so the "
-                         f"{r[name]['compression_x']}x is int8 alone; far from the paper's figure.")
     for name in ("a2e_fraud", "a2e_mnist"):
         if name in r:
             m = r[name]
             lines.append(f"| {name} | {m['paper']['complexity_reduction_pct']}% less, "
-                         f"{m['paper']['performance_drop_pct']}% drop | {m['complexity_reduction_pct']}% fewer "
-                         f"parameters, {m['performance_drop_pct']}% drop in {m['performance_metric']} "
-                         f"({m['before'][m['performance_metric']]} -> {m['after'][m['performance_metric']]}) | "
-                         f"{m['before']['spec']} -> {m['after']['spec']} | {m['wall_s'] / 60:.1f} min |")
+                         f"{m['paper']['performance_drop_pct']}% drop | **{m['complexity_reduction_pct']}%** fewer "
+                         f"parameters ({m['macs_reduction_pct']}% fewer MACs), **{m['performance_drop_pct']}%** drop "
+                         f"in {m['performance_metric']} ({m['before'][m['performance_metric']]} -> "
+                         f"{m['after'][m['performance_metric']]}) | {m['before']['spec']} -> {m['after']['spec']} | "
+                         f"{m['wall_s'] / 60:.1f} min |")
+    if r.get("plot"):
+        lines += ["", f"![paper side by side](../{r['plot']})"]
+    for name in ("alexnet", "vgg16"):
+        if name not in r:
+            continue
+        m, rc = r[name], r[name]["recipe"]
+        lines += ["", f"### {name}: every row", "",
+                  f"Recipe: trained {rc['epochs']} epochs on a {rc['train_limit'] or 'full'}-image class-stratified "
+                  f"subset of {m['data']}; analysis sweep; pruned in sensitivity order to {rc['keep']:.0%} of the "
+                  f"parameters (include-linear, {rc['finetune']} epochs of fine-tuning per step, accuracy budget "
+                  f"{rc['max_drop']}), then {rc['final']} epochs of final fine-tuning on the same subset; quantized "
+                  f"(static QDQ, per-channel int8). Host: {_host(m)}.", "",
+                  "| model | parameters | parameter bytes | compression | file ratio | top-1 | drop (pts) | p50 ms | "
+                  "speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+        for label, row in m["rows"].items():
+            lines.append(f"| {label} | {row['params']:,} | {row['param_bytes']:,} | {row['compression_x']}x | "
+                         f"{row['file_ratio_x']}x | {row['top1']:.2f}% | {row['top1_drop_pts']:+.2f} | "
+                         f"{row['p50_ms']:.3f} | {row['speedup_x']}x |")
+    for name in ("a2e_fraud", "a2e_mnist"):
+        if name not in r:
+            continue
+        m, rc = r[name], r[name]["recipe"]
+        cols = [k for k in ("accuracy", "roc_auc", "pr_auc", "f1_fraud") if k in m["before"]]
+        lines += ["", f"### {name}", "",
+                  f"Recipe: trained {rc['epochs']} epochs on {m['data']} ({rc['train_limit'] or 'all'} training "
+                  f"rows); out-of-order layer pruning (whole hidden layers removed where cheaper) to "
+                  f"{rc['keep']:.1%} of the parameters, {rc['finetune']} epochs of fine-tuning per step, "
+                  f"{rc['final']} final. Host: {_host(m)}.", "",
+                  "| model | spec | parameters | MACs | " + " | ".join(cols) + " |",
+                  "|---|---|---|---|" + "---|" * len(cols)]
+        for label in ("before", "after"):
+            row = m[label]
+            lines.append(f"| {label} | `{row['spec']}` | {row['params']:,} | {row['macs']:,} | "
+                         + " | ".join(str(row[c]) for c in cols) + " |")
+    notes = []
+    for name in ("alexnet", "vgg16"):
+        if name in r and r[name]["rows"]["pruned+fc-int8"]["params"] == r[name]["rows"]["original"]["params"]:
+            notes.append(f"- {name}: pruning removed nothing (every step rolled back), so the "
+                         f"{r[name]['compression_x']}x is int8 alone; far from the paper's figure.")
     return lines + [""] + notes + ([""] if notes else [])
 
 

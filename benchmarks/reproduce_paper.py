@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, trained, write
+from common import RESULTS, host, trained, write
 
 from toolchain import analyze, artifact, bench, data, export, prune, quantize, train
 from toolchain.export import onnx_logits
@@ -80,8 +80,50 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     best = rows[headline]
     return {"compression_x": best["compression_x"], "top1_drop_pts": best["top1_drop_pts"], "headline_row": headline,
             "top1_before": orig["accuracy"], "top1_after": best["top1"], "rows": rows,
-            "recipe": recipe.__dict__, "data": args.data, "wall_s": round(time.perf_counter() - start, 1),
-            "paper": PAPER[name]}
+            "recipe": recipe.__dict__, "data": args.data, **_times(src, start), "host": host(), "paper": PAPER[name]}
+
+
+def _times(src: Path, start: float) -> dict:
+    """Wall time of one experiment, training included even when the trained model came from the
+    cache (its sidecar keeps the training seconds)."""
+    train_s = artifact.Artifact.open(src).meta.get("report", {}).get("seconds", 0.0)
+    pipeline_s = time.perf_counter() - start
+    return {"train_s": round(train_s, 1), "pipeline_s": round(pipeline_s, 1), "wall_s": round(train_s + pipeline_s, 1)}
+
+
+def plot(out: dict, dst: Path) -> str:
+    """Ours beside the paper's: CNN compression (x) and A2E complexity reduction and drop (%)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cnns = [n for n in ("alexnet", "vgg16") if n in out]
+    xs = np.arange(len(cnns))
+    a.bar(xs - 0.2, [PAPER[n]["compression_x"] for n in cnns], 0.4, label="paper (CIFAR-10)", color="#999")
+    a.bar(xs + 0.2, [out[n]["compression_x"] for n in cnns], 0.4, label="compress (Fashion-MNIST)", color="#1f77b4")
+    for x, n in zip(xs, cnns, strict=True):
+        a.annotate(f"drop {out[n]['top1_drop_pts']:.2f} pts", (x + 0.2, out[n]["compression_x"]), ha="center",
+                   va="bottom", fontsize=8)
+    a.set_xticks(xs, [f"{n}\n({out[n].get('headline_row', 'pruned+fc-int8')})" for n in cnns])
+    a.set_ylabel("fp32 parameter bytes / final (x)")
+    a.set_title("AlexNet, VGG16: compression (label: top-1 drop)")
+    a.legend(fontsize=8)
+    ae = [n for n in ("a2e_fraud", "a2e_mnist") if n in out]
+    for n, marker in zip(ae, ("o", "s"), strict=False):
+        b.scatter(PAPER[n]["complexity_reduction_pct"], PAPER[n]["performance_drop_pct"], marker=marker, color="#999",
+                  s=60, label=f"{n} paper")
+        b.scatter(out[n]["complexity_reduction_pct"], out[n]["performance_drop_pct"], marker=marker,
+                  color="#1f77b4", s=60, label=f"{n} compress")
+    b.set_xlabel("complexity reduction (% fewer parameters)")
+    b.set_ylabel("performance drop (%)")
+    b.set_title("Accordion autoencoder: right and low is better")
+    b.legend(fontsize=8, loc="center left")
+    fig.tight_layout()
+    fig.savefig(dst, dpi=110)
+    plt.close(fig)
+    return str(dst.relative_to(RESULTS.parents[1]))
 
 
 def _scores(path: Path, test) -> dict:
@@ -124,8 +166,7 @@ def a2e(name: str, data_spec: str, widths: str, args, recipe: Recipe, tmp: Path)
             "before": sb | {"params": mb["params"], "macs": mb["macs"], "spec": spec},
             "after": sa | {"params": ma["params"], "macs": ma["macs"],
                            "spec": artifact.Artifact.open(pruned).spec},
-            "recipe": recipe.__dict__, "data": data_spec, "wall_s": round(time.perf_counter() - start, 1),
-            "paper": PAPER[name]}
+            "recipe": recipe.__dict__, "data": data_spec, **_times(src, start), "host": host(), "paper": PAPER[name]}
 
 
 def main() -> None:
@@ -159,7 +200,10 @@ def main() -> None:
     if previous.exists():  # keep the experiments an earlier run measured and this one did not
         kept = json.loads(previous.read_text())
         out = {k: v for k, v in kept.items() if k in PAPER and k not in out} | out
-    write("paper" + ("_quick" if q else ""), out | {"quick": q, "wall_s": round(time.perf_counter() - start, 1)})
+    name_out = "paper" + ("_quick" if q else "")
+    out["plot"] = plot(out, RESULTS / f"{name_out}.png")
+    out["total_wall_s"] = round(sum(v["wall_s"] for k, v in out.items() if k in PAPER), 1)
+    write(name_out, out | {"quick": q, "run_s": round(time.perf_counter() - start, 1)})
 
 
 if __name__ == "__main__":
