@@ -119,6 +119,8 @@ def test_drop_curve_and_ratio_within():
     assert prune._ratio_within(curve, 100.0, 0.9) == 0.9
     single = prune._drop_curve({"ratio": 0.5, "accuracy": 80.0}, 90.0)  # the paper's one fixed ratio
     assert prune._ratio_within(single, 5.0, 0.9) == pytest.approx(0.25)
+    flat = prune._drop_curve({"ratio": 0.5, "accuracy": 90.5}, 90.0)  # lost nothing at 50%: not free up to 90%
+    assert prune._ratio_within(flat, 1.0, 0.9) == pytest.approx(0.6)
 
 
 def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):

@@ -108,6 +108,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
     times["train"] = round(time.perf_counter() - start, 1)
 
     a_cfg = dict(cfg["analyze"]) | ({"eval_samples": q["eval_samples"]} if quick else {})
+    a_cfg["ratios"] = tuple(a_cfg.get("ratios", ()))
     start = time.perf_counter()
     analyze.run(str(trained), data_spec, out / "analysis.json", _opts(analyze.AnalyzeOptions, a_cfg), force=force)
     times["analyze"] = round(time.perf_counter() - start, 1)

@@ -189,6 +189,7 @@ class _Search:
     floor: dict = field(default_factory=dict)  # channels a layer keeps at least (--max-layer-ratio)
     plan_budget: float | None = None  # points per layer the sensitivity plan allows (size goal)
     plan: dict = field(default_factory=dict)  # channels per layer the sensitivity plan aims at
+    frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
 
     def __post_init__(self) -> None:
         keep = 1 - self.opts.max_layer_ratio
@@ -226,16 +227,20 @@ def _drop_curve(row: dict, base_acc: float) -> list[tuple[float, float]]:
     return curve
 
 
+UNMEASURED_SLOPE = 10.0  # points per unit ratio at least, past the last analysed ratio (1 point per 10%)
+
+
 def _ratio_within(curve: list[tuple[float, float]], budget: float, cap: float) -> float:
     """The largest ratio (at most `cap`) whose drop, read off the curve, stays within `budget`.
     Between measured ratios the drop is interpolated; past the last one its last slope goes on
-    (with the paper's single fixed ratio: drop proportional to ratio)."""
+    (with the paper's single fixed ratio: drop proportional to ratio), but never flatter than
+    UNMEASURED_SLOPE: a layer that lost nothing at 50% is not assumed to lose nothing at 90%."""
     for (r0, d0), (r1, d1) in zip(curve, curve[1:], strict=False):
         if d1 > budget:
             return min(cap, r0 + (r1 - r0) * (budget - d0) / (d1 - d0))
     (r0, d0), (r1, d1) = curve[-2], curve[-1]
-    slope = (d1 - d0) / (r1 - r0) if r1 > r0 else 0.0
-    return cap if slope <= 0 else min(cap, r1 + (budget - d1) / slope)
+    slope = max(UNMEASURED_SLOPE, (d1 - d0) / (r1 - r0) if r1 > r0 else 0.0)
+    return min(cap, r1 + (budget - d1) / slope)
 
 
 def _apply(net: nn.Module, keep: dict[str, int], shape) -> nn.Module:
@@ -291,17 +296,17 @@ def _ordered(s: _Search, order: list[str], advance, lowest: dict[str, int]) -> N
     is kept while the budget holds, and a rolled-back layer is frozen. Rounds repeat until the goal
     is met or no layer gives way, so the layers early in the order take the accuracy budget and,
     with a size goal, the last partial round."""
-    frozen: set[str] = set()
+    done = set(s.frozen)  # rolled back (for good) or down to `lowest` (for this walk)
     params = s.params()
-    while not s.goal_met(params) and len(frozen) < len(order):
+    while not s.goal_met(params) and len(done) < len(order):
         s.rounds += 1
         progressed = False
         for name in order:
-            if name in frozen or s.goal_met(params):
+            if name in done or s.goal_met(params):
                 continue
             step = _step(s, name, lowest.get(name, 1), params, advance)
             if step is None:
-                frozen.add(name)
+                done.add(name)
             else:
                 params, progressed = step, True
         if not progressed:
@@ -334,6 +339,8 @@ def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | Non
             s.net, s.spec = trial, spec
             s.snapshot(trial_params)
             return trial_params
+    if candidates:
+        s.frozen.add(name)
     return None
 
 
