@@ -32,6 +32,7 @@ def test_prune_to_a_size_goal_removes_filters_physically(trained_lenet, analysis
     assert any(v["after"] < v["before"] for v in rep["layers"].values())
     assert sum(v["params_after"] for v in rep["layers"].values()) == rep["after"]["params"]  # LeNet: conv+fc only
     assert all(v["macs_after"] <= v["macs_before"] for v in rep["layers"].values())
+    assert sum(v["bytes_after"] for v in rep["layers"].values()) == 4 * rep["after"]["params"]  # fp32
     assert art.metrics["accuracy"] > 50
     assert [e["stage"] for e in art.meta["lineage"]] == ["train", "prune"]
 

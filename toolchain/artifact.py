@@ -200,12 +200,13 @@ def count(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
 
 
 def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict]:
-    """Parameters and MACs of each convolution and linear layer (on a copy)."""
+    """Parameters, parameter bytes and MACs of each convolution and linear layer (on a copy)."""
     import torch_pruning as tp
 
     model = copy.deepcopy(model).eval()
     _, _, macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape), layer_wise=True)
-    return {name: {"params": int(params.get(m, 0)), "macs": int(macs.get(m, 0))}
+    return {name: {"params": int(params.get(m, 0)), "macs": int(macs.get(m, 0)),
+                   "bytes": sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))}
             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 

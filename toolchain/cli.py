@@ -265,11 +265,11 @@ def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_
                       "yes" if st["accepted"] else "rolled back")
     _console().print(steps)
     per_layer = Table(title="per layer, before -> after")
-    for col in ("layer", "channels", "params", "MACs"):
+    for col in ("layer", "channels", "params", "bytes", "MACs"):
         per_layer.add_column(col, justify="left" if col == "layer" else "right")
     for name, v in rep["layers"].items():
-        per_layer.add_row(name, f"{v['before']} -> {v['after']}", f"{v['params_before']:,} -> {v['params_after']:,}",
-                          f"{v['macs_before']:,} -> {v['macs_after']:,}")
+        per_layer.add_row(name, *(f"{v[f'{k}before']:,} -> {v[f'{k}after']:,}"
+                                  for k in ("", "params_", "bytes_", "macs_")))
     _console().print(per_layer)
     _summary(art, f"pruned: {rep['params_kept']:.1%} of parameters kept, "
                   f"{sum(s['accepted'] for s in rep['steps'])}/{len(rep['steps'])} steps kept")

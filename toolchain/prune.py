@@ -436,6 +436,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
         "layers": {n: {"before": channels_before[n], "after": channels_after.get(n, 0),
                        "params_before": counts_before[n]["params"],
                        "params_after": counts_after.get(n, {}).get("params", 0),
+                       "bytes_before": counts_before[n]["bytes"],
+                       "bytes_after": counts_after.get(n, {}).get("bytes", 0),
                        "macs_before": counts_before[n]["macs"], "macs_after": counts_after.get(n, {}).get("macs", 0)}
                    for n in channels_before},
         "final_finetune": final_stats, "seconds": round(time.perf_counter() - start, 2),
