@@ -111,17 +111,15 @@ def test_rounds_respect_the_layer_floor(trained_lenet, tmp_path):
     assert len(first_round) == len(set(first_round)) > 1  # breadth first: one step per layer a round
 
 
-def test_drop_curve_and_ratio_within():
-    curve = prune._drop_curve({"sweep": [{"ratio": 0.5, "accuracy": 88.0}, {"ratio": 0.25, "accuracy": 91.0},
-                                         {"ratio": 0.75, "accuracy": 70.0}]}, 90.0)
-    assert curve == [(0.0, 0.0), (0.25, 0.0), (0.5, 2.0), (0.75, 20.0)]  # non-decreasing, anchored at 0
-    assert prune._ratio_within(curve, 1.0, 0.9) == pytest.approx(0.375)
-    assert prune._ratio_within(curve, 0.0, 0.9) == pytest.approx(0.25)
-    assert prune._ratio_within(curve, 100.0, 0.9) == 0.9
-    single = prune._drop_curve({"ratio": 0.5, "accuracy": 80.0}, 90.0)  # the paper's one fixed ratio
-    assert prune._ratio_within(single, 5.0, 0.9) == pytest.approx(0.25)
-    flat = prune._drop_curve({"ratio": 0.5, "accuracy": 90.5}, 90.0)  # lost nothing at 50%: not free up to 90%
-    assert prune._ratio_within(flat, 1.0, 0.9) == pytest.approx(0.6)
+def test_tradeoffs_read_the_sweep_up_to_the_cap():
+    row = {"sweep": [{"ratio": 0.5, "accuracy": 88.0, "params_removed": 50}, {"ratio": 0.25, "accuracy": 91.0,
+                      "params_removed": 25}, {"ratio": 0.75, "accuracy": 70.0, "params_removed": 75}]}
+    # non-decreasing drop, anchored at 0; the cap read off the segment around it
+    assert prune._tradeoffs(row, 90.0, 0.75) == [(0.0, 0.0, 0.0), (0.25, 0.0, 25.0), (0.5, 2.0, 50.0),
+                                                 (0.75, 20.0, 75.0)]
+    assert prune._tradeoffs(row, 90.0, 0.6)[-1] == pytest.approx((0.6, 9.2, 60.0))
+    single = {"ratio": 0.5, "accuracy": 90.5, "params_removed": 40}  # the paper's one ratio; lost nothing alone
+    assert prune._tradeoffs(single, 90.0, 0.9)[-1] == pytest.approx((0.9, 4.0, 72.0))  # not free up to 90%
 
 
 def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):
@@ -131,13 +129,14 @@ def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_le
     fragile, tolerant = names[0], names[1]
     for r in an["layers"]:  # a made-up sensitivity: the first layer breaks at once, the others never
         drop = 50.0 if r["name"] == fragile else 0.0
-        r["sweep"] = [{"ratio": x, "accuracy": base - drop * x} for x in (0.25, 0.5, 0.75)]
+        r["sweep"] = [{"ratio": x, "accuracy": base - drop * x, "params_removed": r["params_removed"] * x / r["ratio"]}
+                      for x in (0.25, 0.5, 0.75)]
     path = tmp_path / "an.json"
     path.write_text(json.dumps(an))
     art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
                     _opts(analysis=path, target_params=0.5, include_linear=True, finetune_epochs=0, final_epochs=0))
     rep = art.meta["report"]
-    assert rep["goal_met"] and rep["plan_budget_pts"] is not None
+    assert rep["goal_met"] and rep["plan_cap"] is not None and rep["plan_lambda"] > 0
     kept = {n: v["after"] / v["before"] for n, v in rep["layers"].items()}
     assert kept[fragile] > kept[tolerant]
     planned = {n: rep["plan"][n] / rep["layers"][n]["before"] for n in (fragile, tolerant)}

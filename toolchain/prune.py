@@ -2,7 +2,7 @@
 
 The paper's claim is that the order in which layers are pruned changes the final accuracy; the
 `sensitivity` order follows the priority measured by `compress analyze` (least harmful first)
-and reads from the same analysis how far each layer may go (`sensitivity_plan`). Rounds walk the
+and reads from the same analysis how far each layer goes (`sensitivity_plan`). Rounds walk the
 layers in order; each layer loses a step of its channels, the model is briefly fine-tuned, and the
 step is kept while the accuracy budget holds (otherwise rolled back and the layer is frozen).
 Decisions are measured on a validation split held out of the training data, never on the test
@@ -187,7 +187,8 @@ class _Search:
     snapshots: dict = field(default_factory=dict)
     p0: int = 0
     floor: dict = field(default_factory=dict)  # channels a layer keeps at least (--max-layer-ratio)
-    plan_budget: float | None = None  # points per layer the sensitivity plan allows (size goal)
+    plan_cap: float | None = None  # the deepest cut per layer the sensitivity plan allowed
+    plan_lambda: float | None = None  # accuracy points per parameter the plan traded at
     plan: dict = field(default_factory=dict)  # channels per layer the sensitivity plan aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
 
@@ -216,31 +217,24 @@ class _Search:
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
 
-def _drop_curve(row: dict, base_acc: float) -> list[tuple[float, float]]:
-    """A layer's accuracy drop against its pruning ratio, from the analysis sweep: anchored at
-    (0, 0) and made non-decreasing (a ratio never costs less than a smaller one)."""
-    points = sorted((s["ratio"], base_acc - s["accuracy"]) for s in row.get("sweep") or [row])
-    curve, worst = [(0.0, 0.0)], 0.0
-    for ratio, drop in points:
-        worst = max(worst, drop)
-        curve.append((ratio, worst))
-    return curve
-
-
 UNMEASURED_SLOPE = 10.0  # points per unit ratio at least, past the last analysed ratio (1 point per 10%)
+PLAN_CAPS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # deepest cut per layer the plan tries, mildest first
 
 
-def _ratio_within(curve: list[tuple[float, float]], budget: float, cap: float) -> float:
-    """The largest ratio (at most `cap`) whose drop, read off the curve, stays within `budget`.
-    Between measured ratios the drop is interpolated; past the last one its last slope goes on
-    (with the paper's single fixed ratio: drop proportional to ratio), but never flatter than
-    UNMEASURED_SLOPE: a layer that lost nothing at 50% is not assumed to lose nothing at 90%."""
-    for (r0, d0), (r1, d1) in zip(curve, curve[1:], strict=False):
-        if d1 > budget:
-            return min(cap, r0 + (r1 - r0) * (budget - d0) / (d1 - d0))
-    (r0, d0), (r1, d1) = curve[-2], curve[-1]
-    slope = max(UNMEASURED_SLOPE, (d1 - d0) / (r1 - r0) if r1 > r0 else 0.0)
-    return min(cap, r1 + (budget - d1) / slope)
+def _tradeoffs(row: dict, base_acc: float, cap: float) -> list[tuple[float, float, float]]:
+    """(ratio, accuracy drop, parameters removed) of one layer pruned alone, from the analysis sweep:
+    anchored at (0, 0, 0), the drop made non-decreasing, the measured ratios up to `cap` and `cap`
+    itself, read off the segment around it. Past the last measured ratio the drop grows no flatter
+    than UNMEASURED_SLOPE: a layer that lost nothing at 50% is not assumed to lose nothing at 90%."""
+    pts, worst = [(0.0, 0.0, 0.0)], 0.0
+    for s in sorted(row.get("sweep") or [row], key=lambda s: s["ratio"]):
+        worst = max(worst, base_acc - s["accuracy"])
+        pts.append((s["ratio"], worst, float(s["params_removed"])))
+    out = [p for p in pts if p[0] < cap]
+    (r0, d0, s0), (r1, d1, s1) = next(((a, b) for a, b in zip(pts, pts[1:], strict=False) if b[0] >= cap), pts[-2:])
+    f, slope = (cap - r0) / (r1 - r0), (d1 - d0) / (r1 - r0)
+    drop = d0 + f * (d1 - d0) if cap <= r1 else d1 + max(UNMEASURED_SLOPE, slope) * (cap - r1)
+    return out + [(cap, drop, s0 + f * (s1 - s0))]
 
 
 def _apply(net: nn.Module, keep: dict[str, int], shape) -> nn.Module:
@@ -259,35 +253,43 @@ def _apply(net: nn.Module, keep: dict[str, int], shape) -> nn.Module:
 
 
 def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
-    """Channels each layer may go down to under the `sensitivity` order.
+    """Channels each layer goes down to under the `sensitivity` order, from the analysis sweep.
 
-    Each layer's analysis curve gives the largest ratio that costs it at most `budget` points when
-    pruned alone; `budget` is bisected so that the whole plan meets the size goal. The layers that
-    tolerate pruning give the most and the fragile ones are spared, instead of one ratio for all.
-    Without a size goal every layer may go down to its floor (the accuracy budget decides)."""
+    Each layer takes the analysed ratio that maximises `lam * parameters removed - accuracy drop`
+    (both measured with the layer pruned alone), so the cut lands where it costs the least accuracy
+    per parameter, and `lam` is bisected until the plan meets the size goal. No layer is cut deeper
+    than the mildest cap in PLAN_CAPS that can still meet the goal: on VGG16 at 10% of the
+    parameters, letting single layers go to 10% of their channels (where the analysis says they
+    lose little alone) left bottlenecks that fine-tuning could not repair. Without a size goal every
+    layer may go down to its floor (the accuracy budget decides)."""
     channels = _channels(s.net)
     base = analysis["baseline"]["accuracy"]
-    curves = {r["name"]: _drop_curve(r, base) for r in analysis["layers"] if r["name"] in channels}
-    floors = {n: s.floor[n] for n in curves}
+    rows = {r["name"]: r for r in analysis["layers"] if r["name"] in channels}
+    floors = {n: s.floor[n] for n in rows}
     if s.target is None:
         return floors
 
-    def plan_at(budget: float) -> dict[str, int]:
-        return {n: max(floors[n], surgery.keep_count(channels[n], _ratio_within(c, budget, s.opts.max_layer_ratio),
+    def plan_at(options: dict, lam: float) -> dict[str, int]:
+        return {n: max(floors[n], surgery.keep_count(channels[n], max(o, key=lambda p: lam * p[2] - p[1])[0],
                                                      s.opts.round_to))
-                for n, c in curves.items()}
+                for n, o in options.items()}
 
-    lo, hi = 0.0, max(d for c in curves.values() for _, d in c) + 1.0
-    if s.params(_apply(s.net, plan_at(hi), s.shape)) > s.target:
+    def fits(plan: dict[str, int]) -> bool:
+        return s.params(_apply(s.net, plan, s.shape)) <= s.target
+
+    caps = [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
+    for cap in caps:
+        options = {n: _tradeoffs(r, base, cap) for n, r in rows.items()}
+        if fits(plan_at(options, 1e12)):
+            break
+    else:
         return floors  # even every layer at its floor misses the goal: the walk says so
-    for _ in range(16):
+    lo, hi = -12.0, 12.0  # log10 of lam
+    for _ in range(24):
         mid = (lo + hi) / 2
-        if s.params(_apply(s.net, plan_at(mid), s.shape)) <= s.target:
-            hi = mid
-        else:
-            lo = mid
-    s.plan_budget = round(hi, 3)
-    return plan_at(hi)
+        lo, hi = (lo, mid) if fits(plan_at(options, 10 ** mid)) else (mid, hi)
+    s.plan_cap, s.plan_lambda = cap, float(f"{10 ** hi:.4g}")
+    return plan_at(options, 10 ** hi)
 
 
 def _ordered(s: _Search, order: list[str], advance, lowest: dict[str, int]) -> None:
@@ -428,8 +430,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
                        "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val}
     report = {
-        "order": st.order, "plan": s.plan or None, "plan_budget_pts": s.plan_budget, "rounds": s.rounds,
-        "steps": s.steps, "goal_met": target is None or params <= target,
+        "order": st.order, "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
+        "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
         "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
