@@ -140,7 +140,8 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, output, f
 @model_arg
 @data_opt
 @click.option("--ratio", type=float, default=0.5, show_default=True, help="fixed pruning ratio per layer")
-@click.option("--ratios", help="sweep several ratios, e.g. 0.1,0.3,0.5,0.7,0.9")
+@click.option("--ratios", help="also sweep these ratios, e.g. 0.25,0.75,0.9: prune's sensitivity plan reads "
+                               "how far each layer may go from the sweep (the ranking uses --ratio)")
 @click.option("--criterion", default="l1", show_default=True, help="l1, l2, fpgm, bn-scale, random")
 @click.option("--eval-samples", type=int, default=2000, show_default=True,
               help="class-stratified test subset per evaluation (0: the whole test set)")
