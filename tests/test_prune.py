@@ -81,6 +81,9 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
     with pytest.raises(CompressError, match="not this model"):
         prune.run(str(trained_a2e), None, tmp_path / "x.pt", _opts(analysis=analysis, target_params=0.5))
     assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(CompressError, match="out of reach"):  # the floors leave more than 0.1%
+        prune.run(str(trained_lenet), None, tmp_path / "z.pt", _opts(analysis=analysis, target_params=0.001))
+    assert not (tmp_path / "z.pt").exists()
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(CompressError, match="not an analysis"):
         prune.run(str(trained_lenet), None, tmp_path / "y.pt", _opts(analysis=tmp_path / "junk.json",

@@ -389,6 +389,23 @@ def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, t
                   analysis)
 
 
+def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
+    """An ordered walk cannot take a layer below its floor (--max-layer-ratio): a size goal below
+    what the floors leave is refused up front instead of after a long search."""
+    if opts.target_params is None or opts.order not in ORDERED:
+        return
+    if opts.remove_layers and surgery.removable_layers(st.prep.model):
+        return  # whole layers may go: the floors are not the limit
+    keep = 1 - opts.max_layer_ratio
+    channels = _channels(st.prep.model)
+    floors = {n: max(1, int(round(channels[n] * keep))) for n in st.order}
+    least = sum(p.numel() for p in _apply(st.prep.model, floors, st.prep.input_shape).parameters())
+    if least > opts.target_params * st.before["params"]:
+        raise CompressError(f"--target-params {opts.target_params} is out of reach: with every layer at its floor "
+                            f"(--max-layer-ratio {opts.max_layer_ratio}) the model keeps {least:,} parameters "
+                            f"({least / st.before['params']:.1%}); raise --max-layer-ratio or the target")
+
+
 def _search(st: _Setup, opts: PruneOptions, marks: tuple[float, ...] = ()) -> _Search:
     target = None if opts.target_params is None else opts.target_params * st.before["params"]
     s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
@@ -415,6 +432,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     start = time.perf_counter()
     st = _setup(model, data_spec, opts, trust, train_limit)
     prep, shape, before = st.prep, st.prep.input_shape, st.before
+    _check_reachable(st, opts)
     s = _search(st, opts)
     params = s.params()
     target = s.target
