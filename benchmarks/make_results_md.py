@@ -142,7 +142,8 @@ def paper_section(r: dict) -> list[str]:
                   f"Recipe: trained {rc['epochs']} epochs on a {rc['train_limit'] or 'full'}-image class-stratified "
                   f"subset of {m['data']}; analysis sweep; pruned in sensitivity order to {rc['keep']:.0%} of the "
                   f"parameters (include-linear, {rc['finetune']} epochs of fine-tuning per step, accuracy budget "
-                  f"{rc['max_drop']}), then {rc['final']} epochs of final fine-tuning on the same subset; quantized "
+                  f"{rc['max_drop']}), then {rc['final']} epochs of final fine-tuning on the same subset "
+                  f"(one-cycle, peak lr {rc.get('lr', 0.01)}); quantized "
                   f"(static QDQ, per-channel int8). Host: {_host(m)}.", "",
                   "| model | parameters | parameter bytes | compression | file ratio | top-1 | drop (pts) | p50 ms | "
                   "speed-up |", "|---|---|---|---|---|---|---|---|---|"]
