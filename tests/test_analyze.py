@@ -60,3 +60,27 @@ def test_a_model_without_convs_needs_include_linear(trained_a2e, tmp_path):
     result = analyze.run(str(trained_a2e), None, tmp_path / "b.json",
                          analyze.AnalyzeOptions(eval_samples=100, include_linear=True, plots=False))
     assert len(result["priority"]) == 3
+
+
+def test_adaptive_bn_reestimates_the_statistics():
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    x = torch.randn(256, 4) * 3 + 1
+    analyze._adapt_bn(net, x, batch=64)
+    with torch.no_grad():
+        h = net[0](x)
+    assert torch.allclose(net[1].running_mean, h.mean(0), atol=1e-4)
+    assert torch.allclose(net[1].running_var, h.var(0), rtol=1e-2)
+    assert not net.training
+
+
+def test_adapt_bn_changes_what_is_measured(trained_a2e, tmp_path):
+    base = dict(eval_samples=200, include_linear=True, plots=False, cache_dir=tmp_path / "cache")
+    plain = analyze.run(str(trained_a2e), None, tmp_path / "a.json", analyze.AnalyzeOptions(**base))
+    adapted = analyze.run(str(trained_a2e), None, tmp_path / "b.json", analyze.AnalyzeOptions(**base, adapt_bn=256))
+    assert adapted["options"]["adapt_bn"] == 256
+    assert [r["accuracy"] for r in plain["layers"]] != [r["accuracy"] for r in adapted["layers"]]
+    with pytest.raises(CompressError, match="adapt-bn"):
+        analyze.AnalyzeOptions(adapt_bn=-1).validate()

@@ -44,6 +44,7 @@ class AnalyzeOptions:
     seed: int = 0
     plots: bool = True
     cache_dir: Path | None = None  # default: <compress cache>/analysis
+    adapt_bn: int = 0  # training images to re-estimate BatchNorm statistics with after each cut (0: off)
 
     @property
     def all_ratios(self) -> tuple[float, ...]:
@@ -58,6 +59,8 @@ class AnalyzeOptions:
             raise CompressError(f"--eval-samples must be at least 10, not {self.eval_samples}")
         if not 1 <= self.workers <= 64:
             raise CompressError(f"--workers must be in 1..64, not {self.workers}")
+        if self.adapt_bn < 0:
+            raise CompressError(f"--adapt-bn must be >= 0, not {self.adapt_bn}")
 
 
 def _model_digest(prep: Prepared) -> str:
@@ -101,10 +104,29 @@ def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -
             round(100 * correct[half:].mean().item(), 3))
 
 
-def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts) -> dict:
+def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
+    """Re-estimate BatchNorm running statistics on `x` (EagleEye's adaptive BN, Li et al. 2020):
+    a cut shifts the statistics the following BatchNorm layers expect, and without this the
+    accuracy measured right after the cut overstates what fine-tuning will have to repair."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or x is None:
+        return
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            model(x[i:i + batch])
+    model.eval()
+
+
+def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts, adapt=None) -> dict:
     start = time.perf_counter()
     keep = surgery.keep_count(layer.channels, ratio)
     clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
+    _adapt_bn(clone, adapt)
     counts = artifact.count(clone, shape)
     acc, acc_a, acc_b = _accuracies(clone, x, y, half)
     return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep,
@@ -150,14 +172,18 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
                             + ("" if opts.include_linear else " (try --include-linear)"))
     base_counts = artifact.count(prep.model, shape)
     base_acc, base_a, base_b = _accuracies(prep.model, x, y, half)
-    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, len(y), opts.seed,
-                                     opts.criterion]).encode()).hexdigest()[:24]
+    adapt = None
+    if opts.adapt_bn:
+        tx, ty = prep.dataset.train.tensors
+        adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
+    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, len(y), opts.seed, opts.criterion]
+                                    + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
     jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
-        for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, base_counts):
+        for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, base_counts, adapt):
             cache.put(row)
             advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
     rows = []
@@ -201,18 +227,18 @@ def _stability(rows: list[dict], base_a: float, base_b: float, half: int) -> dic
             "note": "rank correlation of per-layer accuracy measured on two disjoint halves of the eval subset"}
 
 
-def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts):
+def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None):
     """Yield results as they finish; with workers > 1, forked processes share the work."""
     if opts.workers == 1 or len(jobs) < 2:
         for layer, ratio in jobs:
-            yield _measure(model, layer, ratio, opts, shape, x, y, half, base_counts)
+            yield _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt)
         return
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // opts.workers)
     ctx = mp.get_context("fork")
     global _WORK
-    _WORK = (model, opts, shape, x, y, half, base_counts, threads)
+    _WORK = (model, opts, shape, x, y, half, base_counts, threads, adapt)
     with ctx.Pool(opts.workers) as pool:
         yield from pool.imap_unordered(_worker, jobs)
 
@@ -221,7 +247,7 @@ _WORK: tuple | None = None
 
 
 def _worker(job):
-    model, opts, shape, x, y, half, base_counts, threads = _WORK
+    model, opts, shape, x, y, half, base_counts, threads, adapt = _WORK
     torch.set_num_threads(threads)
     layer, ratio = job
-    return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts)
+    return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt)

@@ -148,13 +148,15 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, output, f
 @click.option("--include-linear", is_flag=True, help="analyze fully-connected layers too")
 @click.option("--workers", type=int, default=1, show_default=True, help="worker processes")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--adapt-bn", type=int, default=0, show_default=True,
+              help="training images to re-estimate BatchNorm statistics with after each cut (0: off)")
 @click.option("--no-plots", is_flag=True, help="skip the PNG plots")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="analysis JSON (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_linear, workers, seed, no_plots,
-            output, force, trust):
+def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_linear, workers, seed, adapt_bn,
+            no_plots, output, force, trust):
     """Prune each layer alone at a fixed ratio and rank the layers by the accuracy left.
 
     \b
@@ -167,7 +169,7 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 
     opts = stage.AnalyzeOptions(ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
                                 eval_samples=eval_samples or None, include_linear=include_linear,
-                                workers=workers, seed=seed, plots=not no_plots)
+                                workers=workers, seed=seed, adapt_bn=adapt_bn, plots=not no_plots)
     out = Path(output) if output else _default_out("analyze", "analysis.json")
     result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
     table = Table(title=f"sensitivity at ratio {ratio} — baseline {result['baseline']['accuracy']:.2f}% "
