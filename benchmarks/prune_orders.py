@@ -31,7 +31,7 @@ def one(spec: str, args, tmp: Path) -> dict:
     an = tmp / f"{spec.split(':')[1]}.analysis.json"
     analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=tuple(args.ratios), workers=2,
                                                              eval_samples=args.eval_samples, include_linear=True,
-                                                             plots=False))
+                                                             adapt_bn=args.adapt_bn, plots=False))
     analysis_s = time.perf_counter() - start
     opts = prune.PruneOptions(analysis=an, step=args.step, finetune_epochs=0, final_epochs=args.final_epochs,
                               lr=0.01, include_linear=True, val_samples=args.eval_samples)
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",")], default=[0.1, 0.05, 0.03])
     ap.add_argument("--ratios", type=lambda s: [float(t) for t in s.split(",")], default=[0.25, 0.5, 0.75, 0.9],
                     help="the analysis sweep: each layer alone at each ratio")
+    ap.add_argument("--adapt-bn", type=int, default=0, help="analyze --adapt-bn: BatchNorm re-estimated on N images")
     ap.add_argument("--train-limit", type=int, default=20000)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--final-epochs", type=float, default=0.5)
@@ -98,7 +99,8 @@ def main() -> None:
             write(name_out, {
                 "data": args.data, "targets": args.targets, "train_limit": args.train_limit,
                 "train_epochs": args.epochs, "final_epochs": args.final_epochs, "step": args.step,
-                "eval_samples": args.eval_samples, "analysis_ratios": args.ratios, "requested": ["vgg16", "alexnet"],
+                "eval_samples": args.eval_samples, "analysis_ratios": args.ratios, "adapt_bn": args.adapt_bn,
+                "requested": ["vgg16", "alexnet"],
                 "protocol": "no fine-tuning inside the walk; every kept model gets the same final fine-tuning",
                 "models": results, "wall_s": round(time.perf_counter() - start, 1)})
 
