@@ -1,7 +1,8 @@
 """Issue 4 benchmark: does the pruning order matter? VGG16-BN and AlexNet on Fashion-MNIST (32x32).
 
 For each model: train (cached outside the repo), analyze (each layer alone at 25/50/75/90%: the
-sensitivity plan reads how far each layer may go from that curve), then
+sensitivity plan reads how far each layer may go from that curve; BatchNorm statistics re-estimated on
+1000 training images after each cut, `--adapt-bn`), then
 `prune.compare` keeps 10%, 5% and 3% of the parameters with every order. Protocol, the same for
 every order: no fine-tuning inside the walk, then the same final fine-tuning of every kept model
 (`--final-epochs` on the training subset), accuracy on the full test set. Fine-tuning uses a
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",")], default=[0.1, 0.05, 0.03])
     ap.add_argument("--ratios", type=lambda s: [float(t) for t in s.split(",")], default=[0.25, 0.5, 0.75, 0.9],
                     help="the analysis sweep: each layer alone at each ratio")
-    ap.add_argument("--adapt-bn", type=int, default=0, help="analyze --adapt-bn: BatchNorm re-estimated on N images")
+    ap.add_argument("--adapt-bn", type=int, default=1000, help="analyze --adapt-bn: BatchNorm re-estimated on N images")
     ap.add_argument("--train-limit", type=int, default=20000)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--final-epochs", type=float, default=0.5)
