@@ -47,16 +47,16 @@ def analyze_section(r: dict) -> list[str]:
 
 NOISE_PTS = 0.5  # about 1.4 standard errors of a top-1 near 86% on 10,000 test images
 WHY_LOSSES = {
-    "vgg16": "**Why sensitivity loses to sequential at 3% on VGG16** (measured, see docs/architecture.md): the "
-             "plan reads each layer pruned alone, without fine-tuning, and that says the last convolution and "
-             "both fully-connected layers are the cheapest to cut and the first convolutions the dearest. At 3% "
-             "the plan keeps the first convolutions whole and cuts the seven 512-channel layers and the classifier "
-             "to 77 channels. The sequential walk reaches the last layers last, so it leaves `features.40` and the "
-             "classifier at 256 and cuts the early convolutions to 6-26 channels, and half an epoch of fine-tuning "
-             "recovers that model far better (71% against 39%). At this sparsity the width of the last layers "
-             "decides what a short fine-tune can recover, which a no-fine-tuning analysis cannot see; uniform "
-             "pruning fares the same as the plan here. A sweep measured after a brief fine-tune per point would "
-             "capture it, at many times the analysis cost; it is not done here.",
+    "vgg16": "**Why sensitivity is behind sequential at 3% on VGG16.** The plan prices each cut by the "
+             "analysis: each layer pruned alone, BatchNorm re-estimated, no fine-tuning. By that price the first "
+             "convolutions are dear and the last convolution and the classifier are cheap, so at 3% the plan keeps "
+             "the early layers wide and cuts the late ones to the cap. The sequential walk reaches the last layers "
+             "last: at 3% they still have about half their channels while the early convolutions have lost most "
+             "of theirs, and half an epoch of fine-tuning recovers that model better. At this sparsity the width "
+             "of the last layers decides what a short fine-tune can recover, which an analysis without "
+             "fine-tuning cannot see. Re-estimating BatchNorm narrowed the gap (in the git history, the same "
+             "benchmark without `--adapt-bn` put sensitivity at 38.6% here); a sweep measured after a brief "
+             "fine-tune per point might close it, at many times the analysis cost; it is not done here.",
 }
 
 
@@ -64,7 +64,9 @@ def orders_section(r: dict) -> list[str]:
     lines = ["## Does the pruning order matter? (issue 4)", "",
              f"`python benchmarks/prune_orders.py`: models trained on a {r['train_limit']:,}-sample class-stratified "
              f"subset of {r['data']} for {r['train_epochs']} epochs; analysis sweep at ratios "
-             f"{r.get('analysis_ratios', [0.5])} on {r['eval_samples']} test images; step {r['step']} (the ordered "
+             f"{r.get('analysis_ratios', [0.5])} on {r['eval_samples']} test images"
+             + (f", BatchNorm re-estimated on {r['adapt_bn']} training images after each cut" if r.get("adapt_bn")
+                else "") + f"; step {r['step']} (the ordered "
              f"walks can land below a target by up to a step: kept parameters in brackets); protocol: {r['protocol']} "
              f"({r['final_epochs']} epoch of the subset each). Accuracy on the full test set.", ""]
     for name, m in r["models"].items():
