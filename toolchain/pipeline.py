@@ -63,13 +63,15 @@ def load_config(path: Path | None, quick: bool = False) -> dict:
 
 
 def _opts(cls, section: dict, **overrides):
-    """Build a stage's options from its config section, rejecting unknown keys."""
+    """Build a stage's options from its config section, rejecting unknown keys. TOML arrays become
+    tuples, the type the (frozen) option classes use for sequences."""
     fields = set(cls.__dataclass_fields__)
     unknown = set(section) - fields
     if unknown:
         raise CompressError(f"unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}; "
                             f"known: {', '.join(sorted(fields))}")
-    return cls(**(section | overrides))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (section | overrides).items()}
+    return cls(**values)
 
 
 def _trained(cfg: dict, run_dir: Path, quick: bool) -> tuple[Path, bool]:
@@ -108,7 +110,6 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
     times["train"] = round(time.perf_counter() - start, 1)
 
     a_cfg = dict(cfg["analyze"]) | ({"eval_samples": q["eval_samples"]} if quick else {})
-    a_cfg["ratios"] = tuple(a_cfg.get("ratios", ()))
     start = time.perf_counter()
     analyze.run(str(trained), data_spec, out / "analysis.json", _opts(analyze.AnalyzeOptions, a_cfg), force=force)
     times["analyze"] = round(time.perf_counter() - start, 1)

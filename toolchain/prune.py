@@ -159,6 +159,11 @@ def _channels(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
+def _floors(channels: dict[str, int], max_layer_ratio: float) -> dict[str, int]:
+    """Channels each layer keeps at least (--max-layer-ratio)."""
+    return {n: max(1, int(round(c * (1 - max_layer_ratio)))) for n, c in channels.items()}
+
+
 def _split(train: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
     """Hold out a class-stratified validation split for accept/reject decisions."""
     x, y = train.tensors
@@ -193,8 +198,7 @@ class _Search:
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
 
     def __post_init__(self) -> None:
-        keep = 1 - self.opts.max_layer_ratio
-        self.floor = {n: max(1, int(round(c * keep))) for n, c in _channels(self.net).items()}
+        self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio)
 
     def snapshot(self, params: int) -> None:
         for mark in self.marks:
@@ -376,6 +380,7 @@ class _Setup:
     before: dict
     base_val: float
     analysis: dict | None = None
+    layers: list = field(default_factory=list)  # the prunable layers (surgery.Layer)
 
 
 def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
@@ -386,7 +391,7 @@ def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, t
     order = layer_order(opts, layers, analysis)
     fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
     return _Setup(prep, order, fine, val, artifact.count(prep.model, prep.input_shape), evaluate(prep.model, val),
-                  analysis)
+                  analysis, layers)
 
 
 def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
@@ -396,9 +401,8 @@ def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
         return
     if opts.remove_layers and surgery.removable_layers(st.prep.model):
         return  # whole layers may go: the floors are not the limit
-    keep = 1 - opts.max_layer_ratio
     channels = _channels(st.prep.model)
-    floors = {n: max(1, int(round(channels[n] * keep))) for n in st.order}
+    floors = _floors({n: channels[n] for n in st.order}, opts.max_layer_ratio)
     least = sum(p.numel() for p in _apply(st.prep.model, floors, st.prep.input_shape).parameters())
     if least > opts.target_params * st.before["params"]:
         raise CompressError(f"--target-params {opts.target_params} is out of reach: with every layer at its floor "
@@ -489,13 +493,10 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     first.validate()
     st = _setup(model, data_spec, first, trust, train_limit)
     test, shape, start = st.prep.dataset.test, st.prep.input_shape, time.perf_counter()
-    analysis = st.analysis
-    include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
-    layers = surgery.prunable_layers(st.prep.model, shape, include_linear)
     rows = []
     for order in orders:
         o = replace(opts, order=order, target_params=min(targets))
-        st.order = layer_order(o, layers, analysis)
+        st.order = layer_order(o, st.layers, st.analysis)
         if order in ORDERED and order is not Order.SENSITIVITY:  # the walk to the smallest target passes the others
             found = _search(st, o, marks=targets).snapshots
         else:
