@@ -16,16 +16,22 @@ from toolchain import __version__, artifact, data, train  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def trained(spec: str, data_spec: str, opts: train.TrainOptions) -> Path:
-    """A model trained with `opts`, cached under the compress cache (reused when the recipe matches)."""
+def trained(spec: str, data_spec: str, opts: train.TrainOptions, device: str = "cpu") -> Path:
+    """A model trained with `opts`, cached under the compress cache (reused when the recipe matches).
+
+    The key holds the recipe and the validation split (a model trained before the split was carved
+    out of the training data is never reused), not the device: a GPU-trained model serves a CPU run."""
+    import dataclasses
     import hashlib
 
-    key = hashlib.sha256(json.dumps([spec, data_spec, repr(opts)]).encode()).hexdigest()[:12]
-    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{spec}-{data_spec}")
+    recipe = repr(dataclasses.replace(opts, device="cpu"))
+    split = [data.VAL_SEED, data.VAL_FRACTION, data.VAL_MAX]
+    key = hashlib.sha256(json.dumps([spec, data_spec, recipe, split]).encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{Path(spec).name if spec.endswith('.pt') else spec}-{data_spec}")
     path = data.CACHE_DIR / "bench-models" / f"{stem}-{key}.pt"
     if not path.exists():
         print(f"training {spec} on {data_spec} ({opts}) -> {path}", flush=True)
-        train.run(spec, data_spec, path, opts, force=True)
+        train.run(spec, data_spec, path, dataclasses.replace(opts, device=device), force=True)
     return path
 
 
@@ -45,3 +51,26 @@ def write(name: str, result: dict) -> Path:
     artifact.write_json(result | {"host": host(), "created": artifact.now()}, path)
     print(f"wrote {path}")
     return path
+
+
+def summary(xs: list[float]) -> dict:
+    """Mean and sample standard deviation (None for one value), rounded for tables."""
+    import statistics
+
+    return {"mean": round(statistics.fmean(xs), 3), "std": round(statistics.stdev(xs), 3) if len(xs) > 1 else None,
+            "n": len(xs)}
+
+
+def paired_verdict(a: dict, b: dict) -> dict:
+    """A against B, paired by seed (EVALUATION.md section 3): "ahead" or "behind" only where the mean
+    difference exceeds twice its standard error, else "tie" (also with fewer than 2 pairs)."""
+    import math
+    import statistics
+
+    pairs = {s: x for s, x in zip(a["seeds"], a["top1"], strict=True)}
+    diffs = [pairs[s] - y for s, y in zip(b["seeds"], b["top1"], strict=True) if s in pairs]
+    mean = statistics.fmean(diffs) if diffs else 0.0
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    verdict = "tie" if se is None or abs(mean) <= 2 * se else ("ahead" if mean > 0 else "behind")
+    return {"diff_pts": round(mean, 3), "se_pts": None if se is None else round(se, 3), "pairs": len(diffs),
+            "verdict": verdict}

@@ -1,109 +1,160 @@
-"""Issue 4 benchmark: does the pruning order matter? VGG16-BN and AlexNet on Fashion-MNIST (32x32).
+"""Plan x order on the strong baselines (issue 12): does the order matter with the allocation held
+fixed, and does the sensitivity allocation beat uniform and global at the same size?
 
-For each model: train (cached outside the repo), analyze (each layer alone at 25/50/75/90%: the
-sensitivity plan reads how far each layer may go from that curve; BatchNorm statistics re-estimated on
-1000 training images after each cut, `--adapt-bn`), then
-`prune.compare` keeps 10%, 5% and 3% of the parameters with every order. Protocol, the same for
-every order: no fine-tuning inside the walk, then the same final fine-tuning of every kept model
-(`--final-epochs` on the training subset), accuracy on the full test set. Fine-tuning uses a
-class-stratified training subset (`--train-limit`) to fit the machine: the figures are for that
-budget, not for a full training run.
+For each model (the cached strong baseline of benchmarks/baselines.py): the analysis sweep on the
+validation split, then a grid of cells, each a plan (how many channels each layer keeps: sensitivity,
+uniform, global) walked in an order (sensitivity priority, sequential, reverse, random), fitted to
+one parameter target (within 1%), at each seed. Every cell gets the same in-walk fine-tuning per cut
+and the same final fine-tuning (`--final-epochs`, the full training split); seeds vary the fine-tune
+data order and the random order's permutation. Decisions read the validation split; the test split
+reports each finished cell. Verdicts are paired by seed: "ahead" / "behind" only where the mean
+difference exceeds twice its standard error, else "tie". Latency: every cell's seed-0 model and the
+unpruned one as fp32 ONNX, timed interleaved in one onnxruntime run (threads fixed).
 
-    python benchmarks/prune_orders.py [--models vgg16,alexnet] [--quick]
+Each finished cell is cached under the compress cache, so a run cut short resumes where it stopped.
+
+    python benchmarks/prune_orders.py --model alexnet [--grid order|plan|full] [--seeds 0,1,2] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, host, trained, write
+import baselines
+from common import paired_verdict, summary, trained, write
 
-from toolchain import analyze, artifact, prune, train
-from toolchain.report import plot_orders
+from toolchain import analyze, artifact, bench, data, export, prune, train
+
+RATIOS = (0.25, 0.5, 0.75, 0.9)
+GRIDS = {  # (plan, order) cells; "order" and "plan" are the two questions, "full" crosses everything
+    "order": [("sensitivity", o) for o in ("sensitivity", "sequential", "reverse", "random")]
+    + [("uniform", "sensitivity"), ("global", "sensitivity")],
+    "full": [(p, o) for p in ("sensitivity", "uniform", "global")
+             for o in ("sensitivity", "sequential", "reverse", "random")],
+}
+GRIDS["plan"] = [(p, "sensitivity") for p in ("sensitivity", "uniform", "global")]
 
 
-def one(spec: str, args, tmp: Path) -> dict:
-    model = trained(spec, args.data, train.TrainOptions(epochs=args.epochs, lr=0.05, train_limit=args.train_limit))
+def _model(args) -> tuple[Path, str]:
+    if args.quick:  # LeNet-5 on an MNIST subset: minutes, for smoke tests of this script
+        return trained("zoo:lenet5", "mnist", train.TrainOptions(epochs=2, train_limit=6000)), "mnist"
+    return baselines.baseline(args.model, args.device), baselines.DATA
+
+
+def _cell(model: Path, an: Path, plan: str, order: str, seed: int, args, cells: Path) -> dict:
+    key = hashlib.sha256(json.dumps([str(model), plan, order, seed, args.target, args.final_epochs,
+                                     args.finetune_epochs, args.step, args.lr, args.train_limit]).encode()).hexdigest()
+    done = cells / f"{plan}-{order}-s{seed}-{key[:10]}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    opts = prune.PruneOptions(analysis=an, step=args.step, finetune_epochs=args.finetune_epochs,
+                              final_epochs=args.final_epochs, lr=args.lr, include_linear=True,
+                              val_samples=args.val_samples, seed=seed, device=args.device)
     start = time.perf_counter()
-    an = tmp / f"{spec.split(':')[1]}.analysis.json"
-    analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=tuple(args.ratios), workers=2,
-                                                             eval_samples=args.eval_samples, include_linear=True,
-                                                             adapt_bn=args.adapt_bn, plots=False))
-    analysis_s = time.perf_counter() - start
-    opts = prune.PruneOptions(analysis=an, step=args.step, finetune_epochs=0, final_epochs=args.final_epochs,
-                              lr=0.01, include_linear=True, val_samples=args.eval_samples)
-    out = RESULTS / f"prune_orders{'_quick' if args.quick else ''}_{spec.split(':')[1]}.json"
-    result = prune.compare(str(model), None, out, opts, targets=tuple(args.targets), force=True,
-                           train_limit=args.train_limit)
-    result["analysis_seconds"] = round(analysis_s, 1)
-    return result
+    with tempfile.TemporaryDirectory() as tmp:
+        res = prune.compare(str(model), None, Path(tmp) / "c.json", opts, targets=(args.target,),
+                            orders=(prune.Order(order),), plans=(prune.Plan(plan),), cells_dir=cells,
+                            train_limit=args.train_limit)
+    row = res["rows"][0] | {"minutes": round((time.perf_counter() - start) / 60, 2)}
+    artifact.write_json(row, done)
+    return row
 
 
-def verdict(result: dict) -> dict:
-    """Sensitivity against each other order at each target: the accuracy difference in points."""
-    by = {(r["order"], r["target"]): r for r in result["rows"] if r["reached"]}
-    out = {}
-    for t in result["targets"]:
-        s = by.get(("sensitivity", t))
-        if s is None:
-            continue
-        out[str(t)] = {o: round(s["accuracy"] - by[(o, t)]["accuracy"], 2)
-                       for o in ("sequential", "reverse", "random", "uniform", "global") if (o, t) in by}
-    return out
+def _latency(cells: list[dict], model: Path, args) -> dict:
+    """fp32 ONNX of the unpruned model and of each cell (seed 0), timed interleaved in one run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / "unpruned.onnx"]
+        export.run(str(model), paths[0], export.ExportOptions())
+        for c in cells:
+            paths.append(Path(tmp) / f"{c['plan']}-{c['order']}.onnx")
+            export.run(c["model"], paths[-1], export.ExportOptions())
+        rep = bench.run(paths, bench.BenchOptions(runs=args.runs, warmup=20, threads=args.threads))
+    t = {p.stem: {"p50_ms": m["p50_ms"], "p90_ms": m["p90_ms"]} for p, m in zip(paths, rep["models"], strict=True)}
+    return {"threads": rep["threads"], "runs": rep["runs"], "load_before": rep["load_before"],
+            "load_after": rep["load_after"], "loaded": rep["loaded"], "models": t}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="vgg16,alexnet")
-    ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--targets", type=lambda s: [float(t) for t in s.split(",")], default=[0.1, 0.05, 0.03])
-    ap.add_argument("--ratios", type=lambda s: [float(t) for t in s.split(",")], default=[0.25, 0.5, 0.75, 0.9],
-                    help="the analysis sweep: each layer alone at each ratio")
-    ap.add_argument("--adapt-bn", type=int, default=1000, help="analyze --adapt-bn: BatchNorm re-estimated on N images")
-    ap.add_argument("--train-limit", type=int, default=20000)
-    ap.add_argument("--epochs", type=float, default=2)
-    ap.add_argument("--final-epochs", type=float, default=0.5)
-    ap.add_argument("--step", type=float, default=0.5)
-    ap.add_argument("--eval-samples", type=int, default=500)
-    ap.add_argument("--quick", action="store_true", help="minutes: 4000-sample subset, one target, tiny budgets")
-    ap.add_argument("--fresh", action="store_true", help="forget models measured by an earlier run")
-    ap.add_argument("--collect", action="store_true",
-                    help="measure nothing: gather the per-model results (prune_orders_NAME.json) of a run cut short")
+    ap.add_argument("--model", default="alexnet", choices=sorted(baselines.RECIPES))
+    ap.add_argument("--grid", default="order", choices=sorted(GRIDS))
+    ap.add_argument("--target", type=float, default=0.05, help="fraction of the parameters every cell keeps")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--final-epochs", type=float, default=2.0)
+    ap.add_argument("--finetune-epochs", type=float, default=0.02, help="in-walk fine-tuning per cut")
+    ap.add_argument("--step", type=float, default=0.5, help="fraction of a layer's channels one cut removes")
+    ap.add_argument("--lr", type=float, default=baselines.FINETUNE_LR)
+    ap.add_argument("--val-samples", type=int, default=2000)
+    ap.add_argument("--train-limit", type=int, help="fine-tune on a subset (the figures are then for that budget)")
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="LeNet-5 on an MNIST subset, tiny budgets: a smoke test")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     if args.quick:
-        args.train_limit, args.epochs, args.final_epochs, args.targets, args.eval_samples = 4000, 1, 0.2, [0.1], 200
+        args.final_epochs, args.finetune_epochs, args.train_limit, args.val_samples, args.runs = 0.2, 0.02, 4000, 500, 100
     start = time.perf_counter()
-    requested = args.models.split(",")
-    name_out = "prune_orders" + ("_quick" if args.quick else "")
-    previous = RESULTS / f"{name_out}.json"
-    results = {}
-    if previous.exists() and not args.fresh:  # a run cut short keeps the models it finished
-        results = {k: v for k, v in json.loads(previous.read_text())["models"].items() if k not in requested}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in requested:
-            done = RESULTS / f"{name_out}_{name}.json"
-            if args.collect and not done.exists():
-                continue
-            if args.collect:  # the per-model comparison an earlier run of this script finished
-                r = json.loads(done.read_text()) | {"analysis_seconds": None}
-                plot_orders(r, Path(r["plot"]))
-            else:
-                r = one(f"zoo:{name}", args, Path(tmp))
-            results[name] = {"baseline": r["baseline"], "rows": r["rows"], "verdict": verdict(r),
-                             "seconds": r["seconds"], "analysis_seconds": r["analysis_seconds"], "plot": r["plot"],
-                             "host": host(), "created": r.get("created") or artifact.now()}
-            print(f"{name}: {verdict(r)}", flush=True)
-            write(name_out, {
-                "data": args.data, "targets": args.targets, "train_limit": args.train_limit,
-                "train_epochs": args.epochs, "final_epochs": args.final_epochs, "step": args.step,
-                "eval_samples": args.eval_samples, "analysis_ratios": args.ratios, "adapt_bn": args.adapt_bn,
-                "requested": ["vgg16", "alexnet"],
-                "protocol": "no fine-tuning inside the walk; every kept model gets the same final fine-tuning",
-                "models": results, "wall_s": round(time.perf_counter() - start, 1)})
+    model, data_spec = _model(args)
+    name = "lenet5" if args.quick else args.model
+    cells_dir = data.CACHE_DIR / "bench-cells" / name
+    an = cells_dir / "analysis.json"
+    t0 = time.perf_counter()
+    if not an.exists():
+        analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=RATIOS, eval_samples=2000,
+                                                                 include_linear=True, adapt_bn=1000, plots=False,
+                                                                 workers=2), force=True)
+    minutes = {"analysis": round((time.perf_counter() - t0) / 60, 1)}
+    rows = []
+    for seed in seeds:
+        for plan, order in GRIDS[args.grid]:
+            rows.append(_cell(model, an, plan, order, seed, args, cells_dir))
+            print(f"{plan} plan, {order} order, seed {seed}: kept {rows[-1]['kept']:.4f}, "
+                  f"test {rows[-1]['top1']:.2f}%", flush=True)
+    minutes["cells"] = round(sum(r.get("minutes", 0) for r in rows), 1)
+    cells = []
+    for plan, order in GRIDS[args.grid]:
+        mine = [r for r in rows if (r["plan"], r["order"]) == (plan, order)]
+        cells.append({"plan": plan, "order": order, "target": args.target, "seeds": [r["seed"] for r in mine],
+                      "kept": [r["kept"] for r in mine], "on_target": all(r["on_target"] for r in mine),
+                      "macs": mine[0]["macs"], "macs_kept": mine[0]["macs_kept"], "model": mine[0]["model"],
+                      "top1_mean": summary([r["top1"] for r in mine])["mean"],
+                      "top1_std": summary([r["top1"] for r in mine])["std"],
+                      "val_top1_mean": summary([r["val_top1"] for r in mine])["mean"],
+                      "top1": [r["top1"] for r in mine]})
+    t0 = time.perf_counter()
+    latency = _latency(cells, model, args)
+    minutes["latency"] = round((time.perf_counter() - t0) / 60, 1)
+    for c in cells:
+        c |= latency["models"][f"{c['plan']}-{c['order']}"]
+        c.pop("model")
+    by = {(c["plan"], c["order"]): c for c in cells}
+    verdicts = {"order (plan fixed), against the sensitivity order": {
+        f"{p} plan: sensitivity vs {o}": paired_verdict(by[(p, "sensitivity")], by[(p, o)])
+        for (p, o) in by if o != "sensitivity" and (p, "sensitivity") in by},
+        "plan (order fixed), against the sensitivity plan": {
+        f"{o} order: sensitivity vs {p}": paired_verdict(by[("sensitivity", o)], by[(p, o)])
+        for (p, o) in by if p != "sensitivity" and ("sensitivity", o) in by}}
+    base = artifact.Artifact.open(model)
+    control = None
+    if not args.quick:
+        ctl = [artifact.Artifact.open(baselines.control(args.model, args.final_epochs, s, args.device)).metrics
+               for s in seeds]
+        control = summary([m["accuracy"] for m in ctl]) | {"seeds": seeds}
+    write(f"prune_orders{'_quick' if args.quick else ''}_{name}", {
+        "model": name, "data": data_spec, "decisions_split": "validation", "grid": args.grid,
+        "target": args.target, "seeds": seeds,
+        "baseline_top1": base.metrics["accuracy"], "baseline_val_top1": base.metrics.get("val_accuracy"),
+        "equal_budget_top1": control, "recipe": {k: v for k, v in vars(args).items() if k not in ("quick",)}
+        | {"analysis_ratios": RATIOS, "analysis_adapt_bn": 1000, "analysis_eval_samples": 2000},
+        "cells": cells, "verdicts": verdicts, "latency": {k: v for k, v in latency.items() if k != "models"},
+        "minutes": minutes | {"wall": round((time.perf_counter() - start) / 60, 1)},
+        "quick": args.quick, "synthetic": False})
 
 
 if __name__ == "__main__":

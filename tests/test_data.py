@@ -38,7 +38,7 @@ def test_digits_loads_split_and_normalized():
     assert (ds.name, ds.kind, ds.num_classes, ds.synthetic) == ("digits", "image", 10, False)
     assert ds.input_shape == (1, 8, 8) == data.native_shape("digits")
     assert ds.classes == tuple(str(i) for i in range(10))
-    assert (len(ds.train), len(ds.test)) == (1438, 359)  # 1,797 split 80/20
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == (1438, 359)  # 1,797 split 80/20
     x, y = _x(ds), _y(ds)
     assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape[1:] == (1, 8, 8)
     assert abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-2
@@ -78,7 +78,7 @@ def test_convert_digits_to_rgb32_and_flat():
     assert torch.allclose(s, torch.ones(3), atol=0.02)
 
     flat = data.load("digits", (64,))
-    assert flat.input_shape == (64,) and _x(flat).shape == (1438, 64)
+    assert flat.input_shape == (64,) and _x(flat).shape == (1294, 64)
     assert torch.equal(_x(flat), _x(data.load("digits")).flatten(1))
 
 
@@ -93,8 +93,9 @@ def test_pad_when_exactly_four_larger_else_resize():
 
 def test_rgb_to_gray_uses_luminance():
     gray = data.load("synthetic:3x8x8:4", (1, 8, 8))
-    assert gray.input_shape == (1, 8, 8) and _x(gray).shape == (512, 1, 8, 8)
-    assert abs(_x(gray).mean().item()) < 1e-3
+    assert gray.input_shape == (1, 8, 8) and _x(gray).shape == (461, 1, 8, 8)  # 512 less the validation split
+    both = torch.cat([_x(gray), gray.val.tensors[0]])  # the statistics come from all the training data
+    assert abs(both.mean().item()) < 1e-3
 
 
 @pytest.mark.parametrize("spec,shape", [
@@ -122,7 +123,7 @@ def test_synthetic_is_labelled_and_learnable(spec, shape, kind):
     assert ds.synthetic and "SYNTHETIC" in ds.source and ds.kind == kind
     assert ds.input_shape == shape == data.native_shape(spec)
     assert ds.num_classes == data.num_classes(spec) == int(spec.rsplit(":", 1)[1])
-    assert (len(ds.train), len(ds.test)) == sources.SYNTHETIC_SIZES
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == sources.SYNTHETIC_SIZES
     # nearest class template (train mean) classifies the test split almost perfectly
     xtr, ytr, xte, yte = _x(ds).flatten(1), _y(ds), _x(ds, "test").flatten(1), _y(ds, "test")
     centers = torch.stack([xtr[ytr == k].mean(0) for k in range(ds.num_classes)])
@@ -153,7 +154,7 @@ def test_npz_round_trip_images(tmp_path):
     assert data.native_shape(str(path)) == (1, 6, 6) and data.num_classes(str(path)) == 5
     ds = data.load(str(path))
     assert (ds.kind, ds.input_shape, ds.classes) == ("image", (1, 6, 6), tuple("abcde"))
-    assert (len(ds.train), len(ds.test)) == (40, 10) and ds.name == str(path.resolve())
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == (40, 10) and ds.name == str(path.resolve())
     assert torch.bincount(_y(ds, "test")).tolist() == [2] * 5
 
 
@@ -163,8 +164,9 @@ def test_npz_tabular_with_given_test_split(tmp_path):
              x_test=np.random.rand(9, 7), y_test=np.arange(9) % 3)
     ds = data.load(str(path))
     assert (ds.kind, ds.input_shape, ds.num_classes) == ("tabular", (7,), 3)
-    assert (len(ds.train), len(ds.test)) == (30, 9)
-    assert torch.allclose(_x(ds).mean(0), torch.zeros(7), atol=1e-5)
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == (30, 9)
+    both = torch.cat([_x(ds), ds.val.tensors[0]])  # the statistics come from all the training data
+    assert torch.allclose(both.mean(0), torch.zeros(7), atol=1e-5)
 
 
 def test_corrupt_or_incomplete_npz(tmp_path):
@@ -204,7 +206,7 @@ def test_image_folder_split_and_resize(tmp_path):
     assert data.native_shape(spec) == (3, 10, 10) and data.num_classes(spec) == 2
     ds = data.load(spec)
     assert ds.classes == ("cat", "dog") and ds.input_shape == (3, 10, 10)
-    assert (len(ds.train), len(ds.test)) == (16, 4)
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == (16, 4)
     assert torch.bincount(_y(ds, "test")).tolist() == [2, 2]
 
 
@@ -212,7 +214,7 @@ def test_image_folder_with_train_test_and_gray(tmp_path):
     _write_pngs(tmp_path / "g" / "train", ["a", "b", "c"], 4, mode="L")
     _write_pngs(tmp_path / "g" / "test", ["a", "b", "c"], 2, mode="L")
     ds = data.load(str(tmp_path / "g"), (1, 14, 14))
-    assert (len(ds.train), len(ds.test), ds.num_classes) == (12, 6, 3)
+    assert (len(ds.train) + len(ds.val), len(ds.test), ds.num_classes) == (12, 6, 3)
     assert _x(ds).shape[1:] == (1, 14, 14)
     _write_pngs(tmp_path / "h" / "train", ["a", "b"], 2)
     _write_pngs(tmp_path / "h" / "test", ["a", "z"], 2)
@@ -295,7 +297,7 @@ def _write_cifar(folder, n=6):
 def test_cifar10_local_folder(tmp_path):
     _write_cifar(tmp_path / "cifar-10-batches-py")
     ds = data.load(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", (1, 32, 32))
-    assert (len(ds.train), len(ds.test), ds.input_shape) == (30, 6, (1, 32, 32))
+    assert (len(ds.train) + len(ds.val), len(ds.test), ds.input_shape) == (30, 6, (1, 32, 32))
     assert ds.classes[0] == "airplane" and "local folder" in ds.source
 
 
@@ -349,13 +351,35 @@ def test_fashion_mnist_real():
 def test_fraud_real():
     ds = _real("fraud")
     assert (ds.kind, ds.input_shape, ds.num_classes) == ("tabular", (30,), 2)
-    assert len(ds.train) + len(ds.test) == 284807
-    assert _y(ds).sum().item() + _y(ds, "test").sum().item() == 492
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 284807
+    assert _y(ds).sum().item() + ds.val.tensors[1].sum().item() + _y(ds, "test").sum().item() == 492
     assert 98 <= _y(ds, "test").sum().item() <= 99  # the frauds split 80/20 too
-    assert torch.allclose(_x(ds).mean(0), torch.zeros(30), atol=1e-3)
+    assert 39 <= ds.val.tensors[1].sum().item() <= 40  # and 10% of the rest is the validation split
+    both = torch.cat([_x(ds), ds.val.tensors[0]])  # the statistics come from all the training data
+    assert torch.allclose(both.mean(0), torch.zeros(30), atol=1e-3)
     with np.load(data.CACHE_DIR / "data" / "fraud.npz") as z:
         assert z["x"].shape == (284807, 30) and int(z["y"].sum()) == 492
     small = data.load("fraud", train_limit=1000, test_limit=200)
     assert _y(small).sum().item() >= 1 and _y(small, "test").sum().item() >= 1
     with pytest.raises(CompressError, match=r"\(30,\)"):
         data.load("fraud", (1, 5, 6))
+
+
+def test_validation_split_is_carved_from_train_stratified_and_recorded():
+    ds = data.load("digits")
+    assert len(ds.val) == round(data.VAL_FRACTION * 1438) and ds.val_info["size"] == len(ds.val)
+    assert {"seed", "indices_sha256", "fraction"} <= set(ds.val_info)
+    train_rows = {tuple(r.tolist()) for r in ds.train.tensors[0].flatten(1)}
+    assert not any(tuple(r.tolist()) in train_rows for r in ds.val.tensors[0].flatten(1)[:50])
+    counts = torch.bincount(ds.val.tensors[1], minlength=10)
+    assert counts.min() >= 12  # about 14 a class: stratified
+    again = data.load("digits", train_limit=200, seed=5)  # limits and seeds never move the validation split
+    assert torch.equal(again.val.tensors[1], ds.val.tensors[1]) and again.val_info == ds.val_info
+
+
+def test_the_test_split_cannot_be_read_while_deciding():
+    ds = data.load("digits")
+    assert len(ds.test) == 359
+    with data.deciding("analyze"), pytest.raises(data.TestSplitInDecision, match="analyze read the test split"):
+        ds.test
+    assert len(ds.test) == 359  # reporting afterwards is fine

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,8 +77,10 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
         _opts(analysis=analysis).validate()
     with pytest.raises(CompressError, match="target-params"):
         _opts(analysis=analysis, target_params=1.5).validate()
-    with pytest.raises(CompressError, match="needs --analysis"):
+    with pytest.raises(CompressError, match="need --analysis"):
         _opts(target_params=0.5).validate()
+    with pytest.raises(CompressError, match="needs a size goal"):
+        _opts(order=prune.Order.SEQUENTIAL, plan=prune.Plan.UNIFORM, max_drop=1.0).validate()
     with pytest.raises(CompressError, match="not this model"):
         prune.run(str(trained_a2e), None, tmp_path / "x.pt", _opts(analysis=analysis, target_params=0.5))
     assert not (tmp_path / "x.pt").exists()
@@ -90,14 +93,16 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
                                                                     target_params=0.5))
 
 
-@pytest.mark.parametrize("order", [prune.Order.UNIFORM, prune.Order.GLOBAL])
-def test_one_shot_baselines_reach_the_target(trained_lenet, tmp_path, order):
+@pytest.mark.parametrize("plan", [prune.Plan.UNIFORM, prune.Plan.GLOBAL])
+def test_one_shot_plans_land_on_the_target(trained_lenet, tmp_path, plan):
     art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(order=order, target_params=0.3, include_linear=True, finetune_epochs=0.1))
+                    _opts(order=prune.Order.ONESHOT, plan=plan, target_params=0.3, include_linear=True,
+                          finetune_epochs=0.1))
     rep = art.meta["report"]
-    assert rep["goal_met"] and rep["params_kept"] <= 0.3
-    assert all(s["action"] == order.value for s in rep["steps"])
-    if order is prune.Order.UNIFORM:  # the same ratio in every layer, give or take rounding
+    assert rep["goal_met"] and 0.3 * (1 - prune.PLAN_TOLERANCE) <= rep["params_kept"] <= 0.3
+    assert [s["action"] for s in rep["steps"]] == ["oneshot"] and rep["steps"][0]["cuts"] >= 4
+    assert rep["plan_kind"] == plan.value and rep["decisions_split"] == "validation"
+    if plan is prune.Plan.UNIFORM:  # the same ratio in every layer, give or take rounding
         kept = [v["after"] / v["before"] for n, v in rep["layers"].items() if n != "classifier.5"]
         assert max(kept) - min(kept) < 0.15
 
@@ -161,14 +166,43 @@ def test_accordion_autoencoder_loses_whole_layers(tmp_path):
     assert art.meta["report"]["params_kept"] <= 0.2
 
 
-def test_compare_orders_writes_every_order_and_a_plot(trained_lenet, analysis, tmp_path):
+def test_compare_crosses_plans_and_orders_on_one_target(trained_lenet, analysis, tmp_path):
     out = tmp_path / "orders.json"
     result = prune.compare(str(trained_lenet), None, out, _opts(analysis=analysis, include_linear=True,
-                                                                 finetune_epochs=0, final_epochs=0.2),
-                           targets=(0.5, 0.3))
-    orders = {r["order"] for r in result["rows"]}
-    assert orders == {o.value for o in prune.Order}
-    assert all(r["params_kept"] <= r["target"] for r in result["rows"] if r["reached"])
+                                                                 finetune_epochs=0.05, final_epochs=0.2, step=0.5),
+                           targets=(0.3,), orders=(prune.Order.SENSITIVITY, prune.Order.REVERSE),
+                           plans=tuple(p for p in prune.Plan if p is not prune.Plan.FLOORS),
+                           cells_dir=tmp_path / "cells")
+    cells = {(r["plan"], r["order"]) for r in result["rows"]}
+    assert cells == {(p, o) for p in ("sensitivity", "uniform", "global") for o in ("sensitivity", "reverse")}
+    for r in result["rows"]:  # every cell at the same size: the plan is fitted to the goal, the walk follows it
+        assert r["on_target"] and 0.3 * (1 - prune.PLAN_TOLERANCE) <= r["kept"] <= 0.3, r
+        assert {"macs", "val_top1", "top1", "seed"} <= set(r) and Path(r["model"]).exists()
+    by_plan = {}
+    for r in result["rows"]:  # one plan, two walks: the same widths at the end
+        by_plan.setdefault(r["plan"], set()).add(r["params"])
+    assert all(len(v) == 1 for v in by_plan.values())
+    assert result["decisions_split"] == "validation"
     assert out.exists() and out.with_suffix(".png").exists()
     with pytest.raises(CompressError, match="targets"):
         prune.compare(str(trained_lenet), None, tmp_path / "x.json", _opts(), targets=(1.5,))
+
+
+def test_no_deciding_stage_reads_the_test_split(trained_lenet, tmp_path, monkeypatch):
+    """analyze never reads the test split; prune reads it once, after every decision, to report."""
+    from toolchain import data
+
+    reads = []
+    original = data.Dataset.test
+
+    def spy(self):
+        reads.append(list(data._DECIDING))
+        return original.fget(self)
+
+    monkeypatch.setattr(data.Dataset, "test", property(spy))
+    an = tmp_path / "a.json"
+    analyze.run(str(trained_lenet), None, an, analyze.AnalyzeOptions(eval_samples=100, include_linear=True,
+                                                                     plots=False, adapt_bn=64))
+    assert reads == []
+    prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=an, target_params=0.5, max_drop=2.0))
+    assert reads and all(r == [] for r in reads)  # only to report the finished model

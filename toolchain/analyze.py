@@ -1,7 +1,8 @@
 """`compress analyze`: per-layer sensitivity, the paper's characterization step.
 
 Each prunable layer is pruned alone at a fixed ratio (or a sweep of ratios), the model is
-evaluated without fine-tuning, and the layer is restored. The layers are then ranked from the
+evaluated on the validation split (carved from the training data; the test split is never read
+here) without fine-tuning, and the layer is restored. The layers are then ranked from the
 one that loses the least accuracy to the one that loses the most: that ranking is the pruning
 priority `compress prune` follows.
 
@@ -157,9 +158,14 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
-    prep = prepare(model, data_spec, trust=trust, test_limit=None, seed=opts.seed)
+    with data.deciding("analyze"):
+        return _run(model, data_spec, dst, opts, trust)
+
+
+def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, trust: bool) -> dict:
+    prep = prepare(model, data_spec, trust=trust, seed=opts.seed)
     shape = prep.input_shape
-    x, y = prep.dataset.test.tensors
+    x, y = prep.dataset.val.tensors
     if opts.eval_samples and opts.eval_samples < len(y):
         idx = data.stratified_indices(y, opts.eval_samples, seed=opts.seed)
         # interleave the two halves' classes alike: a stratified half for the stability check
@@ -176,7 +182,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
         adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
-    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, len(y), opts.seed, opts.criterion]
+    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
     jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
@@ -202,7 +208,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
         "model": {"spec": prep.spec, "file": str(prep.parent.path) if prep.parent else None,
                   "sha256": _model_digest(prep), "input_shape": list(shape),
                   "num_classes": prep.dataset.num_classes},
-        "data": data_meta(prep.dataset) | {"eval_samples": len(y)},
+        "data": data_meta(prep.dataset) | {"eval_samples": len(y), "eval_split": "validation"},
         "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},
         "baseline": {"accuracy": base_acc, "params": base_counts["params"], "macs": base_counts["macs"]},
         "layers": rows,

@@ -34,6 +34,7 @@ from .remote import Remote, SSHDefaults
 logger = logging.getLogger(__name__)
 
 NOISY_IQR = 0.10  # IQR / median above this: the machine was busy, say so (torch.utils.benchmark's rule)
+LOADED_PER_CORE = 0.5  # a run that starts above this load per core is flagged (EVALUATION.md: 1.0 on 2 cores)
 DEFAULT_RUNS = 200
 TARGETS_PACKAGE_DIR = "targets"  # toolchain/targets/*.toml, shipped as package data
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -349,6 +350,12 @@ def _report(raw: dict, cfg: dict, opts: BenchOptions, target: Target | None) -> 
         m["mem_ratio"] = (round(m["peak_mem_bytes"] / first["peak_mem_bytes"], 4)
                           if m["peak_mem_bytes"] and first["peak_mem_bytes"] else None)
     warnings = list(raw.get("warnings", []))
+    cores = raw["device"].get("cores") or 1
+    load_before, load_after = raw.get("load_before"), raw.get("load_after")
+    loaded = load_before is not None and load_before > LOADED_PER_CORE * cores
+    if loaded:
+        warnings.append(f"the machine was busy when timing began (load average {load_before} on {cores} cores, "
+                        f"over {LOADED_PER_CORE * cores:g}): ratios hold, absolute times are inflated")
     measured_on, mismatch = _measured_on(raw["device"], target, raw.get("ssh"))
     if mismatch:
         warnings.append(measured_on)
@@ -365,6 +372,7 @@ def _report(raw: dict, cfg: dict, opts: BenchOptions, target: Target | None) -> 
             "seconds": cfg["seconds"], "warmup": cfg["warmup"], "providers": raw["providers"],
             "provider_options": cfg["provider_options"], "graph_optimization": cfg["graph_optimization"],
             "interleaved": True, "noisy_iqr_threshold": NOISY_IQR,
+            "load_before": load_before, "load_after": load_after, "loaded": loaded,
             "memory_method": memory["method"] if memory else None,
             "loop_seconds": round(raw.get("loop_seconds", 0.0), 3), "warnings": warnings, "models": models}
 

@@ -272,12 +272,14 @@ def measure(cfg, progress=None):
                                   for k, v in feed.items()]})
         calls.append((sess.run, feed))
     block = int(cfg.get("block") or INTERLEAVE_BLOCK)
+    load_before = _load()
     if cfg.get("warmup", 0):
         interleave(calls, runs=cfg["warmup"], block=block)
     start = time.perf_counter()
     times = interleave(calls, runs=None if cfg.get("seconds") else cfg.get("runs", 200),
                        seconds=cfg.get("seconds"), block=block, progress=progress)
     loop_s = time.perf_counter() - start
+    load_after = _load()
     del calls, sess  # free the parent's sessions before the memory children start (small devices)
     gc.collect()
     for m, t in zip(models, times):  # noqa: B905 - the runner also runs on Python 3.6
@@ -286,7 +288,16 @@ def measure(cfg, progress=None):
         for i, m in enumerate(models):
             m["memory"] = memory_probe(cfg, i)
     return {"runner": RUNNER_VERSION, "device": device_facts(), "providers": providers, "block": block,
-            "warnings": warnings, "runs": len(times[0]), "loop_seconds": loop_s, "models": models}
+            "warnings": warnings, "runs": len(times[0]), "loop_seconds": loop_s, "models": models,
+            "load_before": load_before, "load_after": load_after}
+
+
+def _load():
+    """The 1-minute load average, or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 # ---------------------------------------------------------------- peak memory, in a child process

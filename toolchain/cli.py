@@ -117,11 +117,12 @@ def main(verbose: int) -> None:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--train-limit", type=int, help="train on a class-stratified subset of N samples")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU is available")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="model file (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, output, force, trust):
+def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, output, force, trust):
     """Train a model spec (or continue a saved model) on a data set.
 
     \b
@@ -130,7 +131,8 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, output, f
     """
     from . import train as stage
 
-    opts = stage.TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_limit=train_limit)
+    opts = stage.TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_limit=train_limit,
+                              device=device)
     out = Path(output) if output else _default_out("train", "model.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
     _summary(art, "trained")
@@ -194,9 +196,12 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @model_arg
 @data_opt
 @click.option("--analysis", type=click.Path(dir_okay=False), help="analysis.json from `compress analyze`")
-@click.option("--order", type=click.Choice(["sensitivity", "sequential", "reverse", "random", "uniform", "global"]),
+@click.option("--order", type=click.Choice(["sensitivity", "sequential", "reverse", "random", "oneshot"]),
               default="sensitivity", show_default=True,
-              help="layer order (sensitivity: the analysis' priority) or a one-shot baseline (uniform, global)")
+              help="the walk: the order layers are cut in (sensitivity: the analysis' priority; oneshot: all at once)")
+@click.option("--plan", type=click.Choice(["sensitivity", "uniform", "global", "floors"]),
+              help="the allocation: channels each layer keeps (default: sensitivity with --analysis and "
+                   "--target-params, else floors)")
 @click.option("--target-params", type=float, help="keep this fraction of the parameters, e.g. 0.1")
 @click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
@@ -212,16 +217,17 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
               help="validation samples held out of the training data for the accuracy budget")
 @click.option("--train-limit", type=int, help="fine-tune on a class-stratified subset of N samples")
 @click.option("--compare-orders", is_flag=True,
-              help="run the goal with every order instead; -o is then the comparison JSON (+ PNG)")
+              help="run the goal with every order (and --plans) instead; -o is then the comparison JSON (+ PNG)")
+@click.option("--plans", help="with --compare-orders: plans to cross with the orders, e.g. sensitivity,uniform,global")
 @click.option("--targets", help="with --compare-orders: fractions of parameters to keep, e.g. 0.1,0.05,0.03")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="pruned model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
-          final_epochs, lr, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders, targets,
-          seed, output, force, trust):
+def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
+          final_epochs, lr, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders, plans,
+          targets, seed, output, force, trust):
     """Remove filters layer by layer in a chosen order until a size or accuracy goal is met.
 
     \b
@@ -233,7 +239,8 @@ def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_
 
     from . import prune as stage
 
-    opts = stage.PruneOptions(order=stage.Order(order), analysis=Path(analysis) if analysis else None,
+    opts = stage.PruneOptions(order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
+                              analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
                               finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr,
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
@@ -241,18 +248,17 @@ def prune(model, data_spec, analysis, order, target_params, max_drop, step, max_
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
-        result = stage.compare(model, data_spec, out, opts, fractions, force=force, trust=trust,
+        chosen = tuple(stage.Plan(p) for p in plans.split(",") if p) if plans else None
+        result = stage.compare(model, data_spec, out, opts, fractions, plans=chosen, force=force, trust=trust,
                                train_limit=train_limit)
-        table = Table(title=f"pruning order comparison: {result['model']} "
-                            f"(unpruned {result['baseline']['accuracy']:.2f}%)")
-        for col in ("order", "target", "params kept", "accuracy before fine-tune", "accuracy"):
-            table.add_column(col, justify="left" if col == "order" else "right")
+        table = Table(title=f"plan x order: {result['model']} (unpruned: val {result['baseline']['val_top1']:.2f}%, "
+                            f"test {result['baseline']['top1']:.2f}%)")
+        for col in ("plan", "order", "target", "params kept", "MACs kept", "val before fine-tune", "val", "test"):
+            table.add_column(col, justify="left" if col in ("plan", "order") else "right")
         for r in result["rows"]:
-            if r["reached"]:
-                table.add_row(r["order"], f"{r['target']:.1%}", f"{r['params_kept']:.2%}",
-                              f"{r['accuracy_before_finetune']:.2f}%", f"{r['accuracy']:.2f}%")
-            else:
-                table.add_row(r["order"], f"{r['target']:.1%}", "not reached", "-", "-")
+            table.add_row(r["plan"], r["order"], f"{r['target']:.1%}",
+                          f"{r['kept']:.2%}" + ("" if r["on_target"] else " (off target)"), f"{r['macs_kept']:.1%}",
+                          f"{r['val_before_finetune']:.2f}%", f"{r['val_top1']:.2f}%", f"{r['top1']:.2f}%")
         _console().print(table)
         _console().print(f"wrote {out} and {result['plot']}")
         return

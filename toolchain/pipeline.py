@@ -116,6 +116,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
 
     p_cfg = dict(cfg["prune"])
     p_cfg["order"] = prune.Order(p_cfg.get("order", "sensitivity"))
+    p_cfg["plan"] = prune.Plan(p_cfg["plan"]) if p_cfg.get("plan") else None
     p_cfg["analysis"] = out / "analysis.json"
     if quick:
         p_cfg |= {"finetune_epochs": q["finetune_epochs"], "final_epochs": q["final_epochs"],

@@ -1,12 +1,18 @@
-"""`compress prune`: structured filter pruning in a chosen layer order, under a size or accuracy goal.
+"""`compress prune`: structured filter pruning under a size or accuracy goal, as a plan and a walk.
 
-The paper's claim is that the order in which layers are pruned changes the final accuracy; the
-`sensitivity` order follows the priority measured by `compress analyze` (least harmful first)
-and reads from the same analysis how far each layer goes (`sensitivity_plan`). Rounds walk the
-layers in order; each layer loses a step of its channels, the model is briefly fine-tuned, and the
-step is kept while the accuracy budget holds (otherwise rolled back and the layer is frozen).
-Decisions are measured on a validation split held out of the training data, never on the test
-set; the final figures are measured on the test set.
+Two questions, two pieces, crossed freely (as Torch-Pruning separates importance from pruner):
+- the plan (`Plan`): how many channels each layer keeps. `sensitivity` reads it from the sweep of
+  `compress analyze` (the paper), `uniform` cuts every layer by one ratio, `global` ranks all
+  filters by L1 norm at once (Torch-Pruning's global pruning). Each plan is fitted to the size goal
+  within PLAN_TOLERANCE, so plans compare at one parameter count.
+- the walk (`Order`): in which order the layers are cut toward the plan. Rounds walk the layers in
+  order; each layer loses a step of its channels, the model is briefly fine-tuned, and the step is
+  kept while the accuracy budget holds (otherwise rolled back and the layer frozen). `oneshot`
+  applies the whole plan at once and fine-tunes with the budget the walk would have spent.
+The paper's question "does the order matter?" is a walk question with the plan held fixed.
+
+Every decision reads the validation split carved out of the training data (`ds.val`); the search
+runs inside `data.deciding`, so it cannot read the test split, which reports the finished model.
 """
 
 from __future__ import annotations
@@ -33,20 +39,30 @@ logger = logging.getLogger(__name__)
 
 
 class Order(str, Enum):
-    SENSITIVITY = "sensitivity"
+    """The walk: the order in which layers are cut."""
+    SENSITIVITY = "sensitivity"  # the analysis' priority, least harmful first (the paper)
     SEQUENTIAL = "sequential"
     REVERSE = "reverse"
-    RANDOM = "random"
-    UNIFORM = "uniform"   # the same L1 ratio in every layer (Li et al. 2017)
-    GLOBAL = "global"     # one L1 ranking across all layers (Torch-Pruning's global pruning)
+    RANDOM = "random"  # a permutation drawn from the seed
+    ONESHOT = "oneshot"  # the whole plan at once, then fine-tuning
+
+
+class Plan(str, Enum):
+    """The allocation: how many channels each layer keeps."""
+    SENSITIVITY = "sensitivity"  # from the analysis sweep: the cheapest accuracy per parameter (the paper)
+    UNIFORM = "uniform"  # the same L1 ratio in every layer (Li et al. 2017)
+    GLOBAL = "global"  # one L1 ranking across all layers (Torch-Pruning's global pruning)
+    FLOORS = "floors"  # no plan: walk toward the floors until the goal or the budget stops the walk
 
 
 ORDERED = (Order.SENSITIVITY, Order.SEQUENTIAL, Order.REVERSE, Order.RANDOM)
+PLAN_TOLERANCE = 0.01  # a fitted plan lands within 1% below its parameter goal
 
 
 @dataclass(frozen=True)
 class PruneOptions:
     order: Order = Order.SENSITIVITY
+    plan: Plan | None = None  # None: sensitivity with an analysis and a size goal, else floors
     analysis: Path | None = None
     target_params: float | None = None
     max_drop: float | None = None
@@ -60,6 +76,7 @@ class PruneOptions:
     remove_layers: bool = True
     max_layer_ratio: float = 0.9  # a layer keeps at least 10% of its channels
     seed: int = 0
+    device: str = "cpu"  # where fine-tuning runs ("cuda" where a GPU is lent); decisions are the same
 
     def validate(self) -> None:
         if self.target_params is None and self.max_drop is None:
@@ -77,8 +94,18 @@ class PruneOptions:
             raise CompressError(f"--max-layer-ratio must be in (0, 1), not {self.max_layer_ratio}")
         if self.round_to < 1:
             raise CompressError(f"--round-to must be >= 1, not {self.round_to}")
-        if self.order is Order.SENSITIVITY and self.analysis is None:
-            raise CompressError("--order sensitivity needs --analysis analysis.json (from `compress analyze`)")
+        if Order.SENSITIVITY in (self.order, self.plan) and self.analysis is None:
+            raise CompressError("--order sensitivity and --plan sensitivity need --analysis analysis.json "
+                                "(from `compress analyze`)")
+        if self.plan not in (None, Plan.FLOORS) and self.target_params is None:
+            raise CompressError(f"--plan {self.plan.value} needs a size goal (--target-params)")
+        if self.order is Order.ONESHOT and self.resolved_plan() is Plan.FLOORS:
+            raise CompressError("--order oneshot needs a plan to apply at once (--plan and --target-params)")
+
+    def resolved_plan(self) -> Plan:
+        if self.plan is not None:
+            return self.plan
+        return Plan.SENSITIVITY if self.analysis is not None and self.target_params is not None else Plan.FLOORS
 
 
 def _load_analysis(path: Path, spec: str, input_shape) -> dict:
@@ -114,18 +141,13 @@ def layer_order(opts: PruneOptions, layers: list[surgery.Layer], analysis: dict 
     return names
 
 
-def _round_goal(p0: int, rnd: int, step: float, target: float | None) -> float:
-    """Parameters after round `rnd` of a one-shot order: both in- and out-channels of a layer
-    shrink by `step`, so parameters shrink by about (1 - step)^2 a round."""
-    return max(target or 0.0, p0 * (1 - step) ** (2 * rnd))
-
-
-def _shrink_all(net: nn.Module, order: Order, ratio: float, names: list[str], shape, round_to: int) -> nn.Module:
+def _shrink_all(net: nn.Module, plan: Plan, ratio: float, names: list[str], shape, round_to: int,
+                max_layer_ratio: float = 0.95) -> nn.Module:
     """A copy with every layer pruned at `ratio` (uniform) or `ratio` of all channels by one global
     L1 ranking (global)."""
     import torch_pruning as tp
 
-    if order is Order.UNIFORM:
+    if plan is Plan.UNIFORM:
         channels = _channels(net)
         return _apply(net, {n: surgery.keep_count(channels[n], ratio, round_to) for n in names}, shape)
     clone = copy.deepcopy(net)
@@ -133,25 +155,26 @@ def _shrink_all(net: nn.Module, order: Order, ratio: float, names: list[str], sh
     keep = set(names)
     ignored = [m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in keep]
     pruner = tp.pruner.MetaPruner(clone, torch.zeros(1, *shape), importance=surgery.get_criterion("l1"),
-                                  global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=0.95,
+                                  global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_layer_ratio,
                                   ignored_layers=ignored, round_to=round_to if round_to > 1 else None)
     pruner.step()
     return clone
 
 
-def _ratio_for(net, order, goal, names, shape, round_to) -> tuple[nn.Module, float]:
-    """Bisect the ratio whose pruned copy has at most `goal` parameters."""
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(14):
+def _ratio_for(net, plan, goal, names, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
+    """Bisect the ratio whose pruned copy has at most `goal` parameters: that copy, and the copy at
+    the ratio just below it (which misses the goal), for `_fill` to land between."""
+    lo, hi, best, near = 0.0, max_layer_ratio, None, net
+    for _ in range(16):
         mid = (lo + hi) / 2
-        trial = _shrink_all(net, order, mid, names, shape, round_to)
+        trial = _shrink_all(net, plan, mid, names, shape, round_to, max_layer_ratio)
         if sum(p.numel() for p in trial.parameters()) <= goal:
             hi, best = mid, trial
         else:
-            lo = mid
+            lo, near = mid, trial
     if best is None:
-        best, hi = _shrink_all(net, order, hi, names, shape, round_to), hi
-    return best, hi
+        best = _shrink_all(net, plan, hi, names, shape, round_to, max_layer_ratio)
+    return best, near
 
 
 def _channels(model: nn.Module) -> dict[str, int]:
@@ -162,16 +185,6 @@ def _channels(model: nn.Module) -> dict[str, int]:
 def _floors(channels: dict[str, int], max_layer_ratio: float) -> dict[str, int]:
     """Channels each layer keeps at least (--max-layer-ratio)."""
     return {n: max(1, int(round(c * (1 - max_layer_ratio)))) for n, c in channels.items()}
-
-
-def _split(train: TensorDataset, n: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
-    """Hold out a class-stratified validation split for accept/reject decisions."""
-    x, y = train.tensors
-    n = min(n, len(y) // 5)
-    val = data.stratified_indices(y, n, seed=seed)
-    mask = torch.ones(len(y), dtype=torch.bool)
-    mask[val] = False
-    return TensorDataset(x[mask], y[mask]), TensorDataset(x[val], y[val])
 
 
 @dataclass
@@ -188,22 +201,15 @@ class _Search:
     opts: PruneOptions
     steps: list = field(default_factory=list)
     rounds: int = 0
-    marks: tuple[float, ...] = ()  # parameter fractions at which to keep a copy (order comparison)
-    snapshots: dict = field(default_factory=dict)
     p0: int = 0
     floor: dict = field(default_factory=dict)  # channels a layer keeps at least (--max-layer-ratio)
     plan_cap: float | None = None  # the deepest cut per layer the sensitivity plan allowed
     plan_lambda: float | None = None  # accuracy points per parameter the plan traded at
-    plan: dict = field(default_factory=dict)  # channels per layer the sensitivity plan aims at
+    plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio)
-
-    def snapshot(self, params: int) -> None:
-        for mark in self.marks:
-            if mark not in self.snapshots and params <= mark * self.p0:
-                self.snapshots[mark] = (copy.deepcopy(self.net), self.spec, params, len(self.steps))
 
     def params(self, net: nn.Module | None = None) -> int:
         """Parameter count (the same figure as artifact.count, without its copy and forward pass)."""
@@ -215,7 +221,7 @@ class _Search:
     def trial(self, net: nn.Module, epochs: float, label: str) -> tuple[float, bool]:
         """Fine-tune a candidate briefly and judge it against the accuracy budget."""
         if epochs:
-            fit(net, self.fine, TrainOptions(epochs=epochs, lr=self.opts.lr, seed=self.opts.seed),
+            fit(net, self.fine, TrainOptions(epochs=epochs, lr=self.opts.lr, seed=self.opts.seed, device=self.opts.device),
                 description=f"fine-tune {label}")
         acc = evaluate(net, self.val)
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
@@ -293,7 +299,68 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if fits(plan_at(options, 10 ** mid)) else (mid, hi)
     s.plan_cap, s.plan_lambda = cap, float(f"{10 ** hi:.4g}")
-    return plan_at(options, 10 ** hi)
+    return _fill(s, plan_at(options, 10 ** hi), plan_at(options, 10 ** lo))
+
+
+def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, int]:
+    """The plan between `small` (meets the goal) and `big` (misses it) with the most parameters that
+    still meet it: the layers where they differ move together by one fraction t, bisected. The
+    trade-off bisection alone jumps a whole analysed ratio at a time, a step of several percent."""
+    def at(t: float) -> dict[str, int]:
+        return {n: small[n] + int(t * (big[n] - small[n])) for n in small}
+
+    def fits(plan: dict[str, int]) -> bool:
+        return s.params(_apply(s.net, plan, s.shape)) <= s.target
+
+    lo, hi = 0.0, 1.0
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(at(mid)) else (lo, mid)
+    plan = at(lo)
+    if s.params(_apply(s.net, plan, s.shape)) >= (1 - PLAN_TOLERANCE / 2) * s.target:
+        return plan
+    channels = _channels(s.net)  # coarse layers (LeNet's 16 filters): top layers up alone, widest (finest) first
+    for name in sorted(plan, key=lambda n: -channels[n]):
+        low, high = plan[name], channels[name]
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(plan | {name: mid}) else (low, mid)
+        plan[name] = high if fits(plan | {name: high}) else low
+    return plan
+
+
+def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -> dict[str, int]:
+    """Channels each layer keeps under `plan`, fitted to the size goal (within PLAN_TOLERANCE)."""
+    if plan is Plan.FLOORS or s.target is None:
+        return {n: s.floor[n] for n in names}
+    if plan is Plan.SENSITIVITY:
+        keep = sensitivity_plan(s, analysis)
+    else:
+        shrunk, near = _ratio_for(s.net, plan, s.target, names, s.shape, s.opts.round_to, s.opts.max_layer_ratio)
+        small, big = _channels(shrunk), _channels(near)
+        keep = {n: small[n] for n in names}
+        if s.params(shrunk) <= s.target:
+            keep = _fill(s, keep, {n: big[n] for n in names})
+    params = s.params(_apply(s.net, keep, s.shape))
+    if params > s.target:
+        raise CompressError(f"--target-params {s.opts.target_params} is out of reach for the {plan.value} plan: "
+                            f"with every layer at its floor (--max-layer-ratio {s.opts.max_layer_ratio}) the model "
+                            f"keeps {params / s.p0:.2%} of its parameters; raise --max-layer-ratio or the target")
+    if params < (1 - PLAN_TOLERANCE) * s.target:
+        logger.warning("the %s plan keeps %.3f%% of the parameters, more than %.0f%% under the goal %.3f%%",
+                       plan.value, 100 * params / s.p0, 100 * PLAN_TOLERANCE, 100 * s.target / s.p0)
+    return keep
+
+
+def _visits(channels: dict[str, int], plan: dict[str, int], step: float, round_to: int) -> int:
+    """How many cuts an ordered walk makes to bring every layer down to the plan."""
+    total = 0
+    for name, target in plan.items():
+        c = channels.get(name, 0)
+        while c > target:
+            c = max(target, surgery.keep_count(c, step, round_to))
+            total += 1
+    return total
 
 
 def _ordered(s: _Search, order: list[str], advance, lowest: dict[str, int]) -> None:
@@ -343,32 +410,25 @@ def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | Non
         advance(info=f"{name} {action} {current}->{kept} val {acc:.2f}% {'kept' if ok else 'rolled back'}")
         if ok:
             s.net, s.spec = trial, spec
-            s.snapshot(trial_params)
             return trial_params
     if candidates:
         s.frozen.add(name)
     return None
 
 
-def _one_shot(s: _Search, names: list[str], advance) -> None:
-    """Uniform or global: every round shrinks all layers together toward a parameter goal, then
-    fine-tunes with the budget an ordered round gets (one step's epochs per layer)."""
-    p0 = params = s.params()
-    while not s.goal_met(params):
-        s.rounds += 1
-        goal = _round_goal(p0, s.rounds, s.opts.step, s.target)
-        trial, ratio = _ratio_for(s.net, s.opts.order, goal, names, s.shape, s.opts.round_to)
-        trial_params = s.params(trial)
-        if trial_params >= params:
-            break
-        acc, ok = s.trial(trial, s.opts.finetune_epochs * len(names), f"round {s.rounds}")
-        s.steps.append({"round": s.rounds, "layer": "*", "action": s.opts.order.value, "ratio": round(ratio, 4),
-                        "params": trial_params, "val_accuracy": acc, "accepted": ok})
-        advance(info=f"round {s.rounds}: {trial_params:,} params, val {acc:.2f}% {'kept' if ok else 'rolled back'}")
-        if not ok:
-            break
-        s.net, params = trial, trial_params
-        s.snapshot(params)
+def _one_shot(s: _Search, advance) -> None:
+    """The whole plan at once (Torch-Pruning's one-shot), then the fine-tuning an ordered walk to the
+    same plan would have spent (one step's epochs per cut)."""
+    s.rounds = 1
+    cuts = _visits(_channels(s.net), s.plan, s.opts.step, s.opts.round_to)
+    trial = _apply(s.net, s.plan, s.shape)
+    acc, ok = s.trial(trial, s.opts.finetune_epochs * cuts, "one shot")
+    params = s.params(trial)
+    s.steps.append({"round": 1, "layer": "*", "action": "oneshot", "cuts": cuts, "params": params,
+                    "val_accuracy": acc, "accepted": ok})
+    advance(info=f"one shot: {params:,} params, val {acc:.2f}% {'kept' if ok else 'rolled back'}")
+    if ok:
+        s.net = trial
 
 
 @dataclass
@@ -389,16 +449,25 @@ def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, t
     include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
     layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
     order = layer_order(opts, layers, analysis)
-    fine, val = _split(prep.dataset.train, opts.val_samples, opts.seed)
-    return _Setup(prep, order, fine, val, artifact.count(prep.model, prep.input_shape), evaluate(prep.model, val),
-                  analysis, layers)
+    val = _validation(prep.dataset, opts.val_samples)
+    return _Setup(prep, order, prep.dataset.train, val, artifact.count(prep.model, prep.input_shape),
+                  evaluate(prep.model, val), analysis, layers)
+
+
+def _validation(ds: data.Dataset, n: int) -> TensorDataset:
+    """A class-stratified subset of the validation split (the same for every seed)."""
+    x, y = ds.val.tensors
+    if n < len(y):
+        idx = data.stratified_indices(y, n, seed=0)
+        x, y = x[idx], y[idx]
+    return TensorDataset(x, y)
 
 
 def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
     """An ordered walk cannot take a layer below its floor (--max-layer-ratio): a size goal below
     what the floors leave is refused up front instead of after a long search."""
-    if opts.target_params is None or opts.order not in ORDERED:
-        return
+    if opts.target_params is None or opts.resolved_plan() is not Plan.FLOORS:
+        return  # a fitted plan says itself when the goal is out of reach
     if opts.remove_layers and surgery.removable_layers(st.prep.model):
         return  # whole layers may go: the floors are not the limit
     channels = _channels(st.prep.model)
@@ -410,20 +479,21 @@ def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
                             f"({least / st.before['params']:.1%}); raise --max-layer-ratio or the target")
 
 
-def _search(st: _Setup, opts: PruneOptions, marks: tuple[float, ...] = ()) -> _Search:
+def _search(st: _Setup, opts: PruneOptions) -> _Search:
+    """The plan, then the walk toward it (then on toward the floors if rolled-back steps left the
+    size goal unmet)."""
     target = None if opts.target_params is None else opts.target_params * st.before["params"]
     s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
-                target, opts, marks=marks, p0=st.before["params"])
-    with task(f"prune ({opts.order.value} order)", None) as advance:
-        if opts.order is Order.SENSITIVITY:
-            s.plan = sensitivity_plan(s, st.analysis)
-            _ordered(s, st.order, advance, s.plan)
-            if not s.goal_met(s.params()):  # rolled-back steps left the goal unmet: go on toward the floors
-                _ordered(s, st.order, advance, s.floor)
-        elif opts.order in ORDERED:
-            _ordered(s, st.order, advance, s.floor)
+                target, opts, p0=st.before["params"])
+    plan = opts.resolved_plan()
+    with task(f"prune ({plan.value} plan, {opts.order.value} order)", None) as advance:
+        s.plan = make_plan(s, plan, st.order, st.analysis)
+        if opts.order is Order.ONESHOT:
+            _one_shot(s, advance)
         else:
-            _one_shot(s, st.order, advance)
+            _ordered(s, st.order, advance, s.plan)
+            if not s.goal_met(s.params()) and plan is not Plan.FLOORS:
+                _ordered(s, st.order, advance, s.floor)
     return s
 
 
@@ -434,26 +504,29 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     dst = Path(dst)
     artifact.check_output(dst, force)
     start = time.perf_counter()
-    st = _setup(model, data_spec, opts, trust, train_limit)
+    with data.deciding("prune"):
+        st = _setup(model, data_spec, opts, trust, train_limit)
+        _check_reachable(st, opts)
+        s = _search(st, opts)
+        final_stats = fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed, device=opts.device),
+                          description="final fine-tune") if opts.final_epochs else {}
     prep, shape, before = st.prep, st.prep.input_shape, st.before
-    _check_reachable(st, opts)
-    s = _search(st, opts)
-    params = s.params()
-    target = s.target
+    params, target = s.params(), s.target
     if target is not None and params > target:
         logger.warning("goal not met: %d parameters left, target %d", params, int(target))
-    final_stats = fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
-                      description="final fine-tune") if opts.final_epochs else {}
     after = artifact.count(s.net, shape)
-    acc = evaluate(s.net, prep.dataset.test)
+    acc = evaluate(s.net, prep.dataset.test)  # the finished model, reported once
     parent_acc = prep.parent.metrics.get("accuracy") if prep.parent else None
     channels_before, channels_after = _channels(prep.model), _channels(s.net)
     counts_before, counts_after = artifact.count_layers(prep.model, shape), artifact.count_layers(s.net, shape)
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
-                       "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val}
+                       "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val,
+                       "val_samples": len(st.val)}
     report = {
-        "order": st.order, "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
+        "order": st.order, "walk": opts.order.value, "plan_kind": opts.resolved_plan().value,
+        "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
         "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
+        "decisions_split": "validation",
         "before": before, "after": after, "accuracy_before": parent_acc,
         "params_kept": round(after["params"] / before["params"], 5),
         "macs_kept": round(after["macs"] / max(1, before["macs"]), 5),
@@ -466,7 +539,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
                    for n in channels_before},
         "final_finetune": final_stats, "seconds": round(time.perf_counter() - start, 2),
     }
-    options = asdict(opts) | {"order": opts.order.value, "analysis": str(opts.analysis) if opts.analysis else None}
+    options = asdict(opts) | {"order": opts.order.value, "plan": opts.resolved_plan().value,
+                              "analysis": str(opts.analysis) if opts.analysis else None}
     meta = artifact.new_meta("prune", options, parent=prep.parent, spec=s.spec, data=data_meta(prep.dataset),
                              input_shape=shape, num_classes=prep.dataset.num_classes, metrics=metrics,
                              report=report)
@@ -474,57 +548,70 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
 
 
 def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
-            orders: tuple[Order, ...] = tuple(Order), *, force: bool = False, trust: bool = False,
-            train_limit: int | None = None) -> dict:
-    """The order ablation: the same goal with every order, the same fine-tuning for each.
+            orders: tuple[Order, ...] = ORDERED, plans: tuple[Plan, ...] | None = None, *, force: bool = False,
+            trust: bool = False, train_limit: int | None = None, cells_dir: Path | None = None) -> dict:
+    """The plan x order ablation at one seed: every cell is fitted to the same parameter goal, walked,
+    then given the same final fine-tuning; the finished model is reported on the test split.
 
-    The sequential, reverse and random walks run once down to the smallest target and keep a copy
-    as they cross each larger one; sensitivity (whose plan depends on the goal), uniform and global
-    run once per target. Every kept model then gets the same final
-    fine-tuning and is measured on the test set. Writes `dst` (JSON) and a PNG beside it.
-    """
+    Writes `dst` (JSON) and a PNG beside it; with `cells_dir`, each cell's model too (for latency)."""
     if not targets or any(not 0 < t < 1 for t in targets):
         raise CompressError("--targets must be fractions in (0, 1), e.g. 0.1,0.05,0.03")
     dst = Path(dst)
     artifact.check_output(dst, force)
     targets = tuple(sorted(set(targets), reverse=True))
+    plans = plans or (opts.resolved_plan() if opts.target_params else Plan.SENSITIVITY,)
+    plans = tuple(p for p in plans if p is not Plan.SENSITIVITY or opts.analysis)
     orders = tuple(o for o in orders if o is not Order.SENSITIVITY or opts.analysis)
-    first = replace(opts, order=Order.SEQUENTIAL, target_params=min(targets))
+    first = replace(opts, order=Order.SEQUENTIAL, plan=None, target_params=min(targets))
     first.validate()
-    st = _setup(model, data_spec, first, trust, train_limit)
-    test, shape, start = st.prep.dataset.test, st.prep.input_shape, time.perf_counter()
-    rows = []
-    for order in orders:
-        o = replace(opts, order=order, target_params=min(targets))
-        st.order = layer_order(o, st.layers, st.analysis)
-        if order in ORDERED and order is not Order.SENSITIVITY:  # the walk to the smallest target passes the others
-            found = _search(st, o, marks=targets).snapshots
-        else:
-            found = {}
+    start = time.perf_counter()
+    with data.deciding("prune --compare-orders"):
+        st = _setup(model, data_spec, first, trust, train_limit)
+    shape, rows = st.prep.input_shape, []
+    for plan in plans:
+        for order in orders:
             for t in targets:
-                found |= _search(st, replace(o, target_params=t), marks=(t,)).snapshots
-        for t in targets:
-            if t not in found:
-                rows.append({"order": order.value, "target": t, "reached": False})
-                continue
-            net, _, params, steps = found[t]
-            pre = evaluate(net, test)
-            if opts.final_epochs:
-                fit(net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed),
-                    description=f"fine-tune {order.value} @ {t:.0%}")
-            counts = artifact.count(net, shape)
-            rows.append({"order": order.value, "target": t, "reached": True, "params": counts["params"],
-                         "params_kept": round(counts["params"] / st.before["params"], 5),
-                         "macs_kept": round(counts["macs"] / max(1, st.before["macs"]), 5),
-                         "accuracy_before_finetune": pre, "accuracy": evaluate(net, test), "steps": steps})
-            logger.info("%s @ %.3f: %.2f%%", order.value, t, rows[-1]["accuracy"])
+                o = replace(opts, order=order, plan=plan, target_params=t)
+                with data.deciding("prune --compare-orders"):
+                    st.order = layer_order(o, st.layers, st.analysis)
+                    s = _search(st, o)
+                    pre = evaluate(s.net, st.val)
+                    if opts.final_epochs:
+                        fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed, device=opts.device),
+                            description=f"fine-tune {plan.value} plan, {order.value} order @ {t:.0%}")
+                counts = artifact.count(s.net, shape)
+                kept = counts["params"] / st.before["params"]
+                row = {"plan": plan.value, "order": order.value, "target": t, "seed": opts.seed,
+                       "params": counts["params"], "kept": round(kept, 6), "macs": counts["macs"],
+                       "macs_kept": round(counts["macs"] / max(1, st.before["macs"]), 5),
+                       "on_target": abs(kept - t) <= PLAN_TOLERANCE * t, "steps": len(s.steps),
+                       "val_before_finetune": pre, "val_top1": evaluate(s.net, st.val),
+                       "top1": evaluate(s.net, st.prep.dataset.test)}
+                if cells_dir is not None:
+                    row["model"] = str(_save_cell(s, st, o, Path(cells_dir), row))
+                rows.append(row)
+                logger.info("%s plan, %s order @ %.3f: %.2f%%", plan.value, order.value, t, row["top1"])
     result = {"kind": "compress-order-comparison", "model": st.prep.spec, "data": data_meta(st.prep.dataset),
-              "baseline": {"params": st.before["params"], "accuracy": evaluate(st.prep.model, test)},
-              "targets": list(targets), "options": asdict(opts) | {"order": None, "analysis": str(opts.analysis)},
-              "finetune_protocol": "every kept model: the same final fine-tuning (final_epochs at lr); "
-                                   "in-walk fine-tuning: finetune_epochs per step", "rows": rows,
+              "baseline": {"params": st.before["params"], "macs": st.before["macs"], "val_top1": st.base_val,
+                           "top1": evaluate(st.prep.model, st.prep.dataset.test)},
+              "targets": list(targets), "plans": [p.value for p in plans], "orders": [o.value for o in orders],
+              "options": asdict(opts) | {"order": None, "plan": None, "analysis": str(opts.analysis)},
+              "decisions_split": "validation",
+              "finetune_protocol": "every cell: the same final fine-tuning (final_epochs at lr, seed); in-walk "
+                                   "fine-tuning: finetune_epochs per cut (oneshot: the same total)", "rows": rows,
               "seconds": round(time.perf_counter() - start, 1)}
     from .report import plot_orders
     result["plot"] = plot_orders(result, dst.with_suffix(".png"))
     artifact.write_json(result, dst)
     return result
+
+
+def _save_cell(s: _Search, st: _Setup, o: PruneOptions, folder: Path, row: dict) -> Path:
+    path = folder / f"{row['plan']}-{row['order']}-{row['target']:g}-s{row['seed']}.pt"
+    options = asdict(o) | {"order": o.order.value, "plan": o.resolved_plan().value, "analysis": str(o.analysis)}
+    meta = artifact.new_meta("prune", options, parent=st.prep.parent, spec=s.spec, data=data_meta(st.prep.dataset),
+                             input_shape=st.prep.input_shape, num_classes=st.prep.dataset.num_classes,
+                             metrics=artifact.count(s.net, st.prep.input_shape) | {
+                                 "accuracy": row["top1"], "val_accuracy": row["val_top1"]},
+                             report={"plan": s.plan, "steps": s.steps})
+    return artifact.save(s.net, path, meta, force=True).path

@@ -35,6 +35,7 @@ class TrainOptions:
     label_smoothing: float = 0.1
     seed: int = 0
     train_limit: int | None = None
+    device: str = "cpu"  # "cuda" where a GPU is lent: the same recipe, the long baselines in minutes
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -43,11 +44,15 @@ class TrainOptions:
             raise CompressError(f"--lr must be in (0, 10], not {self.lr}")
         if self.batch_size < 1:
             raise CompressError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
+            raise CompressError(f"--device {self.device} is not available here (use cpu)")
 
 
 def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description: str = "train") -> dict:
     """Train in place for `opts.epochs` (fractions allowed: 0.25 = a quarter of an epoch)."""
     torch.manual_seed(opts.seed)
+    device = torch.device(opts.device)
+    model.to(device)
     loader = DataLoader(train, batch_size=opts.batch_size, shuffle=True, drop_last=len(train) > opts.batch_size,
                         generator=torch.Generator().manual_seed(opts.seed))
     steps = max(1, math.ceil(opts.epochs * len(loader)))
@@ -66,6 +71,7 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
     with task(description, steps) as advance:
         while done < steps:
             for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 loss = loss_fn(model(x), y)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
@@ -77,14 +83,15 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                 advance(info=f"loss {running:.3f}")
                 if done >= steps:
                     break
-    model.eval()
+    model.eval().to("cpu")
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "loss": round(running, 4)}
 
 
 @torch.inference_mode()
 def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = next(model.parameters(), torch.zeros(0)).device
+    return torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def evaluate(model: nn.Module, ds: TensorDataset, batch_size: int = 1024) -> float:
@@ -105,20 +112,22 @@ class Prepared:
 
 
 def prepare(model_spec: str, data_spec: str | None, *, trust: bool = False, train_limit: int | None = None,
-            test_limit: int | None = None, seed: int = 0) -> Prepared:
+            test_limit: int | None = None, val_limit: int | None = None, seed: int = 0) -> Prepared:
     """Resolve a model spec or file and the data it is evaluated on (the sidecar's by default)."""
     if model_spec.endswith((".pt", ".pth")) or Path(model_spec).is_file() and ".py:" not in model_spec:
         model, parent = artifact.load_model(model_spec, trust=trust)
         data_spec = data_spec or parent.data_spec
         if not data_spec:
             raise CompressError(f"{model_spec} does not say what data it was trained on; pass --data")
-        ds = data.load(data_spec, parent.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
+        ds = data.load(data_spec, parent.input_shape, train_limit=train_limit, test_limit=test_limit,
+                       val_limit=val_limit, seed=seed)
         return Prepared(model, parent, parent.spec, tuple(parent.input_shape or ds.input_shape), ds)
     if not data_spec:
         raise CompressError("--data is required with a model spec (e.g. --data mnist)")
     torch.manual_seed(seed)  # the initial weights, too, must not depend on what ran before
     built = models.build(model_spec, data.native_shape(data_spec), data.num_classes(data_spec))
-    ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
+    ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit,
+                   val_limit=val_limit, seed=seed)
     _check_runs(built.model, built.input_shape, model_spec)
     return Prepared(built.model.eval(), None, built.spec, built.input_shape, ds)
 
@@ -134,7 +143,8 @@ def _check_runs(model: nn.Module, input_shape: tuple[int, ...], spec: str) -> No
 
 def data_meta(ds: data.Dataset) -> dict:
     return {"spec": ds.name, "source": ds.source, "synthetic": ds.synthetic, "kind": ds.kind,
-            "train_samples": len(ds.train), "test_samples": len(ds.test)}
+            "train_samples": len(ds.train), "val_samples": len(ds.val), "test_samples": len(ds.held_out_test),
+            "validation": ds.val_info}
 
 
 def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *, force: bool = False,
@@ -145,7 +155,8 @@ def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *
     prep = prepare(model_spec, data_spec, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
     stats = fit(prep.model, prep.dataset.train, opts)
     metrics = artifact.count(prep.model, prep.input_shape) | {
-        "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test)}
+        "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test),
+        "val_accuracy": evaluate(prep.model, prep.dataset.val)}
     meta = artifact.new_meta("train", asdict(opts), parent=prep.parent, spec=prep.spec,
                              data=data_meta(prep.dataset), input_shape=prep.input_shape,
                              num_classes=prep.dataset.num_classes, metrics=metrics, report=stats)

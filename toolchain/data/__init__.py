@@ -1,7 +1,8 @@
 """Data sets for compress: one spec string in, train/test tensors shaped for the model out.
 
     ds = load("mnist", input_shape=(1, 32, 32), train_limit=2000)
-    ds.train, ds.test   # TensorDatasets of (x float32, y int64), normalized
+    ds.train, ds.val    # TensorDatasets of (x float32, y int64), normalized
+    ds.test             # the test split: read only to report a finished model (see `deciding`)
 
 Specs: digits, mnist, mnist-5k, fashion-mnist, fraud, cifar10[:folder],
 synthetic:CxHxW:K, synthetic:F:K, path/to/file.npz, path/to/image_folder/.
@@ -10,7 +11,13 @@ Where each comes from offline: docs/data.md (readers in `toolchain.data.sources`
 Rules kept here, in one place:
 - Splits that a source lacks are a stratified 80/20 split with a fixed seed (SPLIT_SEED), never
   the caller's seed, so a test sample can never leak into training across runs.
-- `seed` only picks the stratified train_limit / test_limit subsets.
+- The validation split is carved out of the training data (class-stratified, VAL_FRACTION of it,
+  at most VAL_MAX samples, seed VAL_SEED) before any limit applies, so it never overlaps the
+  training samples of any run; `ds.val_info` (seed, size, indices hash) goes into every sidecar.
+  Every decision (analysis, plans, accept / roll-back, adaptive BatchNorm, recipes) reads it.
+- The test split is read only to report a finished model: inside `with deciding(stage):`
+  reading `ds.test` raises, so a stage that decides on test data fails loudly (and its test fails).
+- `seed` only picks the stratified train_limit / val_limit / test_limit subsets.
 - Normalization statistics never depend on the limits or the seed, so every load of one spec at
   one input shape normalizes identically: tabular data uses the whole train split; images use a
   fixed stratified sample of it after conversion (up to STATS_SAMPLES images, fewer when they
@@ -19,10 +26,12 @@ Rules kept here, in one place:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +47,33 @@ logger = logging.getLogger(__name__)
 CACHE_DIR = Path(os.environ.get("COMPRESS_CACHE") or Path.home() / ".cache/compress").expanduser()
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+VAL_SEED = 0
+VAL_FRACTION = 0.1  # of the training data, class-stratified ...
+VAL_MAX = 5000  # ... and at most this many images (Fashion-MNIST: 55,000 train / 5,000 validation); tabular
+# data keeps the whole 10% (fraud: 22,785 transactions, about 39 frauds, enough to rank layers by)
 STATS_SAMPLES = 10_000  # at most this many train images for the normalization statistics ...
 STATS_VALUES = 1 << 25  # ... and fewer when they are large (never under 256 images)
 _LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, as torchvision's rgb_to_grayscale
 _BATCH_VALUES = 1 << 24  # values per conversion batch (64 MB of float32)
 
-__all__ = ["CACHE_DIR", "Dataset", "load", "native_shape", "num_classes", "stratified_indices"]
+__all__ = ["CACHE_DIR", "Dataset", "TestSplitInDecision", "deciding", "load", "native_shape", "num_classes",
+           "stratified_indices"]
+
+_DECIDING: list[str] = []  # the stages now deciding (nested)
+
+
+class TestSplitInDecision(RuntimeError):
+    """A deciding stage read the test split: a bug in compress, never a user mistake."""
+
+
+@contextlib.contextmanager
+def deciding(stage: str):
+    """Inside this block, reading any data set's test split raises TestSplitInDecision."""
+    _DECIDING.append(stage)
+    try:
+        yield
+    finally:
+        _DECIDING.pop()
 
 
 @dataclass(frozen=True)
@@ -54,9 +84,19 @@ class Dataset:
     kind: str  # "image" or "tabular"
     num_classes: int
     input_shape: tuple[int, ...]  # one sample as delivered: (C, H, W) or (F,)
-    train: TensorDataset  # (x float32, y int64)
-    test: TensorDataset
+    train: TensorDataset  # (x float32, y int64), the validation samples left out
+    held_out_test: TensorDataset = field(repr=False)  # read it through `.test`
     classes: tuple[str, ...] = ()
+    val: TensorDataset | None = None  # carved from the training data; decisions read this one
+    val_info: dict = field(default_factory=dict)  # seed, fraction, size, indices hash
+
+    @property
+    def test(self) -> TensorDataset:
+        """The test split, to report a finished model. Raises inside `deciding(...)`."""
+        if _DECIDING:
+            raise TestSplitInDecision(f"{_DECIDING[-1]} read the test split of {self.name} while deciding; "
+                                      f"decisions use ds.val")
+        return self.held_out_test
 
 
 def native_shape(spec: str) -> tuple[int, ...]:
@@ -69,7 +109,7 @@ def num_classes(spec: str) -> int:
 
 
 def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: int | None = None,
-         test_limit: int | None = None, seed: int = 0) -> Dataset:
+         test_limit: int | None = None, val_limit: int | None = None, seed: int = 0) -> Dataset:
     """Load a data set, converted to `input_shape` when given, and normalized.
 
     image -> image: channels 1->3 repeat, 3->1 luminance; H, W zero-padded by 2 each side when the
@@ -88,25 +128,39 @@ def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: 
         x_tr, y_tr, x_te, y_te = x_tr[train_mask], y_tr[train_mask], x_tr[test_idx], y_tr[test_idx]
     native = tuple(x_tr.shape[1:])
     target = _target_shape(parsed.name, raw.kind, native, input_shape)
+    stats_x, stats_y = x_tr, y_tr  # normalization statistics: the whole training data, as before the carve
+    x_tr, y_tr, x_va, y_va, val_info = _carve_validation(x_tr, y_tr, VAL_MAX if raw.kind == "image" else None)
 
-    train_rows, test_rows = _subset(y_tr, train_limit, seed), _subset(y_te, test_limit, seed)
+    splits = ((x_tr, y_tr, _subset(y_tr, train_limit, seed)), (x_va, y_va, _subset(y_va, val_limit, seed)),
+              (x_te, y_te, _subset(y_te, test_limit, seed)))
     if raw.kind == "image":
         image = target if len(target) == 3 else native
-        mean, std = _image_stats(x_tr, y_tr, image)
-        xs = [_images(_take(x, rows), image, mean, std).reshape(-1, *target)
-              for x, rows in ((x_tr, train_rows), (x_te, test_rows))]
+        mean, std = _image_stats(stats_x, stats_y, image)
+        xs = [_images(_take(x, rows), image, mean, std).reshape(-1, *target) for x, _, rows in splits]
     else:
-        mean, std = _tabular_stats(x_tr)
-        xs = [torch.from_numpy((_take(x, rows).astype(np.float32) - mean) / std)
-              for x, rows in ((x_tr, train_rows), (x_te, test_rows))]
-    ys = [torch.from_numpy(_take(y, rows).astype(np.int64))
-          for y, rows in ((y_tr, train_rows), (y_te, test_rows))]
+        mean, std = _tabular_stats(stats_x)
+        xs = [torch.from_numpy((_take(x, rows).astype(np.float32) - mean) / std) for x, _, rows in splits]
+    ys = [torch.from_numpy(_take(y, rows).astype(np.int64)) for _, y, rows in splits]
+    val_info |= {"samples": len(ys[1])}
 
     ds = Dataset(parsed.name, raw.source, raw.synthetic, raw.kind, raw.num_classes, target,
-                 TensorDataset(xs[0], ys[0]), TensorDataset(xs[1], ys[1]), raw.classes)
-    logger.info("data %s: %s; train %d, test %d, sample %s%s", ds.name, ds.source, len(ys[0]),
-                len(ys[1]), target, "" if target == native else f" (converted from {native})")
+                 TensorDataset(xs[0], ys[0]), TensorDataset(xs[2], ys[2]), raw.classes,
+                 val=TensorDataset(xs[1], ys[1]), val_info=val_info)
+    logger.info("data %s: %s; train %d, validation %d, test %d, sample %s%s", ds.name, ds.source, len(ys[0]),
+                len(ys[1]), len(ys[2]), target, "" if target == native else f" (converted from {native})")
     return ds
+
+
+def _carve_validation(x: np.ndarray, y: np.ndarray, cap: int | None):
+    """Split the training data into train and a class-stratified validation split (VAL_SEED)."""
+    n_val = min(cap or len(y), max(1, round(VAL_FRACTION * len(y)))) if len(y) >= 10 else 1
+    idx = np.sort(stratified_indices(torch.from_numpy(y), n_val, VAL_SEED).numpy())
+    mask = np.ones(len(y), dtype=bool)
+    mask[idx] = False
+    info = {"seed": VAL_SEED, "fraction": VAL_FRACTION, "max": cap, "size": int(len(idx)),
+            "indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()[:16],
+            "carved_from": "train"}
+    return x[mask], y[mask], x[idx], y[idx], info
 
 
 def stratified_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
