@@ -45,67 +45,78 @@ def analyze_section(r: dict) -> list[str]:
     return lines
 
 
-NOISE_PTS = 0.5  # about 1.4 standard errors of a top-1 near 86% on 10,000 test images
-WHY_LOSSES = {
-    "vgg16": "**Why sensitivity is behind sequential at 3% on VGG16.** The plan prices each cut by the "
-             "analysis: each layer pruned alone, BatchNorm re-estimated, no fine-tuning. By that price the first "
-             "convolutions are dear and the last convolution and the classifier are cheap, so at 3% the plan keeps "
-             "the early layers wide and cuts the late ones to the cap. The sequential walk reaches the last layers "
-             "last: at 3% they still have about half their channels while the early convolutions have lost most "
-             "of theirs, and half an epoch of fine-tuning recovers that model better. At this sparsity the width "
-             "of the last layers decides what a short fine-tune can recover, which an analysis without "
-             "fine-tuning cannot see. Re-estimating BatchNorm narrowed the gap (in the git history, the same "
-             "benchmark without `--adapt-bn` put sensitivity at 38.6% here); a sweep measured after a brief "
-             "fine-tune per point might close it, at many times the analysis cost; it is not done here.",
-}
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
-def orders_section(r: dict) -> list[str]:
-    lines = ["## Does the pruning order matter? (issue 4)", "",
-             f"`python benchmarks/prune_orders.py`: models trained on a {r['train_limit']:,}-sample class-stratified "
-             f"subset of {r['data']} for {r['train_epochs']} epochs; analysis sweep at ratios "
-             f"{r.get('analysis_ratios', [0.5])} on {r['eval_samples']} test images"
-             + (f", BatchNorm re-estimated on {r['adapt_bn']} training images after each cut" if r.get("adapt_bn")
-                else "") + f"; step {r['step']} (the ordered "
-             f"walks can land below a target by up to a step: kept parameters in brackets); protocol: {r['protocol']} "
-             f"({r['final_epochs']} epoch of the subset each). Accuracy on the full test set.", ""]
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+
+def _load_line(lat: dict) -> str:
+    flag = " **(flagged: the machine was busy when timing began)**" if lat.get("loaded") else ""
+    return (f"onnxruntime, {lat['threads']} thread(s), {lat['runs']} runs each, interleaved; load average "
+            f"{lat.get('load_before')} before, {lat.get('load_after')} after{flag}")
+
+
+def baselines_section(r: dict) -> list[str]:
+    lines = ["## Baselines (EVALUATION.md section 2)", "",
+             "`python benchmarks/baselines.py`: the unpruned models trained on the full Fashion-MNIST training "
+             "data less the validation split (55,000 images; 5,000 held out, never trained on). The equal-budget "
+             f"control is the baseline trained {r['extra_epochs']:g} epochs more at the fine-tune's peak rate "
+             f"({r['finetune_lr']}), one-cycle, one run per fine-tune seed. Host: {_host(r)}.", "",
+             "| model | recipe | val top-1 | test top-1 | goal | equal-budget test top-1 (mean ± std, seeds) |",
+             "|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
-        targets = sorted({row["target"] for row in m["rows"]}, reverse=True)
-        lines += [f"### {name} (unpruned {m['baseline']['accuracy']:.2f}%, {m['baseline']['params']:,} parameters; "
-                  f"{m['seconds'] / 60:.0f} min; host: {_host(m)})", "",
-                  "| order | " + " | ".join(f"keep {t:.0%}" for t in targets) + " |",
-                  "|---|" + "---|" * len(targets)]
-        for order in dict.fromkeys(row["order"] for row in m["rows"]):
-            cells = []
-            for t in targets:
-                row = next(x for x in m["rows"] if x["order"] == order and x["target"] == t)
-                cells.append(f"{row['accuracy']:.2f}% ({row['params_kept']:.1%})" if row["reached"] else "not reached")
-            lines.append(f"| {order} | " + " | ".join(cells) + " |")
-        rel = Path(m["plot"]).resolve().relative_to(ROOT)
-        lines += ["", f"![{name} orders](../{rel})", "",
-                  "Sensitivity minus each other order, in points (positive: sensitivity is better): "
-                  + "; ".join(f"keep {float(t):.0%}: " + ", ".join(f"{o} {d:+.2f}" for o, d in v.items())
-                              for t, v in m["verdict"].items()), ""]
-        wins = sum(d > NOISE_PTS for v in m["verdict"].values() for d in v.values())
-        ties = [(t, o, d) for t, v in m["verdict"].items() for o, d in v.items() if abs(d) <= NOISE_PTS]
-        losses = [(t, o, d) for t, v in m["verdict"].items() for o, d in v.items() if d < -NOISE_PTS]
-        lines += [f"Sensitivity is ahead in {wins} of {sum(len(v) for v in m['verdict'].values())} comparisons"
-                  + (f", within noise (±{NOISE_PTS} pts) in " + ", ".join(f"{o} at keep {float(t):.0%} ({d:+.2f})"
-                                                                         for t, o, d in ties) if ties else "")
-                  + (", **behind** in " + ", ".join(f"{o} at keep {float(t):.0%} ({d:+.2f})" for t, o, d in losses)
-                     if losses else "") + ".", ""]
-        if losses and name in WHY_LOSSES:
-            lines += [WHY_LOSSES[name], ""]
-    missing = [n for n in r.get("requested", []) if n not in r["models"]]
-    if missing:
-        lines += [f"Not measured yet: {', '.join(missing)} (`python benchmarks/prune_orders.py --models "
-                  f"{','.join(missing)}`).", ""]
+        b, rec = m["baseline"], m["recipe"]
+        eq = m.get("equal_budget_top1")
+        eqs = f"{_pm(eq['mean'], eq['std'])} ({len(eq['seeds'])})" if eq else "not measured yet"
+        lines.append(f"| {name} | {rec['epochs']:g} epochs, lr {rec['lr']}, batch {rec['batch_size']}, "
+                     f"SGD Nesterov, one-cycle, label smoothing {rec['label_smoothing']} | {b['val_top1']:.2f}% | "
+                     f"{b['test_top1']:.2f}% | >= {m['goal_top1']}%: **{'met' if m['meets_goal'] else 'not met'}** | "
+                     f"{eqs} |")
+    return lines + [""]
+
+
+def orders_section(models: dict[str, dict]) -> list[str]:
+    lines = ["## Plan x order (issue 12)", "",
+             "`python benchmarks/prune_orders.py --model NAME`: each cell is a plan (channels per layer) walked in "
+             "an order, fitted to one parameter target (within 1%), at each seed, with the same in-walk and final "
+             "fine-tuning. Decisions on the validation split; top-1 on the test split. Verdicts are paired by "
+             "seed: ahead / behind only where the mean difference exceeds twice its standard error.", ""]
+    for name, r in models.items():
+        rec = r["recipe"]
+        eq = r.get("equal_budget_top1")
+        lines += [f"### {name}" + (" (quick smoke run: LeNet-5 on an MNIST subset)" if r.get("quick") else ""), "",
+                  f"Target {r['target']:.0%} of the parameters; final fine-tune {rec['final_epochs']:g} epochs at lr "
+                  f"{rec['lr']}, {rec['finetune_epochs']:g} epochs per cut, step {rec['step']}; seeds "
+                  f"{r['seeds']}. Unpruned: test {r['baseline_top1']:.2f}%"
+                  + (f"; equal-budget baseline {_pm(eq['mean'], eq['std'])}%" if eq else "")
+                  + f". Latency: {_load_line(r['latency'])}. Minutes: {r['minutes']}.", "",
+                  "| plan | order | kept (per seed) | MACs kept | p50 ms | p90 ms | test top-1 (mean ± std) |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in r["cells"]:
+            kept = ", ".join(f"{k:.2%}" for k in c["kept"]) + ("" if c["on_target"] else " (off target: not counted)")
+            lines.append(f"| {c['plan']} | {c['order']} | {kept} | {c['macs_kept']:.1%} | {_ms(c.get('p50_ms'))} | "
+                         f"{_ms(c.get('p90_ms'))} | {_pm(c['top1_mean'], c['top1_std'])} |")
+        lines.append("")
+        for question, vs in r["verdicts"].items():
+            if not vs:
+                continue
+            lines.append(f"- {question}: " + "; ".join(
+                f"{k}: **{v['verdict']}** ({v['diff_pts']:+.2f} ± {v['se_pts'] if v['se_pts'] is not None else '-'} "
+                f"pts, {v['pairs']} pairs)" for k, v in vs.items()))
+        lines.append("")
     return lines
 
 
 def quantize_section(r: dict) -> list[str]:
     lines = ["## fp32, fc-int8 and all-int8 (issue 5)", "",
-             f"`python benchmarks/quantize_speed.py`: the pruned models ({r.get('order', 'sensitivity')} order, "
+             "Measured before the evaluation protocol of issue 12 (models trained on a 20,000-image subset); "
+             "what it compares is formats of one model, which the protocol does not change. "
+             f"`python benchmarks/quantize_speed.py`: the pruned models ({r.get('plan', r.get('order'))} plan, "
              f"{r['params_kept']:.0%} of the parameters kept) on {r['data']}, each format exported and run in "
              f"onnxruntime, timed interleaved in one run (int8 kept as measured, `--allow-slower`; by default "
              f"`compress quantize` keeps fp32 where int8 measures more than 5% slower). Host: {_host(r)}.", ""]
@@ -120,86 +131,53 @@ def quantize_section(r: dict) -> list[str]:
 
 
 def paper_section(r: dict) -> list[str]:
-    quick = r.get("quick")
-    lines = ["## The paper side by side (issue 8)" + (" — quick run only" if quick else ""), "",
-             f"`python benchmarks/reproduce_paper.py{' --quick' if quick else ''}` (`make reproduce`) "
-             + ("(minutes: small subsets and budgets; not the full recipes). " if quick else "")
-             + "The paper's CNN figures are on CIFAR-10, which is not available offline here: ours are on "
-               "Fashion-MNIST at 32x32 (`--data cifar10` where you have it). Compression is the paper's measure, "
-               "fp32 parameter bytes of the original over parameter bytes of the final ONNX file; top-1 on the "
-               "full test set, run in onnxruntime. Wall time includes training (the training seconds are read "
-               "from the trained model's sidecar when it came from the cache); total "
-             + f"{r.get('total_wall_s', 0) / 60:.0f} min.", "",
-             "| experiment | paper | compress | measure | wall time |", "|---|---|---|---|---|"]
+    lines = ["## The paper side by side (issue 12)", "",
+             "`python benchmarks/reproduce_paper.py` (`make reproduce`). CNN rows: the strong baseline, the "
+             "sensitivity plan and order at the kept fraction below, then `fc-int8` (the paper's scheme: int8 "
+             "fully-connected layers, float convolutions) and `all-int8` (beyond the paper); `peer_global` is the "
+             "route by hand at the same size (Torch-Pruning global pruning in one shot, the same fine-tuning, "
+             "onnxruntime static QDQ). Drops in points against the equal-budget baseline, mean over seeds.", ""]
     for name in ("alexnet", "vgg16"):
-        if name in r:
-            m = r[name]
-            met = m["compression_x"] >= m["paper"]["compression_x"] and m["top1_drop_pts"] <= 1.0
-            lines.append(f"| {name} | {m['paper']['compression_x']}x (CIFAR-10) | **{m['compression_x']}x** at "
-                         f"{m['top1_drop_pts']:+.2f} pts top-1 ({m.get('headline_row', 'pruned+fc-int8')}; goal "
-                         f"{'met' if met else 'not met'}) | fp32 parameter bytes / final | "
-                         f"{m['wall_s'] / 60:.1f} min |")
-    for name in ("a2e_fraud", "a2e_mnist"):
-        if name in r:
-            m = r[name]
-            lines.append(f"| {name} | {m['paper']['complexity_reduction_pct']}% less, "
-                         f"{m['paper']['performance_drop_pct']}% drop | **{m['complexity_reduction_pct']}%** fewer "
-                         f"parameters ({m['macs_reduction_pct']}% fewer MACs), **{m['performance_drop_pct']}%** drop "
-                         f"in {m['performance_metric']} ({m['before'][m['performance_metric']]} -> "
-                         f"{m['after'][m['performance_metric']]}) | {m['before']['spec']} -> {m['after']['spec']} | "
-                         f"{m['wall_s'] / 60:.1f} min |")
-    if r.get("plot"):
-        lines += ["", f"![paper side by side](../{r['plot']})"]
-    for name in ("alexnet", "vgg16"):
-        if name not in r:
+        m = r.get(name)
+        if not m:
+            lines += [f"### {name}", "", "Not measured yet under the protocol.", ""]
             continue
-        m, rc = r[name], r[name]["recipe"]
-        lines += ["", f"### {name}: every row", "",
-                  f"Recipe: trained {rc['epochs']} epochs on a {rc['train_limit'] or 'full'}-image class-stratified "
-                  f"subset of {m['data']}; analysis sweep; pruned in sensitivity order to {rc['keep']:.1%} of the "
-                  f"parameters (include-linear; "
-                  + (f"{rc['finetune']} epochs of fine-tuning per step, accuracy budget {rc['max_drop']} pts"
-                     if rc["max_drop"] is not None else "a size goal, no fine-tuning inside the walk")
-                  + f"), then {rc['final']} epochs of final fine-tuning on the same subset "
-                  f"(one-cycle, peak lr {rc.get('lr', 0.01)}); quantized "
-                  f"(static QDQ, per-channel int8). Host: {_host(m | {'created': r.get('created')})}.", "",
-                  "| model | parameters | parameter bytes | compression | file ratio | top-1 | drop (pts) | p50 ms | "
-                  "speed-up |", "|---|---|---|---|---|---|---|---|---|"]
-        for label, row in m["rows"].items():
-            lines.append(f"| {label} | {row['params']:,} | {row['param_bytes']:,} | {row['compression_x']}x | "
-                         f"{row['file_ratio_x']}x | {row['top1']:.2f}% | {row['top1_drop_pts']:+.2f} | "
-                         f"{row['p50_ms']:.3f} | {row['speedup_x']}x |")
+        lines += [f"### {name}", "", f"Baseline {m['baseline_top1']:.2f}%, equal-budget "
+                  f"{_pm(m['equal_budget_top1'], m['equal_budget_std'])}%; seeds {m['seeds']}; keep "
+                  f"{m['recipe']['keep']:.0%}, final fine-tune {m['recipe']['final']:g} epochs; latency: "
+                  f"{_load_line(m['latency'])}; {m['wall_s'] / 60:.0f} min.", "",
+                  "| row | compression | top-1 (mean ± std) | drop vs equal budget | p50 ms | p90 ms | speed-up | "
+                  "paper |", "|---|---|---|---|---|---|---|---|"]
+        for row, v in m["rows"].items():
+            paper = f"{m['paper']['compression_x']}x" if row == "fc-int8" else "-"
+            lines.append(f"| {row} | {v['compression_x']:.2f}x | {_pm(v['top1_mean'], v['top1_std'])} | "
+                         f"{v['drop_pts']:+.2f} pts | {v['p50_ms']:.3f} | {v['p90_ms']:.3f} | "
+                         f"{v['speedup_p50']:.1f}x | {paper} |")
+        v = m["ours_vs_peer_global"]
+        lines += ["", f"- all-int8 against peer_global: **{v['verdict']}** ({v['diff_pts']:+.2f} pts, "
+                  f"{v['pairs']} pairs).", f"- fc-int8 meets the paper's {m['paper']['compression_x']}x within "
+                  f"1 point: **{'yes' if m['fc_int8_meets_paper'] else 'no'}**.", ""]
     for name in ("a2e_fraud", "a2e_mnist"):
-        if name not in r:
+        m = r.get(name)
+        if not m:
             continue
-        m, rc = r[name], r[name]["recipe"]
-        cols = [k for k in ("accuracy", "roc_auc", "pr_auc", "f1_fraud") if k in m["before"]]
-        lines += ["", f"### {name}", "",
-                  f"Recipe: trained {rc['epochs']} epochs on {m['data']} ({rc['train_limit'] or 'all'} training "
-                  f"rows); out-of-order layer pruning (whole hidden layers removed where cheaper) to "
-                  f"{rc['keep']:.1%} of the parameters, {rc['finetune']} epochs of fine-tuning per step, "
-                  f"{rc['final']} final. Host: {_host(m | {'created': r.get('created')})}.", "",
-                  "| model | spec | parameters | MACs | " + " | ".join(cols) + " |",
-                  "|---|---|---|---|" + "---|" * len(cols)]
-        for label in ("before", "after"):
-            row = m[label]
-            lines.append(f"| {label} | `{row['spec']}` | {row['params']:,} | {row['macs']:,} | "
-                         + " | ".join(str(row[c]) for c in cols) + " |")
-    notes = []
-    for name in ("alexnet", "vgg16"):
-        if name in r and r[name]["top1_drop_pts"] < 0:
-            fc = r[name]["rows"]["pruned+fc-int8"]
-            notes.append(f"- {name}: the negative drop is partly training: the pruned model had "
-                         f"{r[name]['recipe']['final']} more epochs on the subset than the baseline it is compared "
-                         f"with (the baseline is what the recipe trains; the unpruned model given the same extra "
-                         f"epochs was not measured). With the paper's own scheme, int8 fully-connected layers only, "
-                         f"the same pruned model gives {fc['compression_x']}x: after pruning the fp32 convolutions "
-                         f"hold most of the bytes.")
-    for name in ("alexnet", "vgg16"):
-        if name in r and r[name]["rows"]["pruned+fc-int8"]["params"] == r[name]["rows"]["original"]["params"]:
-            notes.append(f"- {name}: pruning removed nothing (every step rolled back), so the "
-                         f"{r[name]['compression_x']}x is int8 alone; far from the paper's figure.")
-    return lines + [""] + notes + ([""] if notes else [])
+        p = m["paper"]
+        lines += [f"### {name}", "",
+                  f"Order from the analysis: {', '.join(m['order'])}; after: `{m['after']['spec']}`.",
+                  "", "| | parameters | MACs | " + m["performance_metric"] + " | PR-AUC |", "|---|---|---|---|---|"]
+        for k in ("before", "after"):
+            lines.append(f"| {k} | {m[k]['params']:,} | {m[k]['macs']:,} | {m[k][m['performance_metric']]} | "
+                         f"{m[k].get('pr_auc', '-')} |")
+        lines += ["", f"- complexity: {m['complexity_reduction_pct']:.1f}% fewer parameters "
+                  f"({m['macs_reduction_pct']:.1f}% fewer MACs); paper {p['complexity_reduction_pct']}%.",
+                  f"- drop: {m['performance_drop_pts']:.2f} points, {m['performance_drop_pct']:.2f} relative %; "
+                  f"paper {p['performance_drop_pct']} (relative %)."]
+        if "bootstrap_95" in m:
+            b = m["bootstrap_95"]
+            lines.append(f"- bootstrap 95% intervals over the test split ({b['positives']} frauds, {b['resamples']} "
+                         f"resamples): ROC-AUC drop {b['roc_auc_drop']}, PR-AUC drop {b['pr_auc_drop']}.")
+        lines.append("")
+    return lines
 
 
 def bench_section(r: dict) -> list[str]:
@@ -218,10 +196,14 @@ def main() -> None:
            "Every figure on this page is written by `benchmarks/make_results_md.py` from the JSON files in "
            "`benchmarks/results/`, which the scripts named in each section produce. Rerun a script, then this one. "
            "CIFAR-10 is not available offline here, so the image benchmarks run on Fashion-MNIST at 32x32.", ""]
-    for name, section in (("analyze_speed", analyze_section), ("prune_orders", orders_section),
-                          ("quantize_speed", quantize_section), ("paper", paper_section),
+    orders = {p.stem.removeprefix("prune_orders_"): json.loads(p.read_text())
+              for p in sorted(RESULTS.glob("prune_orders_*.json"))}
+    out += orders_section(orders) if orders else ["## Plan x order (issue 12)", "",
+                                                  "Not measured yet: `python benchmarks/prune_orders.py`.", ""]
+    for name, section in (("baselines", baselines_section), ("paper", paper_section),
+                          ("analyze_speed", analyze_section), ("quantize_speed", quantize_section),
                           ("bench_overhead", bench_section)):
-        r = _load(name) or (_load("paper_quick") if name == "paper" else None)
+        r = _load(name)
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{name}.py`.", ""]
     (ROOT / "docs" / "results.md").write_text("\n".join(out))
     print(f"wrote {ROOT / 'docs' / 'results.md'}")

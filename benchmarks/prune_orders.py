@@ -98,7 +98,8 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if args.quick:
-        args.final_epochs, args.finetune_epochs, args.train_limit, args.val_samples, args.runs = 0.2, 0.02, 4000, 500, 100
+        args.final_epochs, args.finetune_epochs, args.train_limit, args.val_samples = 0.2, 0.02, 4000, 500
+        args.runs = 100
     start = time.perf_counter()
     model, data_spec = _model(args)
     name = "lenet5" if args.quick else args.model

@@ -1,6 +1,6 @@
 """Issue 5 benchmark: size, accuracy and onnxruntime latency of fp32, fc-int8 and all-int8.
 
-For the pruned VGG16-BN and AlexNet (Fashion-MNIST, 32x32; `--order`, uniform by default, 10% of the
+For the pruned VGG16-BN and AlexNet (Fashion-MNIST, 32x32; `--plan`, uniform in one shot by default, 10% of the
 parameters kept), export fp32, fc-int8 (the paper: static QDQ on Gemm/MatMul) and all-int8
 (static per-channel QDQ everywhere), plus onnxruntime's dynamic quantization of convolutions for
 contrast, and time them interleaved in one run. Accuracy is measured by running each ONNX file in
@@ -28,7 +28,8 @@ def pruned(spec: str, args, tmp: Path) -> Path:
     an = tmp / "analysis.json"
     analyze.run(str(model), None, an, analyze.AnalyzeOptions(eval_samples=500, include_linear=True, plots=False))
     out = tmp / "pruned.pt"
-    prune.run(str(model), None, out, prune.PruneOptions(order=prune.Order(args.order), analysis=an,
+    prune.run(str(model), None, out, prune.PruneOptions(plan=prune.Plan(args.plan), order=prune.Order.ONESHOT,
+                                                         analysis=an,
                                                          target_params=args.keep, step=0.5,
                                                          finetune_epochs=0, final_epochs=args.final_epochs,
                                                          include_linear=True, val_samples=500),
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--models", default="vgg16,alexnet")
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--keep", type=float, default=0.1)
-    ap.add_argument("--order", default="uniform", help="pruning order (uniform: the best at 10%% in prune_orders)")
+    ap.add_argument("--plan", default="uniform", help="pruning plan, applied in one shot")
     ap.add_argument("--train-limit", type=int, default=20000)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--final-epochs", type=float, default=0.5)
@@ -90,7 +91,7 @@ def main() -> None:
         print(name, {k: (v["p50_vs_fp32"], v["size_vs_fp32"], v["accuracy"]) for k, v in results[name]["rows"].items()},
               flush=True)
     write("quantize_speed" + ("_quick" if args.quick else ""),
-          {"data": args.data, "params_kept": args.keep, "order": args.order, "train_limit": args.train_limit,
+          {"data": args.data, "params_kept": args.keep, "plan": args.plan, "train_limit": args.train_limit,
            "models": results,
            "wall_s": round(time.perf_counter() - start, 1)})
 

@@ -102,6 +102,10 @@ class PruneOptions:
         if self.order is Order.ONESHOT and self.resolved_plan() is Plan.FLOORS:
             raise CompressError("--order oneshot needs a plan to apply at once (--plan and --target-params)")
 
+    def finetune(self, epochs: float) -> TrainOptions:
+        """The fine-tuning recipe of every cut and of the final pass (and of the equal-budget control)."""
+        return TrainOptions(epochs=epochs, lr=self.lr, seed=self.seed, device=self.device)
+
     def resolved_plan(self) -> Plan:
         if self.plan is not None:
             return self.plan
@@ -221,7 +225,7 @@ class _Search:
     def trial(self, net: nn.Module, epochs: float, label: str) -> tuple[float, bool]:
         """Fine-tune a candidate briefly and judge it against the accuracy budget."""
         if epochs:
-            fit(net, self.fine, TrainOptions(epochs=epochs, lr=self.opts.lr, seed=self.opts.seed, device=self.opts.device),
+            fit(net, self.fine, self.opts.finetune(epochs),
                 description=f"fine-tune {label}")
         acc = evaluate(net, self.val)
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
@@ -352,14 +356,18 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
     return keep
 
 
+def _step_keep(channels: int, step: float, round_to: int) -> int:
+    """Channels after one cut of `step`: at least one fewer (2 channels less 25% would round to 2)."""
+    return min(surgery.keep_count(channels, step, round_to), channels - 1)
+
+
 def _visits(channels: dict[str, int], plan: dict[str, int], step: float, round_to: int) -> int:
     """How many cuts an ordered walk makes to bring every layer down to the plan."""
     total = 0
     for name, target in plan.items():
         c = channels.get(name, 0)
         while c > target:
-            c = max(target, surgery.keep_count(c, step, round_to))
-            total += 1
+            c, total = max(target, _step_keep(c, step, round_to)), total + 1
     return total
 
 
@@ -397,7 +405,7 @@ def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | Non
         removed, spec = surgery.remove_layer(s.net, s.spec, name)
         if s.params(removed) < params:
             candidates.append(("remove", removed, spec, 0))
-    keep = max(surgery.keep_count(current, s.opts.step, s.opts.round_to), min(lowest, current))
+    keep = max(_step_keep(current, s.opts.step, s.opts.round_to), min(lowest, current))
     if keep < current:
         shrunk = copy.deepcopy(s.net)
         surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
@@ -508,7 +516,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
         st = _setup(model, data_spec, opts, trust, train_limit)
         _check_reachable(st, opts)
         s = _search(st, opts)
-        final_stats = fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed, device=opts.device),
+        final_stats = fit(s.net, st.fine, opts.finetune(opts.final_epochs),
                           description="final fine-tune") if opts.final_epochs else {}
     prep, shape, before = st.prep, st.prep.input_shape, st.before
     params, target = s.params(), s.target
@@ -577,7 +585,7 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
                     s = _search(st, o)
                     pre = evaluate(s.net, st.val)
                     if opts.final_epochs:
-                        fit(s.net, st.fine, TrainOptions(epochs=opts.final_epochs, lr=opts.lr, seed=opts.seed, device=opts.device),
+                        fit(s.net, st.fine, opts.finetune(opts.final_epochs),
                             description=f"fine-tune {plan.value} plan, {order.value} order @ {t:.0%}")
                 counts = artifact.count(s.net, shape)
                 kept = counts["params"] / st.before["params"]
