@@ -34,8 +34,15 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_overhead.py
 
+# The figures of docs/results.md under ../EVALUATION.md: strong baselines and equal-budget controls (cached in
+# ~/.cache/compress), the plan x order grid, the paper's rows; then the page. DEVICE=cuda where a GPU is lent.
+DEVICE ?= cpu
 reproduce: install data
-	$(PY) benchmarks/reproduce_paper.py
+	$(PY) benchmarks/baselines.py --device $(DEVICE)
+	$(PY) benchmarks/prune_orders.py --model alexnet --device $(DEVICE)
+	$(PY) benchmarks/prune_orders.py --model vgg16 --device $(DEVICE)
+	$(PY) benchmarks/reproduce_paper.py --device $(DEVICE)
+	$(PY) benchmarks/make_results_md.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,26 @@
+"""The statistics the benchmark scripts decide "ahead / behind / tie" with (EVALUATION.md section 3)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from common import paired_verdict, summary  # noqa: E402
+
+
+def test_summary_is_mean_and_sample_std():
+    assert summary([90.0, 91.0, 92.0]) == {"mean": 91.0, "std": 1.0, "n": 3}
+    assert summary([90.0])["std"] is None
+
+
+def test_paired_verdict_needs_twice_the_standard_error():
+    a = {"seeds": [0, 1, 2], "top1": [91.0, 92.0, 93.0]}
+    clearly = {"seeds": [0, 1, 2], "top1": [90.0, 91.1, 91.9]}  # 1 point behind at every seed
+    assert paired_verdict(a, clearly)["verdict"] == "ahead"
+    assert paired_verdict(clearly, a)["verdict"] == "behind"
+    noisy = {"seeds": [0, 1, 2], "top1": [89.0, 94.0, 92.0]}  # the same mean gap, but it swings
+    v = paired_verdict(a, noisy)
+    assert v["verdict"] == "tie" and v["pairs"] == 3 and v["diff_pts"] == round((2 - 2 + 1) / 3, 3)
+    assert paired_verdict({"seeds": [0], "top1": [95.0]}, {"seeds": [0], "top1": [80.0]})["verdict"] == "tie"
+    shuffled = {"seeds": [2, 0, 1], "top1": [91.9, 90.0, 91.1]}  # paired by seed, not by position
+    assert paired_verdict(a, shuffled) == paired_verdict(a, clearly)
