@@ -214,7 +214,7 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--include-linear", is_flag=True, help="prune fully-connected layers too")
 @click.option("--keep-layers", is_flag=True, help="never remove a whole hidden layer (accordion autoencoder)")
 @click.option("--val-samples", type=int, default=2000, show_default=True,
-              help="validation samples held out of the training data for the accuracy budget")
+              help="samples of the validation split (carved from the training data) that decisions read")
 @click.option("--train-limit", type=int, help="fine-tune on a class-stratified subset of N samples")
 @click.option("--compare-orders", is_flag=True,
               help="run the goal with every order (and --plans) instead; -o is then the comparison JSON (+ PNG)")
@@ -228,12 +228,13 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
           final_epochs, lr, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders, plans,
           targets, seed, output, force, trust):
-    """Remove filters layer by layer in a chosen order until a size or accuracy goal is met.
+    """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
 
     \b
     compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
+    compress prune model.pt --plan global --order oneshot --target-params 0.1 -o pruned.pt
     compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
-    compress prune model.pt --analysis analysis.json --compare-orders --targets 0.1,0.05 -o orders.json
+    compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
     """
     from rich.table import Table
 
