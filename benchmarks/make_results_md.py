@@ -157,12 +157,15 @@ def paper_section(r: dict) -> list[str]:
         lines += ["", f"- all-int8 against peer_global: **{v['verdict']}** ({v['diff_pts']:+.2f} pts, "
                   f"{v['pairs']} pairs).", f"- fc-int8 meets the paper's {m['paper']['compression_x']}x within "
                   f"1 point: **{'yes' if m['fc_int8_meets_paper'] else 'no'}**.", ""]
-    for name in ("a2e_fraud", "a2e_mnist"):
+    for name in ("a2e_fraud", "a2e_fraud_anomaly", "a2e_mnist"):
         m = r.get(name)
         if not m:
             continue
         p = m["paper"]
-        lines += [f"### {name}", "",
+        what = (" (beyond the paper: trained on normal transactions only, the reconstruction error is the "
+                "fraud score; the paper's figures are for its supervised fraud model)"
+                if m.get("head") == "reconstruction" else "")
+        lines += [f"### {name}{what}", "",
                   f"Order from the analysis: {', '.join(m['order'])}; after: `{m['after']['spec']}`.",
                   "", "| | parameters | MACs | " + m["performance_metric"] + " | PR-AUC |", "|---|---|---|---|---|"]
         for k in ("before", "after"):

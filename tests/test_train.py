@@ -33,3 +33,20 @@ def test_prepare_reads_the_data_spec_from_the_sidecar(trained_lenet):
     prep = train.prepare(str(trained_lenet), None, test_limit=50)
     assert prep.dataset.name == "digits" and prep.input_shape == (1, 32, 32)
     assert train.evaluate(prep.model, prep.dataset.test) > 60
+
+
+def test_a_reconstruction_head_learns_normal_samples_and_scores_anomalies(tmp_path):
+    """The accordion autoencoder as an anomaly detector: trained on class 0 only, its reconstruction
+    error ranks the other classes (digits 1-9 here, frauds on the real data) as anomalies."""
+    from toolchain import export, prune
+
+    art = train.run("zoo:a2e?widths=32,8,32&head=reconstruction", "digits", tmp_path / "ae.pt",
+                    train.TrainOptions(epochs=20))
+    assert art.metrics["metric"] == "roc_auc_x100"
+    assert art.metrics["accuracy"] > 75 and art.metrics["val_accuracy"] > 75  # ROC-AUC x100, not top-1
+    pruned = prune.run(str(art.path), None, tmp_path / "p.pt", prune.PruneOptions(
+        order=prune.Order.SEQUENTIAL, target_params=0.6, include_linear=True, finetune_epochs=0.5, final_epochs=1,
+        val_samples=200))
+    assert pruned.metrics["metric"] == "roc_auc_x100" and pruned.metrics["accuracy"] > 60
+    onnx = export.run(str(pruned.path), tmp_path / "p.onnx", export.ExportOptions())
+    assert abs(onnx.metrics["accuracy"] - pruned.metrics["accuracy"]) < 1.0  # the same score from onnxruntime

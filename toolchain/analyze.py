@@ -98,11 +98,12 @@ class _Cache:
 
 
 def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> tuple[float, float, float]:
-    from .train import logits
+    """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head) on all, first and second half."""
+    from .train import logits, performance, reconstructs
 
-    correct = (logits(model, x).argmax(1) == y).float()
-    return (round(100 * correct.mean().item(), 3), round(100 * correct[:half].mean().item(), 3),
-            round(100 * correct[half:].mean().item(), 3))
+    out, r = logits(model, x), reconstructs(model)
+    return (performance(out, x, y, r), performance(out[:half], x[:half], y[:half], r),
+            performance(out[half:], x[half:], y[half:], r))
 
 
 def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import artifact, data
+from . import artifact, data, train
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,12 @@ def onnx_logits(path_or_session, x: np.ndarray, batch: int = 256) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
-def onnx_accuracy(path: Path, test: tuple[np.ndarray, np.ndarray]) -> float:
-    """Top-1 accuracy (%) of an ONNX model run in onnxruntime."""
+def onnx_accuracy(path: Path, test: tuple[np.ndarray, np.ndarray], reconstruct: bool = False) -> float:
+    """Top-1 accuracy (%) of an ONNX model run in onnxruntime (a reconstruction head: ROC-AUC x100)."""
+    from .train import performance
+
     x, y = test
-    return round(100.0 * float((onnx_logits(path, x).argmax(1) == y).mean()), 3)
+    return performance(torch.from_numpy(onnx_logits(path, x)), torch.from_numpy(x), torch.from_numpy(y), reconstruct)
 
 
 def parity(model: nn.Module, path: Path, x: np.ndarray) -> dict:
@@ -204,9 +206,10 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
         sizes = param_bytes(final)
         metrics |= {"param_bytes": sizes["total"], "int8_param_bytes": sizes["int8_bytes"]}
         if test is not None:
-            metrics |= {"accuracy": onnx_accuracy(final, test), "eval_samples": len(test[1])}
+            recon = train.reconstructs(net)
+            metrics |= {"accuracy": onnx_accuracy(final, test, recon), "eval_samples": len(test[1])}
             if recipe:
-                metrics["accuracy_fp32_onnx"] = onnx_accuracy(fp32, test)
+                metrics["accuracy_fp32_onnx"] = onnx_accuracy(fp32, test, recon)
         if parent is not None:
             metrics |= {k: parent.metrics[k] for k in ("params", "macs") if k in parent.metrics}
             first = (parent.meta.get("lineage") or [{}])[0].get("metrics", {})

@@ -33,7 +33,7 @@ from torch.utils.data import TensorDataset
 from . import artifact, data, surgery
 from .errors import CompressError
 from .progress import task
-from .train import TrainOptions, data_meta, evaluate, fit, prepare
+from .train import TrainOptions, data_meta, evaluate, fit, metric_name, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -529,7 +529,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     counts_before, counts_after = artifact.count_layers(prep.model, shape), artifact.count_layers(s.net, shape)
     metrics = after | {"accuracy": acc, "eval_samples": len(prep.dataset.test),
                        "val_accuracy": evaluate(s.net, st.val), "val_accuracy_before": st.base_val,
-                       "val_samples": len(st.val)}
+                       "val_samples": len(st.val), "metric": metric_name(s.net)}
     report = {
         "order": st.order, "walk": opts.order.value, "plan_kind": opts.resolved_plan().value,
         "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,

@@ -27,7 +27,7 @@ import torch
 
 from . import artifact, data
 from .errors import CompressError
-from .train import data_meta, prepare
+from .train import data_meta, prepare, reconstructs
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
         export_onnx(prep.model, prep.input_shape, fp32, ExportOptions())
         quantize_onnx(fp32, int8, recipe, calib)
         test = test_arrays(prep.dataset, opts.eval_samples, opts.seed)
-        fp32_acc, int8_acc = onnx_accuracy(fp32, test), onnx_accuracy(int8, test)
+        recon = reconstructs(prep.model)
+        fp32_acc, int8_acc = onnx_accuracy(fp32, test, recon), onnx_accuracy(int8, test, recon)
         sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
         slowdown = _latency_ratio(fp32, int8)
     recipe["int8_vs_fp32_p50"] = slowdown

@@ -25,6 +25,33 @@ logger = logging.getLogger(__name__)
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+NORMAL_CLASS = 0  # a reconstruction head learns the samples of this class (fraud: the normal transactions)
+
+
+def reconstructs(model: nn.Module) -> bool:
+    """True for an autoencoder with a reconstruction head (A2E `head=reconstruction`): it is trained
+    on normal samples only, and its reconstruction error is the anomaly score."""
+    return getattr(model, "head_kind", None) == "reconstruction"
+
+
+def metric_name(model: nn.Module) -> str:
+    return "roc_auc_x100" if reconstructs(model) else "top1"
+
+
+def performance(outputs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, reconstruct: bool) -> float:
+    """The figure every decision and report uses: top-1 accuracy in %, or for a reconstruction head
+    the ROC-AUC (x100, so budgets stay in points) of the reconstruction error as an anomaly score
+    against y != NORMAL_CLASS."""
+    if not reconstruct:
+        return round(100.0 * (outputs.argmax(1) == y).float().mean().item(), 3)
+    from sklearn.metrics import roc_auc_score
+
+    anomalous = (y != NORMAL_CLASS).numpy()
+    if anomalous.all() or not anomalous.any():
+        raise CompressError("an anomaly score needs normal and anomalous samples in the evaluation set")
+    score = (outputs.float() - x.flatten(1).float()).pow(2).mean(1)
+    return round(100.0 * float(roc_auc_score(anomalous, score.numpy())), 3)
+
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -51,6 +78,10 @@ class TrainOptions:
 def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description: str = "train") -> dict:
     """Train in place for `opts.epochs` (fractions allowed: 0.25 = a quarter of an epoch)."""
     torch.manual_seed(opts.seed)
+    recon = reconstructs(model)
+    if recon:  # an anomaly detector learns what normal looks like
+        xs, ys = train.tensors
+        train = TensorDataset(xs[ys == NORMAL_CLASS], ys[ys == NORMAL_CLASS])
     device = torch.device(opts.device)
     model.to(device)
     loader = DataLoader(train, batch_size=opts.batch_size, shuffle=True, drop_last=len(train) > opts.batch_size,
@@ -65,14 +96,14 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                             lr=opts.lr, momentum=0.9, nesterov=True)
     sched = (torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=opts.lr, total_steps=steps, pct_start=0.25)
              if steps >= 10 else None)  # a handful of steps: a constant rate (one-cycle needs room)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
+    loss_fn = nn.MSELoss() if recon else nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
     model.train()
     start, done, running = time.perf_counter(), 0, float("nan")
     with task(description, steps) as advance:
         while done < steps:
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x), x.flatten(1) if recon else y)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
@@ -95,9 +126,9 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.T
 
 
 def evaluate(model: nn.Module, ds: TensorDataset, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent (a reconstruction head: ROC-AUC x100 of its anomaly score)."""
     x, y = ds.tensors
-    return round(100.0 * (logits(model, x, batch_size).argmax(1) == y).float().mean().item(), 3)
+    return performance(logits(model, x, batch_size), x, y, reconstructs(model))
 
 
 @dataclass
@@ -156,7 +187,7 @@ def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *
     stats = fit(prep.model, prep.dataset.train, opts)
     metrics = artifact.count(prep.model, prep.input_shape) | {
         "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test),
-        "val_accuracy": evaluate(prep.model, prep.dataset.val)}
+        "val_accuracy": evaluate(prep.model, prep.dataset.val), "metric": metric_name(prep.model)}
     meta = artifact.new_meta("train", asdict(opts), parent=prep.parent, spec=prep.spec,
                              data=data_meta(prep.dataset), input_shape=prep.input_shape,
                              num_classes=prep.dataset.num_classes, metrics=metrics, report=stats)
