@@ -42,7 +42,7 @@ GRIDS["plan"] = [(p, "sensitivity") for p in ("sensitivity", "uniform", "global"
 
 def _model(args) -> tuple[Path, str]:
     if args.quick:  # LeNet-5 on an MNIST subset: minutes, for smoke tests of this script
-        return trained("zoo:lenet5", "mnist", train.TrainOptions(epochs=2, train_limit=6000)), "mnist"
+        return trained("zoo:lenet5", "mnist", train.TrainOptions(epochs=3, train_limit=6000)), "mnist"
     return baselines.baseline(args.model, args.device), baselines.DATA
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if args.quick:
         args.final_epochs, args.finetune_epochs, args.train_limit, args.val_samples = 0.2, 0.02, 4000, 500
-        args.runs = 100
+        args.runs, args.target = 100, 0.2
     start = time.perf_counter()
     model, data_spec = _model(args)
     name = "lenet5" if args.quick else args.model

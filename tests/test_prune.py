@@ -206,3 +206,15 @@ def test_no_deciding_stage_reads_the_test_split(trained_lenet, tmp_path, monkeyp
     assert reads == []
     prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=an, target_params=0.5, max_drop=2.0))
     assert reads and all(r == [] for r in reads)  # only to report the finished model
+
+
+def test_the_last_hidden_layer_of_an_accordion_is_never_removed(tmp_path):
+    from toolchain import train
+
+    src = tmp_path / "a2e.pt"
+    train.run("zoo:a2e?widths=16,8", "digits", src, train.TrainOptions(epochs=2))
+    art = prune.run(str(src), None, tmp_path / "p.pt", _opts(order=prune.Order.REVERSE, target_params=0.05,
+                                                              include_linear=True, finetune_epochs=0,
+                                                              final_epochs=0, max_layer_ratio=0.95))
+    model, _ = artifact.load_model(art.path)
+    assert sum(w > 0 for w in model.widths) == 1  # one layer went whole, the other stayed

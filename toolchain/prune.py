@@ -401,7 +401,8 @@ def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | Non
         return None
     current = channels[name]
     candidates = []
-    if s.opts.remove_layers and lowest <= s.floor.get(name, 1) and name in surgery.removable_layers(s.net):
+    removable = surgery.removable_layers(s.net)
+    if s.opts.remove_layers and lowest <= s.floor.get(name, 1) and name in removable and len(removable) > 1:
         removed, spec = surgery.remove_layer(s.net, s.spec, name)
         if s.params(removed) < params:
             candidates.append(("remove", removed, spec, 0))
