@@ -66,13 +66,24 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     import baselines
 
     start = time.perf_counter()
-    src = baselines.baseline(name, args.device)
-    an = data.CACHE_DIR / "bench-cells" / name / "analysis.json"
+    if args.quick:  # a smoke test of this path: LeNet-5 on an MNIST subset, labelled as such
+        data_spec = "mnist"
+        src = trained("zoo:lenet5", data_spec, train.TrainOptions(epochs=3, train_limit=6000))
+
+        def control(seed: int) -> Path:
+            return trained(str(src), data_spec, train.TrainOptions(epochs=recipe.final, lr=recipe.lr, seed=seed,
+                                                                   train_limit=recipe.train_limit))
+    else:
+        data_spec, src = baselines.DATA, baselines.baseline(name, args.device)
+
+        def control(seed: int) -> Path:
+            return baselines.control(name, recipe.final, seed, args.device)
+    an = data.CACHE_DIR / "bench-cells" / ("quick-lenet5" if args.quick else name) / "analysis.json"
     if not an.exists():
         analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=SWEEP, eval_samples=2000,
                                                                include_linear=True, adapt_bn=1000, workers=2,
                                                                plots=False), force=True)
-    ds = data.load(baselines.DATA, artifact.Artifact.open(src).input_shape)
+    ds = data.load(data_spec, artifact.Artifact.open(src).input_shape)
     test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
     files = {"original": tmp / f"{name}.onnx"}
     export.run(str(src), files["original"], export.ExportOptions())
@@ -96,7 +107,7 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
                 files.setdefault("pruned-fp32", fp32)
             for scope in scopes:
                 label = f"{scope.value}-int8" if route == "sensitivity" else route
-                q = tmp / f"{name}.{label}.s{seed}.pt"
+                q = tmp / f"{name}.{label}.int8.s{seed}.pt"
                 quantize.run(str(pruned), None, q, quantize.QuantizeOptions(scope=scope, allow_slower=True,
                                                                             seed=seed))
                 onnx_path = tmp / f"{name}.{label}.s{seed}.onnx"
@@ -109,8 +120,7 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     p90 = {label: m["p90_ms"] for label, m in zip(files, timing["models"], strict=True)}
     base_meta = artifact.Artifact.open(src)
     base_top1 = _onnx_top1(files["original"], test)
-    controls = [artifact.Artifact.open(baselines.control(name, recipe.final, s, args.device)).metrics["accuracy"]
-                for s in args.seeds]
+    controls = [artifact.Artifact.open(control(s)).metrics["accuracy"] for s in args.seeds]
     eq = summary(controls)
     orig_bytes = artifact.Artifact.open(files["original"]).metrics["param_bytes"]
     rows = {}
@@ -134,8 +144,9 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
             "latency": {"threads": timing["threads"], "runs": timing["runs"], "load_before": timing["load_before"],
                         "load_after": timing["load_after"], "loaded": timing["loaded"],
                         "original_p50_ms": p50["original"], "original_p90_ms": p90["original"]},
-            "recipe": recipe.__dict__ | {"baseline": vars(baselines.RECIPES[name]), "analysis_ratios": SWEEP},
-            "data": baselines.DATA, **_times(src, start), "host": host()}
+            "recipe": recipe.__dict__ | {"analysis_ratios": SWEEP, "baseline": artifact.Artifact.open(src).meta.get(
+                "options")}, "quick": args.quick, "model": "zoo:lenet5 (quick smoke run)" if args.quick else name,
+            "data": data_spec, **_times(src, start), "host": host()}
 
 
 def _times(src: Path, start: float) -> dict:
@@ -283,15 +294,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the latency figures")
     ap.add_argument("--device", default="cpu", help="where training and fine-tuning run (cuda where lent)")
-    ap.add_argument("--quick", action="store_true", help="minutes: small subsets and budgets (A2E only)")
+    ap.add_argument("--quick", action="store_true",
+                    help="minutes: small subsets and budgets; the CNN rows run LeNet-5 on MNIST (a smoke test)")
     args = ap.parse_args()
     q = args.quick
     recipes = {
         # AlexNet and VGG16: the strong baselines of baselines.py, a size goal (the sensitivity plan picks
         # each layer's share), 0.02 epochs of fine-tuning per cut, then a 2-epoch final fine-tune at the
         # rate of the equal-budget controls; top-1 measured in onnxruntime on the test split.
-        "alexnet": Recipe(None, 0, 0.05, None, 0.02, 2.0, lr=0.02),
-        "vgg16": Recipe(None, 0, 0.05, None, 0.02, 2.0, lr=0.02),
+        "alexnet": Recipe(4000 if q else None, 0, 0.2 if q else 0.05, None, 0.02, 0.2 if q else 2.0, lr=0.02),
+        "vgg16": Recipe(4000 if q else None, 0, 0.2 if q else 0.05, None, 0.02, 0.2 if q else 2.0, lr=0.02),
         "a2e_fraud": Recipe(20000 if q else None, 1 if q else 3, 0.15, None, 0.05, 0.5 if q else 1.0),
         "a2e_mnist": Recipe(6000 if q else None, 1 if q else 5, 0.055, None, 0.1, 0.5 if q else 2.0),
         "a2e_fraud_anomaly": Recipe(20000 if q else None, 1 if q else 3, 0.15, None, 0.05, 0.5 if q else 1.0),
@@ -299,8 +311,6 @@ def main() -> None:
     start, out = time.perf_counter(), {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
-            if name in ("alexnet", "vgg16") and q:
-                continue  # the CNNs need the strong baselines: no quick form
             if name in ("alexnet", "vgg16"):
                 out[name] = cnn(name, args, recipes[name], Path(tmp))
             elif name == "a2e_fraud":
