@@ -144,8 +144,8 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
             "latency": {"threads": timing["threads"], "runs": timing["runs"], "load_before": timing["load_before"],
                         "load_after": timing["load_after"], "loaded": timing["loaded"],
                         "original_p50_ms": p50["original"], "original_p90_ms": p90["original"]},
-            "recipe": recipe.__dict__ | {"analysis_ratios": SWEEP, "baseline": artifact.Artifact.open(src).meta.get(
-                "options")}, "quick": args.quick, "model": "zoo:lenet5 (quick smoke run)" if args.quick else name,
+            "recipe": recipe.__dict__ | {"analysis_ratios": SWEEP, "baseline": base_meta.meta["lineage"][0]["options"]},
+            "quick": args.quick, "model": "zoo:lenet5 (quick smoke run)" if args.quick else name,
             "data": data_spec, **_times(src, start), "host": host()}
 
 

@@ -218,3 +218,12 @@ def test_the_last_hidden_layer_of_an_accordion_is_never_removed(tmp_path):
                                                               final_epochs=0, max_layer_ratio=0.95))
     model, _ = artifact.load_model(art.path)
     assert sum(w > 0 for w in model.widths) == 1  # one layer went whole, the other stayed
+
+
+def test_distilled_fine_tuning_runs_through_the_walk(trained_lenet, analysis, tmp_path, monkeypatch):
+    monkeypatch.setattr("toolchain.data.CACHE_DIR", tmp_path / "cache")
+    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.4,
+                                                                      distill=0.7, finetune_epochs=0.1))
+    assert art.meta["lineage"][-1]["options"]["distill"] == 0.7 and art.meta["report"]["goal_met"]
+    assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 1  # the teacher ran once
+    assert art.metrics["accuracy"] > 50

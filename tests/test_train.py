@@ -50,3 +50,28 @@ def test_a_reconstruction_head_learns_normal_samples_and_scores_anomalies(tmp_pa
     assert pruned.metrics["metric"] == "roc_auc_x100" and pruned.metrics["accuracy"] > 60
     onnx = export.run(str(pruned.path), tmp_path / "p.onnx", export.ExportOptions())
     assert abs(onnx.metrics["accuracy"] - pruned.metrics["accuracy"]) < 1.0  # the same score from onnxruntime
+
+
+def test_distillation_mixes_the_teacher_in_and_caches_its_logits(tmp_path, monkeypatch):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    monkeypatch.setattr("toolchain.data.CACHE_DIR", tmp_path)
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    teacher_net = torch.nn.Linear(8, 3)
+    soft = train.teacher_logits(teacher_net, x, cache_key="t")
+    assert len(list((tmp_path / "teacher").glob("*.pt"))) == 1
+    assert torch.equal(train.teacher_logits(torch.nn.Linear(8, 3), x, cache_key="t"), soft)  # read back
+
+    def student(distill):
+        torch.manual_seed(1)
+        net = torch.nn.Linear(8, 3)
+        train.fit(net, TensorDataset(x, y), train.TrainOptions(epochs=30, lr=0.1, distill=distill), teacher=soft)
+        return net
+
+    plain, pure = student(0.0), student(1.0)
+    agree = (plain(x).argmax(1) == soft.argmax(1)).float().mean(), (pure(x).argmax(1) == soft.argmax(1)).float().mean()
+    assert agree[1] > 0.95 and agree[1] > agree[0]  # all weight on the teacher: the student copies it
+    with pytest.raises(CompressError, match="distill"):
+        train.TrainOptions(distill=1.5).validate()

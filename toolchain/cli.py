@@ -210,6 +210,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--finetune-epochs", type=float, default=0.25, show_default=True, help="fine-tuning after each step")
 @click.option("--final-epochs", type=float, default=1.0, show_default=True, help="fine-tuning at the end")
 @click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--distill", type=float, default=0.0, show_default=True,
+              help="weight of the unpruned model's soft targets in every fine-tune (knowledge distillation; 0: off)")
 @click.option("--round-to", type=int, default=1, show_default=True, help="round channel counts to a multiple (SIMD)")
 @click.option("--include-linear", is_flag=True, help="prune fully-connected layers too")
 @click.option("--keep-layers", is_flag=True, help="never remove a whole hidden layer (accordion autoencoder)")
@@ -226,8 +228,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @trust_opt
 @_friendly
 def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
-          final_epochs, lr, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders, plans,
-          targets, seed, output, force, trust):
+          final_epochs, lr, distill, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders,
+          plans, targets, seed, output, force, trust):
     """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
 
     \b
@@ -243,7 +245,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
     opts = stage.PruneOptions(order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
-                              finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr,
+                              finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr, distill=distill,
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
                               remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed)
     if compare_orders:

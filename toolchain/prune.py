@@ -33,7 +33,7 @@ from torch.utils.data import TensorDataset
 from . import artifact, data, surgery
 from .errors import CompressError
 from .progress import task
-from .train import TrainOptions, data_meta, evaluate, fit, metric_name, prepare
+from .train import TrainOptions, data_meta, evaluate, fit, metric_name, prepare, teacher_logits
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class PruneOptions:
     max_layer_ratio: float = 0.9  # a layer keeps at least 10% of its channels
     seed: int = 0
     device: str = "cpu"  # where fine-tuning runs ("cuda" where a GPU is lent); decisions are the same
+    distill: float = 0.0  # weight of the unpruned model's soft targets in every fine-tune (0: plain)
 
     def validate(self) -> None:
         if self.target_params is None and self.max_drop is None:
@@ -90,6 +91,8 @@ class PruneOptions:
             raise CompressError(f"--step must be in (0, 1), not {self.step}")
         if self.finetune_epochs < 0 or self.final_epochs < 0:
             raise CompressError("fine-tuning epochs must be >= 0")
+        if not 0 <= self.distill <= 1:
+            raise CompressError(f"--distill must be in [0, 1], not {self.distill}")
         if not 0 < self.max_layer_ratio < 1:
             raise CompressError(f"--max-layer-ratio must be in (0, 1), not {self.max_layer_ratio}")
         if self.round_to < 1:
@@ -104,7 +107,7 @@ class PruneOptions:
 
     def finetune(self, epochs: float) -> TrainOptions:
         """The fine-tuning recipe of every cut and of the final pass (and of the equal-budget control)."""
-        return TrainOptions(epochs=epochs, lr=self.lr, seed=self.seed, device=self.device)
+        return TrainOptions(epochs=epochs, lr=self.lr, seed=self.seed, device=self.device, distill=self.distill)
 
     def resolved_plan(self) -> Plan:
         if self.plan is not None:
@@ -211,6 +214,7 @@ class _Search:
     plan_lambda: float | None = None  # accuracy points per parameter the plan traded at
     plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
+    teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio)
@@ -225,8 +229,7 @@ class _Search:
     def trial(self, net: nn.Module, epochs: float, label: str) -> tuple[float, bool]:
         """Fine-tune a candidate briefly and judge it against the accuracy budget."""
         if epochs:
-            fit(net, self.fine, self.opts.finetune(epochs),
-                description=f"fine-tune {label}")
+            fit(net, self.fine, self.opts.finetune(epochs), description=f"fine-tune {label}", teacher=self.teacher)
         acc = evaluate(net, self.val)
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
@@ -450,6 +453,7 @@ class _Setup:
     base_val: float
     analysis: dict | None = None
     layers: list = field(default_factory=list)  # the prunable layers (surgery.Layer)
+    teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
 
 
 def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
@@ -459,8 +463,13 @@ def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, t
     layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
     order = layer_order(opts, layers, analysis)
     val = _validation(prep.dataset, opts.val_samples)
+    teacher = None
+    if opts.distill:
+        digest = prep.parent.meta.get("model", {}).get("sha256") if prep.parent else None
+        teacher = teacher_logits(prep.model, prep.dataset.train.tensors[0],
+                                 cache_key=f"{digest}:{prep.dataset.name}" if digest else None)
     return _Setup(prep, order, prep.dataset.train, val, artifact.count(prep.model, prep.input_shape),
-                  evaluate(prep.model, val), analysis, layers)
+                  evaluate(prep.model, val), analysis, layers, teacher)
 
 
 def _validation(ds: data.Dataset, n: int) -> TensorDataset:
@@ -493,7 +502,7 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
     size goal unmet)."""
     target = None if opts.target_params is None else opts.target_params * st.before["params"]
     s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
-                target, opts, p0=st.before["params"])
+                target, opts, p0=st.before["params"], teacher=st.teacher)
     plan = opts.resolved_plan()
     with task(f"prune ({plan.value} plan, {opts.order.value} order)", None) as advance:
         s.plan = make_plan(s, plan, st.order, st.analysis)
@@ -517,8 +526,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
         st = _setup(model, data_spec, opts, trust, train_limit)
         _check_reachable(st, opts)
         s = _search(st, opts)
-        final_stats = fit(s.net, st.fine, opts.finetune(opts.final_epochs),
-                          description="final fine-tune") if opts.final_epochs else {}
+        final_stats = fit(s.net, st.fine, opts.finetune(opts.final_epochs), description="final fine-tune",
+                          teacher=st.teacher) if opts.final_epochs else {}
     prep, shape, before = st.prep, st.prep.input_shape, st.before
     params, target = s.params(), s.target
     if target is not None and params > target:
@@ -586,7 +595,7 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
                     s = _search(st, o)
                     pre = evaluate(s.net, st.val)
                     if opts.final_epochs:
-                        fit(s.net, st.fine, opts.finetune(opts.final_epochs),
+                        fit(s.net, st.fine, opts.finetune(opts.final_epochs), teacher=st.teacher,
                             description=f"fine-tune {plan.value} plan, {order.value} order @ {t:.0%}")
                 counts = artifact.count(s.net, shape)
                 kept = counts["params"] / st.before["params"]

@@ -63,6 +63,8 @@ class TrainOptions:
     seed: int = 0
     train_limit: int | None = None
     device: str = "cpu"  # "cuda" where a GPU is lent: the same recipe, the long baselines in minutes
+    distill: float = 0.0  # weight of the teacher's soft targets (0: plain training); fit() needs `teacher`
+    temperature: float = 4.0  # of the softened distributions (Hinton et al. 2015)
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -73,15 +75,29 @@ class TrainOptions:
             raise CompressError(f"--batch-size must be >= 1, not {self.batch_size}")
         if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
             raise CompressError(f"--device {self.device} is not available here (use cpu)")
+        if not 0 <= self.distill <= 1:
+            raise CompressError(f"--distill must be in [0, 1], not {self.distill}")
+        if self.temperature <= 0:
+            raise CompressError(f"--temperature must be > 0, not {self.temperature}")
 
 
-def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description: str = "train") -> dict:
-    """Train in place for `opts.epochs` (fractions allowed: 0.25 = a quarter of an epoch)."""
+def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description: str = "train",
+        teacher: torch.Tensor | None = None) -> dict:
+    """Train in place for `opts.epochs` (fractions allowed: 0.25 = a quarter of an epoch).
+
+    With `opts.distill` > 0 and `teacher` (the unpruned model's logits, one row per training sample,
+    from `teacher_logits`), the loss mixes the labels with the teacher's softened outputs
+    (knowledge distillation), which recovers more of a pruned model's accuracy per epoch."""
     torch.manual_seed(opts.seed)
     recon = reconstructs(model)
     if recon:  # an anomaly detector learns what normal looks like
         xs, ys = train.tensors
         train = TensorDataset(xs[ys == NORMAL_CLASS], ys[ys == NORMAL_CLASS])
+    distill = opts.distill if teacher is not None and not recon else 0.0
+    if distill:
+        if len(teacher) != len(train):
+            raise CompressError(f"teacher logits for {len(teacher)} samples, training set of {len(train)}")
+        train = TensorDataset(*train.tensors, teacher)
     device = torch.device(opts.device)
     model.to(device)
     loader = DataLoader(train, batch_size=opts.batch_size, shuffle=True, drop_last=len(train) > opts.batch_size,
@@ -101,9 +117,15 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
     start, done, running = time.perf_counter(), 0, float("nan")
     with task(description, steps) as advance:
         while done < steps:
-            for x, y in loader:
+            for x, y, *soft in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = loss_fn(model(x), x.flatten(1) if recon else y)
+                out = model(x)
+                loss = loss_fn(out, x.flatten(1) if recon else y)
+                if distill:
+                    t = opts.temperature
+                    kl = nn.functional.kl_div(nn.functional.log_softmax(out / t, 1),
+                                              nn.functional.softmax(soft[0].to(device) / t, 1), reduction="batchmean")
+                    loss = (1 - distill) * loss + distill * t * t * kl
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
@@ -116,6 +138,27 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                     break
     model.eval().to("cpu")
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "loss": round(running, 4)}
+
+
+def teacher_logits(model: nn.Module, x: torch.Tensor, cache_key: str | None = None) -> torch.Tensor:
+    """The model's logits on `x`, computed once and cached on disk under the compress cache (a
+    teacher's outputs never change, and on a CPU they cost a forward pass over the training set)."""
+    import hashlib
+
+    path = None
+    if cache_key:
+        digest = hashlib.sha256(f"{cache_key}:{tuple(x.shape)}".encode() + x[:: max(1, len(x) // 64)].numpy().tobytes())
+        path = data.CACHE_DIR / "teacher" / f"{digest.hexdigest()[:24]}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+    out = logits(model, x)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from .fileio import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(out, tmp)
+    return out
 
 
 @torch.inference_mode()
