@@ -46,9 +46,11 @@ def _model(args) -> tuple[Path, str]:
     return baselines.baseline(args.model, args.device), baselines.DATA
 
 
-def _cell(model: Path, an: Path, plan: str, order: str, seed: int, args, cells: Path) -> dict:
+def cell(model: Path, an: Path, plan: str, order: str, seed: int, args, cells: Path) -> dict:
+    """One pruned, fine-tuned model of the grid (cached: reproduce_paper.py reuses the same cells)."""
     key = hashlib.sha256(json.dumps([str(model), plan, order, seed, args.target, args.final_epochs,
-                                     args.finetune_epochs, args.step, args.lr, args.train_limit]).encode()).hexdigest()
+                                     args.finetune_epochs, args.step, args.lr, args.train_limit,
+                                     args.val_samples]).encode()).hexdigest()
     done = cells / f"{plan}-{order}-s{seed}-{key[:10]}.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -114,7 +116,7 @@ def main() -> None:
     rows = []
     for seed in seeds:
         for plan, order in GRIDS[args.grid]:
-            rows.append(_cell(model, an, plan, order, seed, args, cells_dir))
+            rows.append(cell(model, an, plan, order, seed, args, cells_dir))
             print(f"{plan} plan, {order} order, seed {seed}: kept {rows[-1]['kept']:.4f}, "
                   f"test {rows[-1]['top1']:.2f}%", flush=True)
     minutes["cells"] = round(sum(r.get("minutes", 0) for r in rows), 1)

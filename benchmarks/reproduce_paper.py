@@ -24,8 +24,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import prune_orders
 from common import RESULTS, host, paired_verdict, summary, trained, write
 
 from toolchain import analyze, artifact, bench, data, export, prune, quantize, train
@@ -78,7 +80,8 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
 
         def control(seed: int) -> Path:
             return baselines.control(name, recipe.final, seed, args.device)
-    an = data.CACHE_DIR / "bench-cells" / ("quick-lenet5" if args.quick else name) / "analysis.json"
+    cells = data.CACHE_DIR / "bench-cells" / ("lenet5" if args.quick else name)  # shared with prune_orders.py
+    an = cells / "analysis.json"
     if not an.exists():
         analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=SWEEP, eval_samples=2000,
                                                                include_linear=True, adapt_bn=1000, workers=2,
@@ -87,17 +90,18 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
     files = {"original": tmp / f"{name}.onnx"}
     export.run(str(src), files["original"], export.ExportOptions())
+    cell_args = SimpleNamespace(target=recipe.keep, final_epochs=recipe.final, finetune_epochs=recipe.finetune,
+                                step=recipe.step, lr=recipe.lr, train_limit=recipe.train_limit,
+                                val_samples=500 if args.quick else 2000,
+                                device=args.device)
     routes = {"sensitivity": (prune.Plan.SENSITIVITY, prune.Order.SENSITIVITY),
               "peer_global": (prune.Plan.GLOBAL, prune.Order.ONESHOT)}
     per_seed: dict[str, list] = {"fc-int8": [], "all-int8": [], "peer_global": [], "pruned-fp32": []}
     sizes: dict[str, int] = {}
     for seed in args.seeds:
         for route, (plan, order) in routes.items():
-            pruned = tmp / f"{name}.{route}.s{seed}.pt"
-            prune.run(str(src), None, pruned, prune.PruneOptions(
-                analysis=an, plan=plan, order=order, target_params=recipe.keep, step=recipe.step,
-                finetune_epochs=recipe.finetune, final_epochs=recipe.final, lr=recipe.lr, include_linear=True,
-                seed=seed, device=args.device), train_limit=recipe.train_limit)
+            # the same cell as prune_orders.py's (one recipe, one cache): a grid run already pruned it
+            pruned = prune_orders.cell(src, an, plan.value, order.value, seed, cell_args, cells)["model"]
             scopes = (quantize.Scope.FC, quantize.Scope.ALL) if route == "sensitivity" else (quantize.Scope.ALL,)
             if route == "sensitivity":
                 fp32 = tmp / f"{name}.pruned.s{seed}.onnx"
