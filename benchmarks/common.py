@@ -24,7 +24,11 @@ def trained(spec: str, data_spec: str, opts: train.TrainOptions, device: str = "
     import dataclasses
     import hashlib
 
-    recipe = repr(dataclasses.replace(opts, device="cpu"))
+    fields = dataclasses.asdict(dataclasses.replace(opts, device="cpu"))
+    later = {k: fields.pop(k) for k in ("distill", "temperature")}  # fields added after models were cached
+    recipe = "TrainOptions(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+    if later != {"distill": 0.0, "temperature": 4.0}:
+        recipe += repr(later)
     split = [data.VAL_SEED, data.VAL_FRACTION, data.VAL_MAX]
     key = hashlib.sha256(json.dumps([spec, data_spec, recipe, split]).encode()).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{Path(spec).name if spec.endswith('.pt') else spec}-{data_spec}")
