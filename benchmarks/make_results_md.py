@@ -178,7 +178,8 @@ def paper_section(r: dict) -> list[str]:
                          f"{m[k].get('pr_auc', '-')} |")
         lines += ["", f"- complexity: {m['complexity_reduction_pct']:.1f}% fewer parameters "
                   f"({m['macs_reduction_pct']:.1f}% fewer MACs); paper {p['complexity_reduction_pct']}%.",
-                  f"- drop: {m['performance_drop_pts']:.2f} points, {m['performance_drop_pct']:.2f} relative %; "
+                  f"- drop: {_pm(m['performance_drop_pts'], m.get('performance_drop_pts_std'))} points "
+                  f"({len(m.get('seeds', [0]))} seed(s)), {m['performance_drop_pct']:.2f} relative %; "
                   f"paper {p['performance_drop_pct']} (relative %)."]
         if "bootstrap_95" in m:
             b = m["bootstrap_95"]

@@ -253,33 +253,41 @@ def a2e(name: str, data_spec: str, widths: str, args, recipe: Recipe, tmp: Path,
     an = tmp / f"{name}.analysis.json"
     analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratios=SWEEP, eval_samples=None, include_linear=True,
                                                            plots=False))
-    pruned = tmp / f"{name}.pruned.pt"
-    prune.run(str(src), None, pruned, prune.PruneOptions(
-        analysis=an, order=prune.Order.SENSITIVITY, plan=prune.Plan.FLOORS, target_params=recipe.keep,
-        max_drop=recipe.max_drop, step=recipe.step, finetune_epochs=recipe.finetune, final_epochs=recipe.final,
-        include_linear=True, val_samples=100_000, max_layer_ratio=recipe.max_layer_ratio),
-        train_limit=recipe.train_limit)
-    before, after = tmp / f"{name}.onnx", tmp / f"{name}.pruned.onnx"
-    export.run(str(src), before, export.ExportOptions())
-    export.run(str(pruned), after, export.ExportOptions())
     ds = data.load(data_spec, artifact.Artifact.open(src).input_shape)
     test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
-    sb, sa = _scores(before, test, recon), _scores(after, test, recon)
-    mb, ma = artifact.Artifact.open(src).metrics, artifact.Artifact.open(pruned).metrics
+    before = tmp / f"{name}.onnx"
+    export.run(str(src), before, export.ExportOptions())
+    sb = _scores(before, test, recon)
+    runs = []  # (pruned model, its ONNX, its scores) per fine-tune seed
+    for seed in args.seeds:
+        pruned, after = tmp / f"{name}.pruned.s{seed}.pt", tmp / f"{name}.pruned.s{seed}.onnx"
+        prune.run(str(src), None, pruned, prune.PruneOptions(
+            analysis=an, order=prune.Order.SENSITIVITY, plan=prune.Plan.FLOORS, target_params=recipe.keep,
+            max_drop=recipe.max_drop, step=recipe.step, finetune_epochs=recipe.finetune, final_epochs=recipe.final,
+            include_linear=True, val_samples=100_000, max_layer_ratio=recipe.max_layer_ratio, seed=seed),
+            train_limit=recipe.train_limit)
+        export.run(str(pruned), after, export.ExportOptions())
+        runs.append((pruned, after, _scores(after, test, recon)))
     perf = "roc_auc" if "roc_auc" in sb else "accuracy"
     scale = 100 if perf == "roc_auc" else 1  # points: accuracy in %, ROC-AUC x 100
+    drops = [scale * (sb[perf] - sa[perf]) for _, _, sa in runs]
+    pruned, after, sa = runs[0]
+    mb, ma = artifact.Artifact.open(src).metrics, artifact.Artifact.open(pruned).metrics
+    d = summary(drops)
     out = {"complexity_reduction_pct": round(100 * (1 - ma["params"] / mb["params"]), 2),
            "macs_reduction_pct": round(100 * (1 - ma["macs"] / mb["macs"]), 2),
-           "performance_metric": perf,
-           "performance_drop_pct": round(100 * (sb[perf] - sa[perf]) / sb[perf], 2),
-           "performance_drop_pts": round(scale * (sb[perf] - sa[perf]), 3),
+           "performance_metric": perf, "seeds": args.seeds,
+           "performance_drop_pts": d["mean"], "performance_drop_pts_std": d["std"],
+           "performance_drop_pct": round(100 * d["mean"] / (scale * sb[perf]), 2),
            "order": json.loads(an.read_text())["priority"], "decisions_split": "validation",
            "steps": [s for s in artifact.Artifact.open(pruned).meta["report"]["steps"] if s["accepted"]],
            "before": sb | {"params": mb["params"], "macs": mb["macs"], "spec": spec},
-           "after": sa | {"params": ma["params"], "macs": ma["macs"], "spec": artifact.Artifact.open(pruned).spec},
+           "after": {k: summary([r[2][k] for r in runs])["mean"] for k in sa} | {
+               "params": ma["params"], "macs": ma["macs"], "spec": artifact.Artifact.open(pruned).spec},
+           "after_per_seed": [r[2] for r in runs],
            "recipe": recipe.__dict__, "data": data_spec, **_times(src, start), "host": host(),
            "paper": PAPER["a2e_fraud" if recon else name], "head": head}
-    if perf == "roc_auc":
+    if perf == "roc_auc":  # the interval of the first seed's model
         out["bootstrap_95"] = _bootstrap(test[1], _fraud_score(before, test[0], recon),
                                          _fraud_score(after, test[0], recon))
     return out
