@@ -577,9 +577,11 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     dst = Path(dst)
     artifact.check_output(dst, force)
     targets = tuple(sorted(set(targets), reverse=True))
-    plans = plans or (opts.resolved_plan() if opts.target_params else Plan.SENSITIVITY,)
+    plans = plans or (opts.plan or (Plan.SENSITIVITY if opts.analysis else Plan.UNIFORM),)
     plans = tuple(p for p in plans if p is not Plan.SENSITIVITY or opts.analysis)
     orders = tuple(o for o in orders if o is not Order.SENSITIVITY or opts.analysis)
+    if not plans or not orders:
+        raise CompressError("nothing to compare: the sensitivity plan and order need --analysis")
     first = replace(opts, order=Order.SEQUENTIAL, plan=None, target_params=min(targets))
     first.validate()
     start = time.perf_counter()
