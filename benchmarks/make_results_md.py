@@ -71,14 +71,16 @@ def baselines_section(r: dict) -> list[str]:
              "data less the validation split (55,000 images; 5,000 held out, never trained on). The equal-budget "
              f"control is the baseline trained {r['extra_epochs']:g} epochs more at the fine-tune's peak rate "
              f"({r['finetune_lr']}), one-cycle, one run per fine-tune seed. Host: {_host(r)}.", "",
-             "| model | recipe | val top-1 | test top-1 | goal | equal-budget test top-1 (mean ± std, seeds) |",
-             "|---|---|---|---|---|---|"]
+             "| model | recipe | minutes | val top-1 | test top-1 | goal | equal-budget test top-1 (mean ± std, "
+             "seeds) |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
         b, rec = m["baseline"], m["recipe"]
         eq = m.get("equal_budget_top1")
         eqs = f"{_pm(eq['mean'], eq['std'])} ({len(eq['seeds'])})" if eq else "not measured yet"
         lines.append(f"| {name} | {rec['epochs']:g} epochs, lr {rec['lr']}, batch {rec['batch_size']}, "
-                     f"SGD Nesterov, one-cycle, label smoothing {rec['label_smoothing']} | {b['val_top1']:.2f}% | "
+                     f"SGD Nesterov, one-cycle, label smoothing {rec['label_smoothing']} | {b['minutes']:g} | "
+                     f"{b['val_top1']:.2f}% | "
                      f"{b['test_top1']:.2f}% | >= {m['goal_top1']}%: **{'met' if m['meets_goal'] else 'not met'}** | "
                      f"{eqs} |")
     return lines + [""]
