@@ -75,3 +75,54 @@ def test_distillation_mixes_the_teacher_in_and_caches_its_logits(tmp_path, monke
     assert agree[1] > 0.95 and agree[1] > agree[0]  # all weight on the teacher: the student copies it
     with pytest.raises(CompressError, match="distill"):
         train.TrainOptions(distill=1.5).validate()
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    import contextlib
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.randn(200, 6), torch.randint(0, 3, (200,)))
+    opts = train.TrainOptions(epochs=3, lr=0.1, batch_size=32, seed=4)
+
+    def net():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+
+    whole = net()
+    train.fit(whole, ds, opts)
+
+    @contextlib.contextmanager
+    def dies_in_step_8(description, total):
+        calls = []
+
+        def advance(n=1, **kw):
+            calls.append(n)
+            if len(calls) > 8:  # the first call reports the steps already done; step 8 never saves
+                raise KeyboardInterrupt
+
+        yield advance
+
+    ckpt = tmp_path / "run.ckpt"
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY_S", 0.0)  # save after every step
+    monkeypatch.setattr(train, "task", dies_in_step_8)
+    cut = net()
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cut, ds, opts, checkpoint=ckpt)
+    assert ckpt.exists() and torch.load(ckpt, weights_only=True)["done"] == 7
+    monkeypatch.undo()
+    ran = []
+
+    @contextlib.contextmanager
+    def counts(description, total):
+        yield lambda n=1, **kw: ran.append(n)
+
+    monkeypatch.setattr(train, "task", counts)
+    resumed = net()
+    train.fit(resumed, ds, opts, checkpoint=ckpt)
+    assert ran[0] == 7 and len(ran) - 1 == 18 - 7  # picked up after step 7 of 18, ran only the other 11
+    assert not ckpt.exists()  # removed once the run completes
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

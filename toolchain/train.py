@@ -6,11 +6,12 @@ schedule and label smoothing, which reaches good accuracy in few epochs.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -81,13 +82,20 @@ class TrainOptions:
             raise CompressError(f"--temperature must be > 0, not {self.temperature}")
 
 
+CHECKPOINT_EVERY_S = 300.0  # a long run saves its state this often (when given a checkpoint path)
+
+
 def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description: str = "train",
-        teacher: torch.Tensor | None = None) -> dict:
+        teacher: torch.Tensor | None = None, checkpoint: Path | None = None) -> dict:
     """Train in place for `opts.epochs` (fractions allowed: 0.25 = a quarter of an epoch).
 
     With `opts.distill` > 0 and `teacher` (the unpruned model's logits, one row per training sample,
     from `teacher_logits`), the loss mixes the labels with the teacher's softened outputs
-    (knowledge distillation), which recovers more of a pruned model's accuracy per epoch."""
+    (knowledge distillation), which recovers more of a pruned model's accuracy per epoch.
+
+    With `checkpoint`, the state (weights, optimizer, schedule, data order, RNG) is saved there every
+    CHECKPOINT_EVERY_S seconds and a run of the same recipe resumes from it, so an hour of CPU
+    training survives an interrupted session; the file is removed when the run completes."""
     torch.manual_seed(opts.seed)
     recon = reconstructs(model)
     if recon:  # an anomaly detector learns what normal looks like
@@ -100,8 +108,9 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
         train = TensorDataset(*train.tensors, teacher)
     device = torch.device(opts.device)
     model.to(device)
+    order = torch.Generator().manual_seed(opts.seed)
     loader = DataLoader(train, batch_size=opts.batch_size, shuffle=True, drop_last=len(train) > opts.batch_size,
-                        generator=torch.Generator().manual_seed(opts.seed))
+                        generator=order)
     steps = max(1, math.ceil(opts.epochs * len(loader)))
     decay, no_decay = [], []
     for p in model.parameters():
@@ -114,10 +123,28 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
              if steps >= 10 else None)  # a handful of steps: a constant rate (one-cycle needs room)
     loss_fn = nn.MSELoss() if recon else nn.CrossEntropyLoss(label_smoothing=opts.label_smoothing)
     model.train()
-    start, done, running = time.perf_counter(), 0, float("nan")
+    start, done, running, skip = time.perf_counter(), 0, float("nan"), 0
+    resumed = _load_checkpoint(checkpoint, steps) if checkpoint else None
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optim.load_state_dict(resumed["optim"])
+        if sched is not None:
+            sched.load_state_dict(resumed["sched"])
+        done, skip, running = resumed["done"], resumed["skip"], resumed["running"]
+        order.set_state(resumed["order"])
+        logger.info("resumed %s at step %d of %d from %s", description, done, steps, checkpoint)
+    saved = time.perf_counter()
     with task(description, steps) as advance:
+        advance(done)
         while done < steps:
+            epoch_order, batch = order.get_state(), 0
             for x, y, *soft in loader:
+                batch += 1
+                if skip:  # resuming inside an epoch: the same permutation, its first batches done
+                    skip -= 1
+                    if not skip and resumed:
+                        torch.set_rng_state(resumed["rng"])
+                    continue
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 out = model(x)
                 loss = loss_fn(out, x.flatten(1) if recon else y)
@@ -136,8 +163,46 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                 advance(info=f"loss {running:.3f}")
                 if done >= steps:
                     break
+                if checkpoint and time.perf_counter() - saved >= CHECKPOINT_EVERY_S:
+                    _save_checkpoint(checkpoint, {
+                        "steps": steps, "done": done, "skip": batch, "running": running, "order": epoch_order,
+                        "rng": torch.get_rng_state(), "model": model.state_dict(), "optim": optim.state_dict(),
+                        "sched": sched.state_dict() if sched is not None else None})
+                    saved = time.perf_counter()
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
     model.eval().to("cpu")
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "loss": round(running, 4)}
+
+
+def _checkpoint_path(model_spec: str, prep: Prepared, dst: Path, opts: TrainOptions) -> Path:
+    """Where an interrupted `compress train` of this model, data, recipe and output resumes from."""
+    import hashlib
+
+    parent = prep.parent.meta.get("model", {}).get("sha256") if prep.parent else None
+    key = json.dumps([model_spec, parent, prep.dataset.name, prep.dataset.val_info, str(dst.resolve()),
+                      repr(replace(opts, device="cpu"))])
+    return data.CACHE_DIR / "checkpoints" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    from .fileio import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, steps: int) -> dict | None:
+    """The saved state of an interrupted run of this recipe, or None (absent, unreadable, another run)."""
+    if not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (OSError, RuntimeError, EOFError) as e:
+        logger.warning("ignoring an unreadable checkpoint %s: %s", path, e)
+        return None
+    return state if state.get("steps") == steps else None
 
 
 def teacher_logits(model: nn.Module, x: torch.Tensor, cache_key: str | None = None) -> torch.Tensor:
@@ -227,7 +292,7 @@ def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *
     opts.validate()
     artifact.check_output(Path(dst), force)
     prep = prepare(model_spec, data_spec, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
-    stats = fit(prep.model, prep.dataset.train, opts)
+    stats = fit(prep.model, prep.dataset.train, opts, checkpoint=_checkpoint_path(model_spec, prep, Path(dst), opts))
     metrics = artifact.count(prep.model, prep.input_shape) | {
         "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test),
         "val_accuracy": evaluate(prep.model, prep.dataset.val), "metric": metric_name(prep.model)}
