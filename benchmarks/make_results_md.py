@@ -55,6 +55,16 @@ def _pm(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
+def _widths(spec: str, steps: list[dict]) -> str:
+    """Hidden widths of an accordion autoencoder: those of its spec, with the accepted cuts applied."""
+    from urllib.parse import parse_qs
+
+    widths = [int(w) for w in parse_qs(spec.partition("?")[2])["widths"][0].split(",")]
+    for st in steps:
+        widths[int(st["layer"].split(".")[1])] = st["kept"]
+    return "-".join(map(str, widths))
+
+
 def _minutes(m: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in m.items())
 
@@ -173,7 +183,8 @@ def paper_section(r: dict) -> list[str]:
                 "fraud score; the paper's figures are for its supervised fraud model)"
                 if m.get("head") == "reconstruction" else "")
         lines += [f"### {name}{what}", "",
-                  f"Order from the analysis: {', '.join(m['order'])}; after: `{m['after']['spec']}`.",
+                  f"Order from the analysis: {', '.join(m['order'])}; hidden widths "
+                  f"{_widths(m['before']['spec'], [])} → {_widths(m['before']['spec'], m['steps'])}.",
                   "", "| | parameters | MACs | " + m["performance_metric"] + " | PR-AUC |", "|---|---|---|---|---|"]
         for k in ("before", "after"):
             lines.append(f"| {k} | {m[k]['params']:,} | {m[k]['macs']:,} | {m[k][m['performance_metric']]} | "
@@ -193,8 +204,8 @@ def paper_section(r: dict) -> list[str]:
                     basis = ("validation ROC-AUC" if m.get("head") == "reconstruction" else
                              "validation top-1 accuracy, which the normal transactions dominate")
                     lines.append(f"- **Where it loses: {label} is lower after pruning** (the whole interval of "
-                                 f"the drop is above 0). The pruning decisions read {basis}; neither sees "
-                                 f"what precision at low recall loses.")
+                                 f"the drop is above 0). The pruning decisions read {basis}, which does not "
+                                 f"see what precision at low recall loses.")
                 elif hi < 0:
                     lines.append(f"- {label} is higher after pruning (the whole interval of the drop is below 0).")
                 else:
