@@ -123,11 +123,11 @@ def main() -> None:
     cells = []
     for plan, order in GRIDS[args.grid]:
         mine = [r for r in rows if (r["plan"], r["order"]) == (plan, order)]
+        top1 = summary([r["top1"] for r in mine])
         cells.append({"plan": plan, "order": order, "target": args.target, "seeds": [r["seed"] for r in mine],
                       "kept": [r["kept"] for r in mine], "on_target": all(r["on_target"] for r in mine),
                       "macs": mine[0]["macs"], "macs_kept": mine[0]["macs_kept"], "model": mine[0]["model"],
-                      "top1_mean": summary([r["top1"] for r in mine])["mean"],
-                      "top1_std": summary([r["top1"] for r in mine])["std"],
+                      "top1_mean": top1["mean"], "top1_std": top1["std"],
                       "val_top1_mean": summary([r["val_top1"] for r in mine])["mean"],
                       "top1": [r["top1"] for r in mine]})
     t0 = time.perf_counter()

@@ -28,10 +28,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import prune_orders
+import torch
 from common import RESULTS, host, paired_verdict, summary, trained, write
 
 from toolchain import analyze, artifact, bench, data, export, prune, quantize, train
-from toolchain.export import onnx_logits
+from toolchain.export import onnx_accuracy, onnx_logits
 
 MAX_DROP_PTS = 1.0  # the accuracy budget for AlexNet and VGG16, against the equal-budget baseline
 SWEEP = (0.25, 0.5, 0.75, 0.9)  # analysis ratios (the same sweep as prune_orders.py)
@@ -53,12 +54,6 @@ class Recipe:
     step: float = 0.5
     lr: float = 0.01  # peak of the one-cycle fine-tuning schedule
     max_layer_ratio: float = 0.9  # how much of one layer may go
-
-
-def _onnx_top1(path: Path, test) -> float:
-    from toolchain.export import onnx_accuracy
-
-    return onnx_accuracy(path, test)
 
 
 def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
@@ -107,7 +102,7 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
             if route == "sensitivity":
                 fp32 = tmp / f"{name}.pruned.s{seed}.onnx"
                 export.run(str(pruned), fp32, export.ExportOptions())
-                per_seed["pruned-fp32"].append(_onnx_top1(fp32, test))
+                per_seed["pruned-fp32"].append(onnx_accuracy(fp32, test))
                 sizes["pruned-fp32"] = artifact.Artifact.open(fp32).metrics["param_bytes"]
                 files.setdefault("pruned-fp32", fp32)
             for scope in scopes:
@@ -117,14 +112,14 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
                                                                             seed=seed))
                 onnx_path = tmp / f"{name}.{label}.s{seed}.onnx"
                 export.run(str(q), onnx_path, export.ExportOptions())
-                per_seed[label].append(_onnx_top1(onnx_path, test))
+                per_seed[label].append(onnx_accuracy(onnx_path, test))
                 sizes[label] = artifact.Artifact.open(onnx_path).metrics["param_bytes"]
                 files.setdefault(label, onnx_path)
     timing = bench.run(list(files.values()), bench.BenchOptions(runs=args.runs, warmup=20, threads=args.threads))
     p50 = {label: m["p50_ms"] for label, m in zip(files, timing["models"], strict=True)}
     p90 = {label: m["p90_ms"] for label, m in zip(files, timing["models"], strict=True)}
     base_meta = artifact.Artifact.open(src)
-    base_top1 = _onnx_top1(files["original"], test)
+    base_top1 = onnx_accuracy(files["original"], test)
     controls = [artifact.Artifact.open(control(s)).metrics["accuracy"] for s in args.seeds]
     eq = summary(controls)
     orig_bytes = artifact.Artifact.open(files["original"]).metrics["param_bytes"]
@@ -296,7 +291,7 @@ def a2e(name: str, data_spec: str, widths: str, args, recipe: Recipe, tmp: Path,
 def _fraud_score(path: Path, x: np.ndarray, reconstruct: bool) -> np.ndarray:
     out = onnx_logits(path, x)
     if reconstruct:
-        return ((out - x.reshape(len(x), -1)) ** 2).mean(1)
+        return train.anomaly_score(torch.from_numpy(out), torch.from_numpy(x)).numpy()
     p = np.exp(out - out.max(1, keepdims=True))
     return p[:, 1] / p.sum(1)
 

@@ -223,6 +223,10 @@ class _Search:
         """Parameter count (the same figure as artifact.count, without its copy and forward pass)."""
         return sum(p.numel() for p in (net if net is not None else self.net).parameters())
 
+    def planned(self, plan: dict[str, int]) -> int:
+        """Parameters of the model with each named layer cut to its channel count in `plan`."""
+        return self.params(_apply(self.net, plan, self.shape))
+
     def goal_met(self, params: int) -> bool:
         return self.target is not None and params <= self.target
 
@@ -292,7 +296,7 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
                 for n, o in options.items()}
 
     def fits(plan: dict[str, int]) -> bool:
-        return s.params(_apply(s.net, plan, s.shape)) <= s.target
+        return s.planned(plan) <= s.target
 
     caps = [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
     for cap in caps:
@@ -317,14 +321,14 @@ def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, i
         return {n: small[n] + int(t * (big[n] - small[n])) for n in small}
 
     def fits(plan: dict[str, int]) -> bool:
-        return s.params(_apply(s.net, plan, s.shape)) <= s.target
+        return s.planned(plan) <= s.target
 
     lo, hi = 0.0, 1.0
     for _ in range(16):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if fits(at(mid)) else (lo, mid)
     plan = at(lo)
-    if s.params(_apply(s.net, plan, s.shape)) >= (1 - PLAN_TOLERANCE / 2) * s.target:
+    if s.planned(plan) >= (1 - PLAN_TOLERANCE / 2) * s.target:
         return plan
     channels = _channels(s.net)  # coarse layers (LeNet's 16 filters): top layers up alone, widest (finest) first
     for name in sorted(plan, key=lambda n: -channels[n]):
@@ -348,7 +352,7 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
         keep = {n: small[n] for n in names}
         if s.params(shrunk) <= s.target:
             keep = _fill(s, keep, {n: big[n] for n in names})
-    params = s.params(_apply(s.net, keep, s.shape))
+    params = s.planned(keep)
     if params > s.target:
         raise CompressError(f"--target-params {s.opts.target_params} is out of reach for the {plan.value} plan: "
                             f"with every layer at its floor (--max-layer-ratio {s.opts.max_layer_ratio}) the model "
@@ -608,7 +612,7 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
                        "val_before_finetune": pre, "val_top1": evaluate(s.net, st.val),
                        "top1": evaluate(s.net, st.prep.dataset.test)}
                 if cells_dir is not None:
-                    row["model"] = str(_save_cell(s, st, o, Path(cells_dir), row))
+                    row["model"] = str(_save_cell(s, st, o, Path(cells_dir), row, counts))
                 rows.append(row)
                 logger.info("%s plan, %s order @ %.3f: %.2f%%", plan.value, order.value, t, row["top1"])
     result = {"kind": "compress-order-comparison", "model": st.prep.spec, "data": data_meta(st.prep.dataset),
@@ -626,12 +630,11 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     return result
 
 
-def _save_cell(s: _Search, st: _Setup, o: PruneOptions, folder: Path, row: dict) -> Path:
+def _save_cell(s: _Search, st: _Setup, o: PruneOptions, folder: Path, row: dict, counts: dict) -> Path:
     path = folder / f"{row['plan']}-{row['order']}-{row['target']:g}-s{row['seed']}.pt"
     options = asdict(o) | {"order": o.order.value, "plan": o.resolved_plan().value, "analysis": str(o.analysis)}
     meta = artifact.new_meta("prune", options, parent=st.prep.parent, spec=s.spec, data=data_meta(st.prep.dataset),
                              input_shape=st.prep.input_shape, num_classes=st.prep.dataset.num_classes,
-                             metrics=artifact.count(s.net, st.prep.input_shape) | {
-                                 "accuracy": row["top1"], "val_accuracy": row["val_top1"]},
+                             metrics=counts | {"accuracy": row["top1"], "val_accuracy": row["val_top1"]},
                              report={"plan": s.plan, "steps": s.steps})
     return artifact.save(s.net, path, meta, force=True).path

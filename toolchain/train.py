@@ -50,8 +50,12 @@ def performance(outputs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, reconst
     anomalous = (y != NORMAL_CLASS).numpy()
     if anomalous.all() or not anomalous.any():
         raise CompressError("an anomaly score needs normal and anomalous samples in the evaluation set")
-    score = (outputs.float() - x.flatten(1).float()).pow(2).mean(1)
-    return round(100.0 * float(roc_auc_score(anomalous, score.numpy())), 3)
+    return round(100.0 * float(roc_auc_score(anomalous, anomaly_score(outputs, x).numpy())), 3)
+
+
+def anomaly_score(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A reconstruction head's anomaly score per sample: its mean squared reconstruction error."""
+    return (outputs.float() - x.flatten(1).float()).pow(2).mean(1)
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                 if done >= steps:
                     break
                 if checkpoint and time.perf_counter() - saved >= CHECKPOINT_EVERY_S:
-                    _save_checkpoint(checkpoint, {
+                    _save_torch(checkpoint, {
                         "steps": steps, "done": done, "skip": batch, "running": running, "order": epoch_order,
                         "rng": torch.get_rng_state(), "model": model.state_dict(), "optim": optim.state_dict(),
                         "sched": sched.state_dict() if sched is not None else None})
@@ -185,12 +189,12 @@ def _checkpoint_path(model_spec: str, prep: Prepared, dst: Path, opts: TrainOpti
     return data.CACHE_DIR / "checkpoints" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def _save_torch(path: Path, obj) -> None:
+    """torch.save, atomically (a checkpoint or cached logits is never half written)."""
     from .fileio import atomic_path
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+        torch.save(obj, tmp)
 
 
 def _load_checkpoint(path: Path, steps: int) -> dict | None:
@@ -218,11 +222,7 @@ def teacher_logits(model: nn.Module, x: torch.Tensor, cache_key: str | None = No
             return torch.load(path, weights_only=True)
     out = logits(model, x)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from .fileio import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(out, tmp)
+        _save_torch(path, out)
     return out
 
 
@@ -251,22 +251,20 @@ class Prepared:
 
 
 def prepare(model_spec: str, data_spec: str | None, *, trust: bool = False, train_limit: int | None = None,
-            test_limit: int | None = None, val_limit: int | None = None, seed: int = 0) -> Prepared:
+            test_limit: int | None = None, seed: int = 0) -> Prepared:
     """Resolve a model spec or file and the data it is evaluated on (the sidecar's by default)."""
     if model_spec.endswith((".pt", ".pth")) or Path(model_spec).is_file() and ".py:" not in model_spec:
         model, parent = artifact.load_model(model_spec, trust=trust)
         data_spec = data_spec or parent.data_spec
         if not data_spec:
             raise CompressError(f"{model_spec} does not say what data it was trained on; pass --data")
-        ds = data.load(data_spec, parent.input_shape, train_limit=train_limit, test_limit=test_limit,
-                       val_limit=val_limit, seed=seed)
+        ds = data.load(data_spec, parent.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
         return Prepared(model, parent, parent.spec, tuple(parent.input_shape or ds.input_shape), ds)
     if not data_spec:
         raise CompressError("--data is required with a model spec (e.g. --data mnist)")
     torch.manual_seed(seed)  # the initial weights, too, must not depend on what ran before
     built = models.build(model_spec, data.native_shape(data_spec), data.num_classes(data_spec))
-    ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit,
-                   val_limit=val_limit, seed=seed)
+    ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
     _check_runs(built.model, built.input_shape, model_spec)
     return Prepared(built.model.eval(), None, built.spec, built.input_shape, ds)
 

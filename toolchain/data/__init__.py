@@ -17,7 +17,7 @@ Rules kept here, in one place:
   Every decision (analysis, plans, accept / roll-back, adaptive BatchNorm, recipes) reads it.
 - The test split is read only to report a finished model: inside `with deciding(stage):`
   reading `ds.test` raises, so a stage that decides on test data fails loudly (and its test fails).
-- `seed` only picks the stratified train_limit / val_limit / test_limit subsets.
+- `seed` only picks the stratified train_limit / test_limit subsets.
 - Normalization statistics never depend on the limits or the seed, so every load of one spec at
   one input shape normalizes identically: tabular data uses the whole train split; images use a
   fixed stratified sample of it after conversion (up to STATS_SAMPLES images, fewer when they
@@ -109,7 +109,7 @@ def num_classes(spec: str) -> int:
 
 
 def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: int | None = None,
-         test_limit: int | None = None, val_limit: int | None = None, seed: int = 0) -> Dataset:
+         test_limit: int | None = None, seed: int = 0) -> Dataset:
     """Load a data set, converted to `input_shape` when given, and normalized.
 
     image -> image: channels 1->3 repeat, 3->1 luminance; H, W zero-padded by 2 each side when the
@@ -120,18 +120,13 @@ def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: 
     raw = sources.read(parsed, CACHE_DIR)
     x_tr, y_tr, x_te, y_te = raw.x_train, raw.y_train, raw.x_test, raw.y_test
     if x_te is None:
-        n_test = max(1, round(TEST_FRACTION * len(y_tr)))
-        test_idx = stratified_indices(torch.from_numpy(y_tr), n_test, SPLIT_SEED).numpy()
-        train_mask = np.ones(len(y_tr), dtype=bool)
-        train_mask[test_idx] = False
-        test_idx.sort()
-        x_tr, y_tr, x_te, y_te = x_tr[train_mask], y_tr[train_mask], x_tr[test_idx], y_tr[test_idx]
+        x_tr, y_tr, x_te, y_te, _ = _hold_out(x_tr, y_tr, max(1, round(TEST_FRACTION * len(y_tr))), SPLIT_SEED)
     native = tuple(x_tr.shape[1:])
     target = _target_shape(parsed.name, raw.kind, native, input_shape)
     stats_x, stats_y = x_tr, y_tr  # normalization statistics: the whole training data, as before the carve
     x_tr, y_tr, x_va, y_va, val_info = _carve_validation(x_tr, y_tr, VAL_MAX if raw.kind == "image" else None)
 
-    splits = ((x_tr, y_tr, _subset(y_tr, train_limit, seed)), (x_va, y_va, _subset(y_va, val_limit, seed)),
+    splits = ((x_tr, y_tr, _subset(y_tr, train_limit, seed)), (x_va, y_va, None),
               (x_te, y_te, _subset(y_te, test_limit, seed)))
     if raw.kind == "image":
         image = target if len(target) == 3 else native
@@ -141,7 +136,6 @@ def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: 
         mean, std = _tabular_stats(stats_x)
         xs = [torch.from_numpy((_take(x, rows).astype(np.float32) - mean) / std) for x, _, rows in splits]
     ys = [torch.from_numpy(_take(y, rows).astype(np.int64)) for _, y, rows in splits]
-    val_info |= {"samples": len(ys[1])}
 
     ds = Dataset(parsed.name, raw.source, raw.synthetic, raw.kind, raw.num_classes, target,
                  TensorDataset(xs[0], ys[0]), TensorDataset(xs[2], ys[2]), raw.classes,
@@ -154,13 +148,19 @@ def load(spec: str, input_shape: tuple[int, ...] | None = None, *, train_limit: 
 def _carve_validation(x: np.ndarray, y: np.ndarray, cap: int | None):
     """Split the training data into train and a class-stratified validation split (VAL_SEED)."""
     n_val = min(cap or len(y), max(1, round(VAL_FRACTION * len(y)))) if len(y) >= 10 else 1
-    idx = np.sort(stratified_indices(torch.from_numpy(y), n_val, VAL_SEED).numpy())
-    mask = np.ones(len(y), dtype=bool)
-    mask[idx] = False
+    x_tr, y_tr, x_va, y_va, idx = _hold_out(x, y, n_val, VAL_SEED)
     info = {"seed": VAL_SEED, "fraction": VAL_FRACTION, "max": cap, "size": int(len(idx)),
             "indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()[:16],
             "carved_from": "train"}
-    return x[mask], y[mask], x[idx], y[idx], info
+    return x_tr, y_tr, x_va, y_va, info
+
+
+def _hold_out(x: np.ndarray, y: np.ndarray, n: int, seed: int):
+    """(x, y) less a class-stratified sample of n rows, that sample (in index order), its indices."""
+    idx = np.sort(stratified_indices(torch.from_numpy(y), n, seed).numpy())
+    mask = np.ones(len(y), dtype=bool)
+    mask[idx] = False
+    return x[mask], y[mask], x[idx], y[idx], idx
 
 
 def stratified_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
