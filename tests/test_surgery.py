@@ -1,5 +1,8 @@
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from toolchain import models, surgery
 from toolchain.errors import CompressError
@@ -65,7 +68,108 @@ def test_torchvision_families_prune_and_run(name):
         assert clone.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_untraceable_models_are_a_clear_error():
-    built = models.build("torchvision:shufflenet_v2_x0_5?size=32", (3, 32, 32), 10)
-    with pytest.raises(CompressError, match="cannot trace"):
-        surgery.prunable_layers(built.model, (3, 32, 32))
+class Mixed(nn.Module):
+    """Residual add, grouped (groups=4) and depthwise convs, a concatenation into a grouped conv,
+    and a two-layer FC head: the user's own network of issue 14."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        def block(cin, cout, k=3, groups=1):
+            return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups), nn.BatchNorm2d(cout), nn.ReLU())
+        self.stem, self.res = block(3, 32), block(32, 32)
+        self.grouped, self.dw, self.pw = block(32, 64, groups=4), block(64, 64, groups=64), block(64, 48, 1)
+        self.side, self.g2 = block(32, 16, 1), block(64, 64, groups=4)
+        self.g3 = block(64, 64, groups=8)
+        self.fc = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.res(x)
+        z = self.g2(torch.cat([self.pw(self.dw(self.grouped(x))), self.side(x)], 1))
+        return self.fc(self.g3(z).mean((2, 3)))
+
+
+def _tiny(name: str) -> nn.Module:
+    import torchvision.models as tvm
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    if name == "mixed":
+        return Mixed()
+    if name == "resnext_tiny":  # ResNeXt's block (32 groups of 4 channels), one block per stage
+        return ResNet(Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4, num_classes=10)
+    if name == "vit_tiny":
+        return tvm.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                                     mlp_dim=64, num_classes=10)
+    return tvm.get_model(name, weights=None, num_classes=10)
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    """BatchNorm statistics away from (0, 1), so that a wrong cut shows in the outputs."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def _masked(model: nn.Module, lost: dict[str, list[int]]) -> nn.Module:
+    """The unpruned network with the removed channels cut where they are read: the inputs each
+    consuming layer lost get zero weight (grouped convs: the weight of their own group)."""
+    clone = copy.deepcopy(model)
+    modules = dict(clone.named_modules())
+    with torch.no_grad():
+        for name, idxs in lost.items():
+            m = modules[name]
+            if isinstance(m, nn.Linear):
+                m.weight[:, idxs] = 0
+                continue
+            width, out_per_group = m.in_channels // m.groups, m.out_channels // m.groups
+            for i in idxs:
+                g = i // width
+                m.weight[g * out_per_group:(g + 1) * out_per_group, i % width] = 0
+    return clone
+
+
+@pytest.mark.parametrize("name", ["mixed", "resnext_tiny", "regnet_x_400mf", "shufflenet_v2_x0_5", "vit_tiny"])
+def test_every_prunable_layer_cuts_exactly_what_masking_would(name):
+    """Grouped convs, channel shuffles, concatenations and attention: every layer `prunable_layers`
+    offers is cut physically, runs, and computes what the unpruned network computes with those
+    channels masked at their readers. Layers that cannot be cut say why."""
+    shape = (3, 32, 32)
+    model = _randomize(_tiny(name))
+    layers = surgery.prunable_layers(model, shape, include_linear=True)
+    offered = [l for l in layers if l.skip is None]
+    assert offered, [l.skip for l in layers]
+    x = torch.randn(2, *shape)
+    step = max(1, len(offered) // 6)  # a spread of layers: the suite stays fast
+    for layer in offered[::step]:
+        clone = copy.deepcopy(model)
+        keep = surgery.keep_count(layer.channels, 0.5, layer.multiple)
+        lost = surgery.prune_layer(clone, layer.name, keep, "l1", shape)
+        assert lost, layer.name
+        with torch.no_grad():
+            assert torch.allclose(clone.eval()(x), _masked(model, lost)(x), atol=1e-4), layer.name
+        for m in clone.modules():
+            if isinstance(m, nn.Conv2d):
+                assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0
+    if name in ("mixed", "resnext_tiny", "regnet_x_400mf"):
+        assert any(l.multiple > 1 for l in offered)  # grouped convs are pruned, a whole group position at a time
+    if name == "mixed":
+        reasons = {l.name: l.skip for l in layers}
+        assert reasons["grouped.0"] is None and reasons["g2.0"] is None and reasons["stem.0"] is None
+        assert "out of step with its groups" in reasons["pw.0"]  # concatenated into g2's groups off their edges
+    if name == "shufflenet_v2_x0_5":
+        reasons = [l.skip for l in layers if l.skip]
+        assert any("channel shuffle" in r for r in reasons)
+        assert sum(1 for l in offered if l.name.endswith("branch2.0")) >= 10  # each block's inner width
+
+
+def test_prune_layer_refuses_a_cut_that_splits_groups():
+    model = Mixed()
+    with pytest.raises(CompressError, match="multiple of 4"):
+        surgery.prune_layer(model, "grouped.0", 63, "l1", (3, 32, 32))
+    with pytest.raises(CompressError, match="out of step"):
+        surgery.prune_layer(model, "pw.0", 24, "l1", (3, 32, 32))

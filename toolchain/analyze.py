@@ -126,7 +126,7 @@ def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
 
 def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts, adapt=None) -> dict:
     start = time.perf_counter()
-    keep = surgery.keep_count(layer.channels, ratio)
+    keep = surgery.keep_count(layer.channels, ratio, layer.multiple)
     clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
     _adapt_bn(clone, adapt)
     counts = artifact.count(clone, shape)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -148,19 +149,19 @@ def layer_order(opts: PruneOptions, layers: list[surgery.Layer], analysis: dict 
     return names
 
 
-def _shrink_all(net: nn.Module, plan: Plan, ratio: float, names: list[str], shape, round_to: int,
+def _shrink_all(net: nn.Module, plan: Plan, ratio: float, units: dict[str, int], shape, round_to: int,
                 max_layer_ratio: float = 0.95) -> nn.Module:
-    """A copy with every layer pruned at `ratio` (uniform) or `ratio` of all channels by one global
-    L1 ranking (global)."""
+    """A copy with every layer in `units` pruned at `ratio` (uniform) or `ratio` of all channels by
+    one global L1 ranking (global: torch-pruning keeps grouped convolutions' blocks equal itself)."""
     import torch_pruning as tp
 
+    names = list(units)
     if plan is Plan.UNIFORM:
         channels = _channels(net)
-        return _apply(net, {n: surgery.keep_count(channels[n], ratio, round_to) for n in names}, shape)
+        return _apply(net, {n: surgery.keep_count(channels[n], ratio, units[n]) for n in names}, shape)
     clone = copy.deepcopy(net)
-    modules = dict(clone.named_modules())
-    keep = set(names)
-    ignored = [m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in keep]
+    coupled = surgery.coupled(clone, names, shape)  # the named layers and those their cuts carry along
+    ignored = [m for m in clone.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in coupled]
     pruner = tp.pruner.MetaPruner(clone, torch.zeros(1, *shape), importance=surgery.get_criterion("l1"),
                                   global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_layer_ratio,
                                   ignored_layers=ignored, round_to=round_to if round_to > 1 else None)
@@ -168,19 +169,19 @@ def _shrink_all(net: nn.Module, plan: Plan, ratio: float, names: list[str], shap
     return clone
 
 
-def _ratio_for(net, plan, goal, names, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
+def _ratio_for(net, plan, goal, units, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
     """Bisect the ratio whose pruned copy has at most `goal` parameters: that copy, and the copy at
     the ratio just below it (which misses the goal), for `_fill` to land between."""
     lo, hi, best, near = 0.0, max_layer_ratio, None, net
     for _ in range(16):
         mid = (lo + hi) / 2
-        trial = _shrink_all(net, plan, mid, names, shape, round_to, max_layer_ratio)
+        trial = _shrink_all(net, plan, mid, units, shape, round_to, max_layer_ratio)
         if sum(p.numel() for p in trial.parameters()) <= goal:
             hi, best = mid, trial
         else:
             lo, near = mid, trial
     if best is None:
-        best = _shrink_all(net, plan, hi, names, shape, round_to, max_layer_ratio)
+        best = _shrink_all(net, plan, hi, units, shape, round_to, max_layer_ratio)
     return best, near
 
 
@@ -189,9 +190,16 @@ def _channels(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
-def _floors(channels: dict[str, int], max_layer_ratio: float) -> dict[str, int]:
-    """Channels each layer keeps at least (--max-layer-ratio)."""
-    return {n: max(1, int(round(c * (1 - max_layer_ratio)))) for n, c in channels.items()}
+def _floors(channels: dict[str, int], max_layer_ratio: float, units: dict[str, int] | None = None) -> dict[str, int]:
+    """Channels each layer keeps at least (--max-layer-ratio), up to a whole number of its units."""
+    units = units or {}
+    return {n: min(c, _snap(max(1, int(round(c * (1 - max_layer_ratio)))), units.get(n, 1), up=True))
+            for n, c in channels.items()}
+
+
+def _snap(channels: int, unit: int, up: bool = False) -> int:
+    """A channel count moved to a multiple of `unit` (never below one unit)."""
+    return max(unit, (-(-channels // unit) if up else channels // unit) * unit)
 
 
 @dataclass
@@ -215,9 +223,13 @@ class _Search:
     plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
+    units: dict = field(default_factory=dict)  # a layer's channels move in multiples of this (--round-to, groups)
 
     def __post_init__(self) -> None:
-        self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio)
+        self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
+
+    def unit(self, name: str) -> int:
+        return self.units.get(name, self.opts.round_to)
 
     def params(self, net: nn.Module | None = None) -> int:
         """Parameter count (the same figure as artifact.count, without its copy and forward pass)."""
@@ -292,7 +304,7 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
 
     def plan_at(options: dict, lam: float) -> dict[str, int]:
         return {n: max(floors[n], surgery.keep_count(channels[n], max(o, key=lambda p: lam * p[2] - p[1])[0],
-                                                     s.opts.round_to))
+                                                     s.unit(n)))
                 for n, o in options.items()}
 
     def fits(plan: dict[str, int]) -> bool:
@@ -318,7 +330,7 @@ def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, i
     still meet it: the layers where they differ move together by one fraction t, bisected. The
     trade-off bisection alone jumps a whole analysed ratio at a time, a step of several percent."""
     def at(t: float) -> dict[str, int]:
-        return {n: small[n] + int(t * (big[n] - small[n])) for n in small}
+        return {n: small[n] + int(t * (big[n] - small[n])) // s.unit(n) * s.unit(n) for n in small}
 
     def fits(plan: dict[str, int]) -> bool:
         return s.planned(plan) <= s.target
@@ -332,11 +344,12 @@ def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, i
         return plan
     channels = _channels(s.net)  # coarse layers (LeNet's 16 filters): top layers up alone, widest (finest) first
     for name in sorted(plan, key=lambda n: -channels[n]):
-        low, high = plan[name], channels[name]
+        u = s.unit(name)  # bisect over whole units
+        low, high = plan[name] // u, channels[name] // u
         while high - low > 1:
             mid = (low + high) // 2
-            low, high = (mid, high) if fits(plan | {name: mid}) else (low, mid)
-        plan[name] = high if fits(plan | {name: high}) else low
+            low, high = (mid, high) if fits(plan | {name: mid * u}) else (low, mid)
+        plan[name] = max(plan[name], (high if fits(plan | {name: high * u}) else low) * u)
     return plan
 
 
@@ -347,7 +360,8 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
     if plan is Plan.SENSITIVITY:
         keep = sensitivity_plan(s, analysis)
     else:
-        shrunk, near = _ratio_for(s.net, plan, s.target, names, s.shape, s.opts.round_to, s.opts.max_layer_ratio)
+        units = {n: s.unit(n) for n in names}
+        shrunk, near = _ratio_for(s.net, plan, s.target, units, s.shape, s.opts.round_to, s.opts.max_layer_ratio)
         small, big = _channels(shrunk), _channels(near)
         keep = {n: small[n] for n in names}
         if s.params(shrunk) <= s.target:
@@ -363,18 +377,22 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
     return keep
 
 
-def _step_keep(channels: int, step: float, round_to: int) -> int:
-    """Channels after one cut of `step`: at least one fewer (2 channels less 25% would round to 2)."""
-    return min(surgery.keep_count(channels, step, round_to), channels - 1)
+def _step_keep(channels: int, step: float, unit: int) -> int:
+    """Channels after one cut of `step`: at least one unit fewer (2 channels less 25% would round to
+    2), never below one unit (then no cut is possible: `channels` back)."""
+    return max(min(unit, channels), min(surgery.keep_count(channels, step, unit), channels - unit))
 
 
-def _visits(channels: dict[str, int], plan: dict[str, int], step: float, round_to: int) -> int:
+def _visits(s: _Search, plan: dict[str, int]) -> int:
     """How many cuts an ordered walk makes to bring every layer down to the plan."""
-    total = 0
+    total, channels = 0, _channels(s.net)
     for name, target in plan.items():
         c = channels.get(name, 0)
         while c > target:
-            c, total = max(target, _step_keep(c, step, round_to)), total + 1
+            nxt = max(target, _step_keep(c, s.opts.step, s.unit(name)))
+            if nxt == c:
+                break
+            c, total = nxt, total + 1
     return total
 
 
@@ -413,7 +431,7 @@ def _step(s: _Search, name: str, lowest: int, params: int, advance) -> int | Non
         removed, spec = surgery.remove_layer(s.net, s.spec, name)
         if s.params(removed) < params:
             candidates.append(("remove", removed, spec, 0))
-    keep = max(_step_keep(current, s.opts.step, s.opts.round_to), min(lowest, current))
+    keep = max(_step_keep(current, s.opts.step, s.unit(name)), min(lowest, current))
     if keep < current:
         shrunk = copy.deepcopy(s.net)
         surgery.prune_layer(shrunk, name, keep, "l1", s.shape)
@@ -436,7 +454,7 @@ def _one_shot(s: _Search, advance) -> None:
     """The whole plan at once (Torch-Pruning's one-shot), then the fine-tuning an ordered walk to the
     same plan would have spent (one step's epochs per cut)."""
     s.rounds = 1
-    cuts = _visits(_channels(s.net), s.plan, s.opts.step, s.opts.round_to)
+    cuts = _visits(s, s.plan)
     trial = _apply(s.net, s.plan, s.shape)
     acc, ok = s.trial(trial, s.opts.finetune_epochs * cuts, "one shot")
     params = s.params(trial)
@@ -485,6 +503,11 @@ def _validation(ds: data.Dataset, n: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+def _units(st: _Setup, opts: PruneOptions) -> dict[str, int]:
+    """Each layer's channel step: --round-to and the groups of the grouped convolutions it feeds."""
+    return {l.name: math.lcm(opts.round_to, l.multiple) for l in st.layers}
+
+
 def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
     """An ordered walk cannot take a layer below its floor (--max-layer-ratio): a size goal below
     what the floors leave is refused up front instead of after a long search."""
@@ -493,7 +516,7 @@ def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
     if opts.remove_layers and surgery.removable_layers(st.prep.model):
         return  # whole layers may go: the floors are not the limit
     channels = _channels(st.prep.model)
-    floors = _floors({n: channels[n] for n in st.order}, opts.max_layer_ratio)
+    floors = _floors({n: channels[n] for n in st.order}, opts.max_layer_ratio, _units(st, opts))
     least = sum(p.numel() for p in _apply(st.prep.model, floors, st.prep.input_shape).parameters())
     if least > opts.target_params * st.before["params"]:
         raise CompressError(f"--target-params {opts.target_params} is out of reach: with every layer at its floor "
@@ -506,7 +529,7 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
     size goal unmet)."""
     target = None if opts.target_params is None else opts.target_params * st.before["params"]
     s = _Search(copy.deepcopy(st.prep.model), st.prep.spec, st.prep.input_shape, st.fine, st.val, st.base_val,
-                target, opts, p0=st.before["params"], teacher=st.teacher)
+                target, opts, p0=st.before["params"], teacher=st.teacher, units=_units(st, opts))
     plan = opts.resolved_plan()
     with task(f"prune ({plan.value} plan, {opts.order.value} order)", None) as advance:
         s.plan = make_plan(s, plan, st.order, st.analysis)

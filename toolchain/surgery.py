@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,11 +77,40 @@ class Layer:
     kind: str
     channels: int
     skip: str | None = None
+    multiple: int = 1  # its channel count stays a multiple of this (the groups of grouped convolutions it feeds)
+
+
+def _tolerate_channel_shuffles() -> None:
+    """Let torch-pruning trace a network with a channel shuffle instead of dividing by zero.
+
+    A shuffle reshapes the channel dimension into (groups, channels / groups) and back, which
+    torch-pruning's index mapping cannot express (ShuffleNetV2 fails inside it). The wrapper records
+    such reshapes on the graph (`unmapped`) instead; every layer whose dependency group reaches one
+    is then refused with that reason, and the layers that do not (the branch convolutions between
+    two shuffles) stay prunable."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+    if getattr(original, "compress_wrapped", False):
+        return
+
+    def update(graph, node):
+        sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+        try:
+            if sizes is not None and len(sizes) > 4:  # (b, g, c/g, h, w) back to (b, c, h, w)
+                raise ValueError("channel dimension split into groups")
+            original(graph, node)
+        except (ValueError, ZeroDivisionError, IndexError):
+            graph.__dict__.setdefault("unmapped", set()).add(node)
+
+    update.compress_wrapped = True
+    index_mapping.update_reshape_index_mapping = update
 
 
 def graph(model: nn.Module, input_shape: tuple[int, ...]):
     import torch_pruning as tp
 
+    _tolerate_channel_shuffles()
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape),
                                                      verbose=False)
@@ -113,10 +143,67 @@ def output_layers(model: nn.Module, input_shape: tuple[int, ...]) -> set[str]:
     return {n for n, t in seen.items() for o in outs if t.shape == o.shape and torch.equal(t, o)}
 
 
+def _grouped(m: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (torch-pruning prunes depthwise ones channel by channel)."""
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and not (m.groups == m.in_channels == m.out_channels)
+
+
+def blocks(group) -> int:
+    """How many equal blocks a dependency group's channels fall into: the least common multiple of
+    the `groups` of every grouped convolution whose input or output channels the group cuts. A cut
+    must take the same positions from every block, or the convolution's groups come apart."""
+    out = 1
+    for dep, _ in group:
+        if _grouped(dep.target.module):
+            out = math.lcm(out, dep.target.module.groups)
+    return out
+
+
+def misaligned(dg, group) -> str | None:
+    """Why a block-symmetric cut of this group would still break the network, or None: it reaches
+    a channel shuffle, an attention layer's embedding, or a grouped convolution out of step with
+    its groups.
+
+    A concatenation can shift a layer's channels against the groups of a convolution that reads
+    them (48 channels of a 64-channel input cut in groups of 16): the same positions of the layer's
+    own blocks are then different positions of the convolution's groups."""
+    unmapped = getattr(dg, "unmapped", set())
+    for dep, idxs in group:
+        if dep.target in unmapped or dep.source in unmapped:
+            return "its channels pass through a channel shuffle (a reshape of the channel dimension into groups)"
+        m = dep.target.module
+        if isinstance(m, nn.MultiheadAttention):
+            return ("its channels are an attention layer's embedding width (the residual stream); "
+                    "the MLP's hidden channels are prunable (--include-linear)")
+        if not _grouped(m):
+            continue
+        n = m.out_channels if dg.is_out_channel_pruning_fn(dep.handler) else m.in_channels
+        width = n // m.groups
+        cut = set(int(i) for i in idxs)
+        if any({(i % width) + g * width for g in range(m.groups)} - cut for i in cut):
+            return (f"its channels reach the grouped convolution {_name_of(dg, m)} (groups={m.groups}) out of "
+                    f"step with its groups (through a concatenation or a reshape)")
+    return None
+
+
+def _name_of(dg, m: nn.Module) -> str:
+    return getattr(dg, "_module2name", {}).get(m) or type(m).__name__
+
+
+def _symmetric(scores: torch.Tensor, n_remove: int, n_blocks: int) -> list[int]:
+    """The `n_remove` least important channels, the same positions in each of `n_blocks` blocks
+    (importance averaged over the blocks, as torch-pruning's MetaPruner does for grouped layers)."""
+    width = len(scores) // n_blocks
+    pos = torch.argsort(scores.view(n_blocks, width).mean(0))[:n_remove // n_blocks].tolist()
+    return sorted(p + b * width for b in range(n_blocks) for p in pos)
+
+
 def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_linear: bool = False) -> list[Layer]:
     """Every convolution (and Linear with include_linear) in forward order, each with a skip
-    reason when it cannot be pruned alone: the output layer, a single channel, or a dependency
-    group already led by an earlier layer (depthwise convs, residual adds)."""
+    reason when it cannot be pruned alone: the output layer, a single channel, a dependency group
+    already led by an earlier layer (depthwise convs, residual adds), or a cut torch-pruning cannot
+    map or that would break a channel shuffle or a grouped convolution's groups. `multiple` is the
+    channel step a layer's cuts take (the groups of the grouped convolutions it feeds)."""
     dg = graph(model, input_shape)
     outputs = output_layers(model, input_shape)
     layers, group_owner = [], {}
@@ -127,7 +214,7 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_line
             kind, channels = "linear", m.out_features
         else:
             continue
-        skip = None
+        skip, multiple = None, 1
         if name in outputs:
             skip = "output layer: its channels are the model's outputs"
         elif kind == "linear" and not include_linear:
@@ -135,17 +222,58 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_line
         elif channels < 2:
             skip = "fewer than 2 channels"
         else:
-            group = dg.get_pruning_group(m, _out_fn(m), idxs=[0])
-            members = frozenset(dep.target.module for dep, _ in group
-                                if dg.is_out_channel_pruning_fn(dep.handler)
-                                and isinstance(dep.target.module, (nn.Conv2d, nn.Linear)))
-            owner = next((group_owner[k] for k in group_owner if k & members), None)
-            if owner is not None:
-                skip = f"same dependency group as {owner}"
-            else:
-                group_owner[members] = name
-        layers.append(Layer(name, kind, channels, skip))
+            try:
+                skip = _layer_skip(dg, m, channels, group_owner)
+            except _Unmappable as e:
+                skip = str(e)
+            if skip is None:
+                group_owner[frozenset(_members(dg, m))] = name
+            multiple = blocks(_pruning_group(dg, m, [0])) if skip is None else 1
+        layers.append(Layer(name, kind, channels, skip, multiple))
     return layers
+
+
+class _Unmappable(Exception):
+    """torch-pruning cannot map a cut of this layer onto the layers it reaches."""
+
+
+def _pruning_group(dg, m: nn.Module, idxs: list[int]):
+    try:
+        return dg.get_pruning_group(m, _out_fn(m), idxs=idxs)
+    except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError) as e:
+        raise _Unmappable(f"torch-pruning cannot map its channels onto the layers they reach "
+                          f"({type(e).__name__}; a reshape or split of the channel dimension)") from e
+
+
+def _members(dg, m: nn.Module) -> set[nn.Module]:
+    return {dep.target.module for dep, _ in _pruning_group(dg, m, [0])
+            if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (nn.Conv2d, nn.Linear))}
+
+
+def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> str | None:
+    """Why layer `m` cannot be pruned alone, or None."""
+    members = _members(dg, m)
+    owner = next((group_owner[k] for k in group_owner if k & members), None)
+    if owner is not None:
+        return f"same dependency group as {owner}"
+    multiple = blocks(_pruning_group(dg, m, [0]))
+    if channels % multiple or channels // multiple < 2:
+        return f"{channels} channels in {multiple} groups: no whole group position can go"
+    probe = _pruning_group(dg, m, _symmetric(torch.arange(channels, 0, -1.0), multiple, multiple))
+    return misaligned(dg, probe)
+
+
+def coupled(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> set[nn.Module]:
+    """The named layers and every layer whose output channels their dependency groups cut with them
+    (a residual branch, a depthwise conv): what torch-pruning's own pruners must not ignore."""
+    dg = graph(model, input_shape)
+    modules = dict(model.named_modules())
+    out = set()
+    for name in names:
+        m = modules[name]
+        out |= {dep.target.module for dep, _ in dg.get_pruning_group(m, _out_fn(m), idxs=[0])
+                if dg.is_out_channel_pruning_fn(dep.handler)}
+    return out
 
 
 def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
@@ -157,9 +285,11 @@ def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
 
 
 def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_shape: tuple[int, ...],
-                dg=None) -> int:
+                dg=None) -> dict[str, list[int]]:
     """Physically remove output channels of layer `name` (and its whole dependency group) in
-    place, keeping the `keep` most important by `criterion`. Returns channels removed."""
+    place, keeping the `keep` most important by `criterion` (the same positions in every block
+    when grouped convolutions read them). Returns the input channels each layer that read them
+    lost, by layer name: what a test needs to check the cut against masking those inputs."""
     m = dict(model.named_modules()).get(name)
     if not isinstance(m, (nn.Conv2d, nn.Linear)):
         raise CompressError(f"no convolution or linear layer named {name!r} in the model")
@@ -167,17 +297,28 @@ def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_sh
     channels = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
     n_remove = channels - keep
     if n_remove <= 0:
-        return 0
-    group = dg.get_pruning_group(m, _out_fn(m), idxs=list(range(channels)))
+        return {}
+    try:
+        group = _pruning_group(dg, m, list(range(channels)))
+    except _Unmappable as e:
+        raise CompressError(f"cannot prune {name!r}: {e}") from e
+    n_blocks = blocks(group)
+    if n_remove % n_blocks:
+        raise CompressError(f"{name!r} feeds convolutions in {n_blocks} groups: it can lose a multiple of "
+                            f"{n_blocks} channels, not {n_remove}")
     scores = get_criterion(criterion)(group)
     if scores is None:  # e.g. bn-scale on a layer without BatchNorm
         raise CompressError(f"criterion {criterion!r} cannot score layer {name!r}")
-    idxs = torch.argsort(scores)[:n_remove].tolist()
-    group = dg.get_pruning_group(m, _out_fn(m), idxs=idxs)
+    group = _pruning_group(dg, m, _symmetric(scores, n_remove, n_blocks))
+    if reason := misaligned(dg, group):
+        raise CompressError(f"cannot prune {name!r}: {reason}")
     if not dg.check_pruning_group(group):
         raise CompressError(f"pruning {n_remove} channels of {name!r} would empty a layer")
+    names = {mod: n for n, mod in model.named_modules()}
+    lost = {names[dep.target.module]: sorted(int(i) for i in idxs) for dep, idxs in group
+            if isinstance(dep.target.module, (nn.Conv2d, nn.Linear)) and not dg.is_out_channel_pruning_fn(dep.handler)}
     group.prune()
-    return n_remove
+    return lost
 
 
 def pruned_copy(model: nn.Module, name: str, keep: int, criterion: str, input_shape) -> nn.Module:
