@@ -75,7 +75,8 @@ class Mixed(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         def block(cin, cout, k=3, groups=1):
-            return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups), nn.BatchNorm2d(cout), nn.ReLU())
+            conv = nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups)
+            return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU())
         self.stem, self.res = block(3, 32), block(32, 32)
         self.grouped, self.dw, self.pw = block(32, 64, groups=4), block(64, 64, groups=64), block(64, 48, 1)
         self.side, self.g2 = block(32, 16, 1), block(64, 64, groups=4)
