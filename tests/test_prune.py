@@ -227,3 +227,28 @@ def test_distilled_fine_tuning_runs_through_the_walk(trained_lenet, analysis, tm
     assert art.meta["lineage"][-1]["options"]["distill"] == 0.7 and art.meta["report"]["goal_met"]
     assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 1  # the teacher ran once
     assert art.metrics["accuracy"] > 50
+
+
+@pytest.mark.parametrize("name", ["zoo:lenet5", "zoo:a2e?widths=64,16,64", "mixed", "resnext_tiny", "vit_tiny"])
+def test_size_model_counts_what_pruning_leaves(name):
+    """Plans are fitted on counted, not pruned, copies: the count must be exact for any widths
+    (flattening, concatenations, grouped convolutions, residual groups, attention MLPs)."""
+    import random
+
+    from test_surgery import _tiny
+
+    from toolchain import models, surgery
+
+    if name.startswith("zoo:"):
+        shape = (64,) if "a2e" in name else (1, 32, 32)
+        net = models.build(name, shape, 10).model.eval()
+    else:
+        shape, net = (3, 32, 32), _tiny(name).eval()
+    layers = [l for l in surgery.prunable_layers(net, shape, include_linear=True) if l.skip is None]
+    units = {l.name: l.multiple for l in layers}
+    sizes = prune._SizeModel(net, list(units), units, shape)
+    rng = random.Random(0)
+    for _ in range(3):
+        plan = {l.name: rng.randint(1, l.channels // l.multiple) * l.multiple for l in layers}
+        pruned = prune._apply(net, plan, shape)
+        assert sizes.params(plan) == sum(p.numel() for p in pruned.parameters()), plan

@@ -149,18 +149,14 @@ def layer_order(opts: PruneOptions, layers: list[surgery.Layer], analysis: dict 
     return names
 
 
-def _shrink_all(net: nn.Module, plan: Plan, ratio: float, units: dict[str, int], shape, round_to: int,
-                max_layer_ratio: float = 0.95) -> nn.Module:
-    """A copy with every layer in `units` pruned at `ratio` (uniform) or `ratio` of all channels by
-    one global L1 ranking (global: torch-pruning keeps grouped convolutions' blocks equal itself)."""
+def _global_shrink(net: nn.Module, ratio: float, units: dict[str, int], shape, round_to: int,
+                   max_layer_ratio: float = 0.95) -> nn.Module:
+    """A copy with `ratio` of all channels of the layers in `units` removed by one global L1
+    ranking (Torch-Pruning's MetaPruner, which keeps grouped convolutions' blocks equal itself)."""
     import torch_pruning as tp
 
-    names = list(units)
-    if plan is Plan.UNIFORM:
-        channels = _channels(net)
-        return _apply(net, {n: surgery.keep_count(channels[n], ratio, units[n]) for n in names}, shape)
     clone = copy.deepcopy(net)
-    coupled = surgery.coupled(clone, names, shape)  # the named layers and those their cuts carry along
+    coupled = surgery.coupled(clone, list(units), shape)  # the named layers and those their cuts carry along
     ignored = [m for m in clone.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in coupled]
     pruner = tp.pruner.MetaPruner(clone, torch.zeros(1, *shape), importance=surgery.get_criterion("l1"),
                                   global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_layer_ratio,
@@ -169,19 +165,19 @@ def _shrink_all(net: nn.Module, plan: Plan, ratio: float, units: dict[str, int],
     return clone
 
 
-def _ratio_for(net, plan, goal, units, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
-    """Bisect the ratio whose pruned copy has at most `goal` parameters: that copy, and the copy at
-    the ratio just below it (which misses the goal), for `_fill` to land between."""
+def _global_ratio(net, goal, units, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
+    """Bisect the global ratio whose pruned copy has at most `goal` parameters: that copy, and the
+    copy at the ratio just below it (which misses the goal), for `_fill` to land between."""
     lo, hi, best, near = 0.0, max_layer_ratio, None, net
     for _ in range(16):
         mid = (lo + hi) / 2
-        trial = _shrink_all(net, plan, mid, units, shape, round_to, max_layer_ratio)
+        trial = _global_shrink(net, mid, units, shape, round_to, max_layer_ratio)
         if sum(p.numel() for p in trial.parameters()) <= goal:
             hi, best = mid, trial
         else:
             lo, near = mid, trial
     if best is None:
-        best = _shrink_all(net, plan, hi, units, shape, round_to, max_layer_ratio)
+        best = _global_shrink(net, hi, units, shape, round_to, max_layer_ratio)
     return best, near
 
 
@@ -200,6 +196,39 @@ def _floors(channels: dict[str, int], max_layer_ratio: float, units: dict[str, i
 def _snap(channels: int, unit: int, up: bool = False) -> int:
     """A channel count moved to a multiple of `unit` (never below one unit)."""
     return max(unit, (-(-channels // unit) if up else channels // unit) * unit)
+
+
+class _SizeModel:
+    """The parameter count of a network at any channel widths, without pruning a copy per question.
+
+    Fitting a plan asks "how many parameters at these widths?" hundreds of times; pruning a deep
+    copy each time took minutes on a ResNet. Every parameter tensor's dimensions shrink linearly in
+    the channels a layer loses (flattening multiplies by a stride, a concatenation adds, a grouped
+    convolution divides by its groups), so one cut of one unit per layer, measured on one copy,
+    gives each dimension's slope; a plan's count is then the sum of products of the shrunk sizes."""
+
+    def __init__(self, net: nn.Module, names: list[str], units: dict[str, int], shape) -> None:
+        clone = copy.deepcopy(net)
+        dg = surgery.graph(clone, shape)
+        self.channels = _channels(net)
+        self.shapes = {n: tuple(p.shape) for n, p in net.named_parameters()}
+        before, self.slopes = self.shapes, {}
+        for name in names:
+            unit, current = units.get(name, 1), self.channels[name]
+            if current - unit < 1:
+                continue
+            surgery.prune_layer(clone, name, current - unit, "l1", shape, dg=dg)
+            after = {n: tuple(p.shape) for n, p in clone.named_parameters()}
+            self.slopes[name] = [(p, d, (before[p][d] - after[p][d]) / unit)
+                                 for p in before for d in range(len(before[p])) if before[p][d] != after[p][d]]
+            before = after
+
+    def params(self, plan: dict[str, int]) -> int:
+        sizes = {p: list(map(float, shape)) for p, shape in self.shapes.items()}
+        for name, keep in plan.items():
+            for p, d, per_channel in self.slopes.get(name, ()):
+                sizes[p][d] -= per_channel * (self.channels[name] - keep)
+        return int(round(sum(math.prod(dims) for dims in sizes.values())))
 
 
 @dataclass
@@ -224,6 +253,7 @@ class _Search:
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
     units: dict = field(default_factory=dict)  # a layer's channels move in multiples of this (--round-to, groups)
+    sizes: _SizeModel | None = None  # parameter counts of plans, measured once on the unpruned model
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
@@ -236,8 +266,11 @@ class _Search:
         return sum(p.numel() for p in (net if net is not None else self.net).parameters())
 
     def planned(self, plan: dict[str, int]) -> int:
-        """Parameters of the model with each named layer cut to its channel count in `plan`."""
-        return self.params(_apply(self.net, plan, self.shape))
+        """Parameters of the model with each named layer cut to its channel count in `plan`
+        (the search's unpruned model; counted by `_SizeModel`, not by pruning a copy)."""
+        if self.sizes is None:
+            self.sizes = _SizeModel(self.net, list(plan), self.units, self.shape)
+        return self.sizes.params(plan)
 
     def goal_met(self, params: int) -> bool:
         return self.target is not None and params <= self.target
@@ -353,15 +386,32 @@ def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, i
     return plan
 
 
+def _uniform_plan(s: _Search, names: list[str]) -> dict[str, int]:
+    """Every layer cut by one ratio, bisected to the goal, then filled up to it."""
+    channels = _channels(s.net)
+
+    def at(ratio: float) -> dict[str, int]:
+        return {n: max(s.floor[n], surgery.keep_count(channels[n], ratio, s.unit(n))) for n in names}
+
+    lo, hi = 0.0, s.opts.max_layer_ratio
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if s.planned(at(mid)) <= s.target else (mid, hi)
+    small = at(hi)
+    return _fill(s, small, at(lo)) if s.planned(small) <= s.target else small
+
+
 def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -> dict[str, int]:
     """Channels each layer keeps under `plan`, fitted to the size goal (within PLAN_TOLERANCE)."""
     if plan is Plan.FLOORS or s.target is None:
         return {n: s.floor[n] for n in names}
     if plan is Plan.SENSITIVITY:
         keep = sensitivity_plan(s, analysis)
+    elif plan is Plan.UNIFORM:
+        keep = _uniform_plan(s, names)
     else:
         units = {n: s.unit(n) for n in names}
-        shrunk, near = _ratio_for(s.net, plan, s.target, units, s.shape, s.opts.round_to, s.opts.max_layer_ratio)
+        shrunk, near = _global_ratio(s.net, s.target, units, s.shape, s.opts.round_to, s.opts.max_layer_ratio)
         small, big = _channels(shrunk), _channels(near)
         keep = {n: small[n] for n in names}
         if s.params(shrunk) <= s.target:

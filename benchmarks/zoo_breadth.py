@@ -1,0 +1,147 @@
+"""Breadth: every torchvision classification model through analyze → prune → quantize → export → bench.
+
+This measures structure, not accuracy: random weights, `synthetic:` data and small inputs (64 px;
+inception_v3 96, MaxViT 224, the size its attention windows need). Each model, in its own process
+with a time limit:
+
+1. analyze at one ratio (0.5) on 32 validation images, fully-connected layers included (a vision
+   transformer's prunable channels are its MLPs');
+2. prune to half the parameters (the sensitivity plan, in one shot, no fine-tuning);
+3. quantize all-int8 (static QDQ, 16 calibration images), export with the fp32 ONNX checked against
+   PyTorch (`parity_max_abs`), and export the unpruned fp32 model as the reference;
+4. bench both, interleaved, one thread: p50 before and after.
+
+A row is `ok` when every stage finished and the export's parity check passed, else `skipped`
+with the stage and the reason. Rows are cached one by one under the compress cache (a cut-short run
+resumes); `--fresh` reruns them.
+
+    python benchmarks/zoo_breadth.py [--only resnet18,vit_b_16] [--timeout 900] [--threads 1] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import host, write
+
+from toolchain import data
+
+SIZE, SIZES = 64, {"inception_v3": 96, "maxvit_t": 224}
+TARGET = 0.5
+CELLS = data.CACHE_DIR / "zoo-breadth"
+
+
+def spec(name: str) -> tuple[str, int]:
+    size = SIZES.get(name, SIZE)
+    extra = f"&image_size={size}" if name.startswith("vit_") else ""
+    return f"torchvision:{name}?size={size}{extra}", size
+
+
+def one(name: str, threads: int) -> dict:
+    """Every stage for one model (run in a child process)."""
+    import torch
+
+    from toolchain import analyze, bench, export, prune, quantize
+    from toolchain.errors import CompressError
+
+    torch.set_num_threads(threads)
+    model, size = spec(name)
+    data_spec = f"synthetic:3x{size}x{size}:10"
+    row: dict = {"model": name, "input": size, "status": "skipped"}
+    stage, start, seconds = "build", time.perf_counter(), {}
+
+    def lap(nxt: str) -> str:  # seconds per stage, for the table
+        seconds[stage] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+        return nxt
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        try:
+            stage = lap("analyze")
+            analyze.run(model, data_spec, tmp / "analysis.json",
+                        analyze.AnalyzeOptions(ratio=0.5, eval_samples=32, include_linear=True, plots=False,
+                                               cache_dir=tmp / "cache"))
+            stage = lap("prune")
+            pruned = prune.run(model, data_spec, tmp / "pruned.pt", prune.PruneOptions(
+                analysis=tmp / "analysis.json", target_params=TARGET, plan=prune.Plan.SENSITIVITY,
+                order=prune.Order.ONESHOT, finetune_epochs=0, final_epochs=0, include_linear=True, val_samples=32))
+            report = pruned.meta["report"]
+            row |= {"params_before": report["before"]["params"], "params_after": report["after"]["params"],
+                    "macs_before": report["before"]["macs"], "macs_after": report["after"]["macs"],
+                    "layers_pruned": sum(1 for v in report["layers"].values() if v["after"] < v["before"])}
+            stage = lap("quantize")
+            quantize.run(str(tmp / "pruned.pt"), None, tmp / "int8.pt", quantize.QuantizeOptions(
+                scope=quantize.Scope.ALL, samples=16, eval_samples=32, allow_slower=True))
+            stage = lap("export")
+            opts = export.ExportOptions(eval_samples=32)
+            out = export.run(str(tmp / "int8.pt"), tmp / "int8.onnx", opts)
+            row["parity_max_abs"] = out.meta["report"]["parity"]["max_abs_diff"]
+            export.run(model, tmp / "fp32.onnx", export.ExportOptions(input_shape=(1, 3, size, size), eval_samples=32),
+                       data_spec=data_spec)
+            stage = lap("bench")
+            rep = bench.run([tmp / "fp32.onnx", tmp / "int8.onnx"], bench.BenchOptions(runs=20, warmup=3, threads=1))
+            before, after = rep["models"]
+            row |= {"p50_before_ms": before["p50_ms"], "p50_after_ms": after["p50_ms"],
+                    "bytes_before": before["bytes"], "bytes_after": after["bytes"], "status": "ok"}
+        except CompressError as e:
+            row["reason"] = f"{stage}: {e}"
+        except Exception as e:  # noqa: BLE001 - a traceback is the finding this benchmark exists to count
+            row["reason"] = f"{stage}: traceback: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            row["traceback"] = True
+    lap("")
+    row |= {"seconds": round(time.perf_counter() - start, 1), "stage_seconds": seconds}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated model names (default: every classification model)")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
+    ap.add_argument("--fresh", action="store_true", help="rerun models a previous run already measured")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per model (1 leaves a core to anything else running: oversubscribed "
+                         "OpenMP threads made every stage ~20x slower here)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.threads)))
+        return
+    import torchvision
+
+    names = args.only.split(",") if args.only else sorted(torchvision.models.list_models(module=torchvision.models))
+    CELLS.mkdir(parents=True, exist_ok=True)
+    rows, start = [], time.perf_counter()
+    for i, name in enumerate(names, 1):
+        cell = CELLS / f"{name}.json"
+        if cell.exists() and not args.fresh:
+            row = json.loads(cell.read_text())
+        else:
+            try:
+                child = [sys.executable, __file__, "--one", name, "--threads", str(args.threads)]
+                done = subprocess.run(child, capture_output=True, text=True, timeout=args.timeout)
+                lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+                row = json.loads(lines[-1]) if lines else {
+                    "model": name, "status": "skipped", "traceback": True,
+                    "reason": f"crashed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}"}
+            except subprocess.TimeoutExpired:
+                row = {"model": name, "status": "skipped", "reason": f"over the {args.timeout} s limit per model"}
+            cell.write_text(json.dumps(row))
+        rows.append(row)
+        print(f"[{i}/{len(names)}] {name}: {row['status']} {row.get('reason', '')} "
+              f"{row.get('params_before', '')}->{row.get('params_after', '')} {row.get('seconds', '')}s", flush=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    out = {"what": "structure, not accuracy: random weights, synthetic data, small inputs",
+           "input": {"default": SIZE, **SIZES}, "target_params": TARGET,
+           "models": len(rows), "ok": len(ok), "ok_fraction": round(len(ok) / max(1, len(rows)), 3),
+           "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
+           "rows": rows, "wall_s": round(time.perf_counter() - start, 1), "machine": host()}
+    write("zoo_breadth", out)
+
+
+if __name__ == "__main__":
+    main()
