@@ -1,6 +1,7 @@
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from toolchain import export, quantize
 from toolchain.errors import CompressError
@@ -111,3 +112,20 @@ def test_latency_ratio_is_measured(tmp_path):
     net = models.build("zoo:lenet5", (1, 32, 32), 10).model
     export.export_onnx(net, (1, 32, 32), tmp_path / "a.onnx", export.ExportOptions())
     assert 0.5 < quantize._latency_ratio(tmp_path / "a.onnx", tmp_path / "a.onnx") < 2.0
+
+
+@pytest.mark.parametrize("size, out", [((2, 2), (7, 7)), ((5, 3), (2, 2)), ((1, 1), (6, 6))])
+def test_adaptive_pools_onnx_cannot_express_export_as_the_same_linear_map(size, out, tmp_path):
+    """AlexNet's 6x6 and VGG's 7x7 adaptive pools on small inputs: exported as one matrix product,
+    equal to PyTorch's pooling."""
+    from torch import nn
+
+    from toolchain.export import ExportOptions, PoolAsMatmul, export_onnx, onnx_logits
+
+    x = torch.randn(3, 4, *size)
+    assert torch.allclose(PoolAsMatmul(size, out)(x), nn.AdaptiveAvgPool2d(out)(x), atol=1e-6)
+    net = nn.Sequential(nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(out), nn.Flatten(), nn.Linear(4 * out[0] * out[1], 3))
+    notes = export_onnx(net, (4, *size), tmp_path / "m.onnx", ExportOptions())
+    assert notes["pools_as_matmul"] == ["1"]
+    with torch.no_grad():
+        assert np.allclose(onnx_logits(tmp_path / "m.onnx", x.numpy()), net.eval()(x).numpy(), atol=1e-5)

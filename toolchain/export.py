@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -43,11 +44,62 @@ class ExportOptions:
             raise CompressError(f"--tolerance must be > 0, not {self.tolerance}")
 
 
+class PoolAsMatmul(nn.Module):
+    """AdaptiveAvgPool2d at one input size, as one matrix product: ONNX has no adaptive pooling
+    whose output size does not divide the input size (AlexNet's and VGG's 6x6 / 7x7 pools on small
+    inputs), and this is the same linear map."""
+
+    def __init__(self, size: tuple[int, int], out: tuple[int, int]):
+        super().__init__()
+        (h, w), (oh, ow) = size, out
+        weights = torch.zeros(h * w, oh * ow)
+        for i in range(oh):
+            rows = range(math.floor(i * h / oh), math.ceil((i + 1) * h / oh))
+            for j in range(ow):
+                cols = range(math.floor(j * w / ow), math.ceil((j + 1) * w / ow))
+                cell = [a * w + b for a in rows for b in cols]
+                weights[cell, i * ow + j] = 1.0 / len(cell)
+        self.register_buffer("weights", weights)
+        self.out = (oh, ow)
+
+    def forward(self, x):
+        return (x.flatten(2) @ self.weights).reshape(x.shape[0], x.shape[1], *self.out)
+
+
+def _exportable(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, list[str]]:
+    """The model, or a copy with the adaptive pools ONNX cannot express replaced (and their names)."""
+    import copy
+
+    sizes: dict[str, tuple[int, int]] = {}
+    pools = {n: m for n, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: sizes.__setitem__(n, tuple(i[0].shape[-2:])))
+             for n, m in pools.items()]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    swap = {}
+    for name, size in sizes.items():
+        out = pools[name].output_size
+        out = (out, out) if isinstance(out, int) else tuple(o or s for o, s in zip(out, size, strict=True))
+        if any(s % o for s, o in zip(size, out, strict=True)):
+            swap[name] = PoolAsMatmul(size, out)
+    if not swap:
+        return model, []
+    clone = copy.deepcopy(model)
+    for name, module in swap.items():
+        parent, _, leaf = name.rpartition(".")
+        setattr(clone.get_submodule(parent) if parent else clone, leaf, module)
+    return clone.eval(), sorted(swap)
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts: ExportOptions) -> dict:
     """Export fp32 ONNX with a dynamic batch axis, simplified when onnxsim can. Returns notes."""
     import onnx
 
-    model = model.eval()
+    model, swapped = _exportable(model.eval(), input_shape)
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,7 +109,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts:
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
         except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
             raise CompressError(f"export: torch could not export the model: {str(e).splitlines()[0]}") from e
-    notes = {"simplified": False}
+    notes = {"simplified": False, "pools_as_matmul": swapped}
     if opts.simplify:
         try:
             import onnxsim
