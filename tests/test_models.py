@@ -67,3 +67,18 @@ def test_structure_round_trip_rebuilds_a_pruned_model():
     fresh.load_state_dict(built.model.state_dict())
     x = torch.randn(2, 1, 32, 32)
     assert torch.allclose(fresh.eval()(x), built.model.eval()(x))
+
+
+def test_structure_round_trip_keeps_layer_norm_subclasses():
+    """ConvNeXt's LayerNorm2d subclasses nn.LayerNorm: its pruned normalized_shape must be saved too."""
+    from toolchain import surgery
+
+    spec, shape = "torchvision:convnext_tiny?size=32", (3, 32, 32)
+    built = models.build(spec, shape, 10)
+    layer = next(l for l in surgery.prunable_layers(built.model, shape) if l.skip is None)
+    surgery.prune_layer(built.model, layer.name, layer.channels // 2, "l1", shape)
+    fresh = models.build(spec, shape, 10).model
+    models.apply_structure(fresh, models.structure(built.model), built.model.state_dict())
+    fresh.load_state_dict(built.model.state_dict())
+    x = torch.randn(2, *shape)
+    assert torch.allclose(fresh.eval()(x), built.model.eval()(x), atol=1e-5)

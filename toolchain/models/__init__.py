@@ -149,8 +149,8 @@ _SHAPE_ATTRS = {
 def structure(model: nn.Module) -> dict[str, dict]:
     """Per-layer shape attributes, enough to rebuild a pruned network from its unpruned spec."""
     out = {}
-    for name, m in model.named_modules():
-        attrs = _SHAPE_ATTRS.get(type(m))
+    for name, m in model.named_modules():  # subclasses too (torchvision's LayerNorm2d in ConvNeXt)
+        attrs = next((_SHAPE_ATTRS[t] for t in type(m).__mro__ if t in _SHAPE_ATTRS), None)
         if attrs:
             out[name] = {a: (list(v) if isinstance(v := getattr(m, a), tuple) else v) for a in attrs}
     return out
