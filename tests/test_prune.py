@@ -252,3 +252,50 @@ def test_size_model_counts_what_pruning_leaves(name):
         plan = {l.name: rng.randint(1, l.channels // l.multiple) * l.multiple for l in layers}
         pruned = prune._apply(net, plan, shape)
         assert sizes.params(plan) == sum(p.numel() for p in pruned.parameters()), plan
+
+
+MIXED_NET = '''
+import torch
+from torch import nn
+
+def block(cin, cout, k=3, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups), nn.BatchNorm2d(cout), nn.ReLU())
+
+class Mixed(nn.Module):
+    def __init__(self, in_channels=3, num_classes=10):
+        super().__init__()
+        self.stem, self.res = block(in_channels, 32), block(32, 32)
+        self.grouped, self.dw, self.pw = block(32, 64, groups=4), block(64, 64, groups=64), block(64, 48, 1)
+        self.side, self.g2 = block(32, 16, 1), block(64, 64, groups=4)
+        self.fc = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.res(x)
+        z = self.g2(torch.cat([self.pw(self.dw(self.grouped(x))), self.side(x)], 1))
+        return self.fc(z.mean((2, 3)))
+
+def mixed(in_channels=3, num_classes=10):
+    return Mixed(in_channels, num_classes)
+'''
+
+
+def test_every_plan_and_order_prunes_a_network_with_grouped_convs(tmp_path):
+    """Issue 14's user network (residual add, concatenation, depthwise and groups=4 convs, a
+    two-layer head): every plan and order ends at channel counts the groups allow, on target."""
+    (tmp_path / "net.py").write_text(MIXED_NET)
+    spec, data_spec = f"{tmp_path / 'net.py'}:mixed", "synthetic:3x16x16:10"
+    an = tmp_path / "analysis.json"
+    analyze.run(spec, data_spec, an, analyze.AnalyzeOptions(eval_samples=64, plots=False, cache_dir=tmp_path / "c"))
+    for plan, order in [("sensitivity", "sensitivity"), ("sensitivity", "reverse"), ("uniform", "sequential"),
+                        ("uniform", "oneshot"), ("global", "random"), ("global", "oneshot")]:
+        art = prune.run(spec, data_spec, tmp_path / f"{plan}-{order}.pt", _opts(
+            analysis=an, plan=prune.Plan(plan), order=prune.Order(order), target_params=0.4, finetune_epochs=0,
+            final_epochs=0, val_samples=64))
+        rep = art.meta["report"]
+        assert 0.99 * 0.4 <= rep["params_kept"] <= 0.4, (plan, order, rep["params_kept"])
+        model, _ = artifact.load_model(art.path)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0, (plan, order)
+        assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
