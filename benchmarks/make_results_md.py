@@ -225,6 +225,32 @@ def bench_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def breadth_section(r: dict) -> list[str]:
+    rows = r["rows"]
+    lines = ["## Every torchvision classifier through every stage (issue 14)", "",
+             f"`python benchmarks/zoo_breadth.py`: {r['ok']} of {r['models']} models ({100 * r['ok_fraction']:.1f}%; "
+             f"goal {100 * r['goal_ok_fraction']:.0f}%) went through analyze (one ratio, 32 validation images), prune "
+             f"to {r['target_params']:.0%} of the parameters (sensitivity plan, one shot), all-int8 quantization, "
+             f"export with the fp32 ONNX checked against PyTorch, and bench; {r['tracebacks']} ended in a traceback. "
+             f"**This measures structure, not accuracy**: random weights, `synthetic:` data, small inputs "
+             f"({r['input']['default']} px; {', '.join(f'{k} {v}' for k, v in r['input'].items() if k != 'default')}). "
+             f"p50: onnxruntime, 1 thread, fp32 unpruned vs pruned all-int8, interleaved. Host: {_host(r)}.", "",
+             "| model | params before | after | MACs kept | parity max abs | p50 before ms | p50 after ms | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in rows:
+        macs = f"{m['macs_after'] / m['macs_before']:.0%}" if m.get("macs_before") else ""
+        parity = f"{m['parity_max_abs']:.1e}" if m.get("parity_max_abs") is not None else ""
+        status = "ok" if m["status"] == "ok" else f"skipped: {m.get('reason', '')[:160]}"
+        before, after = (f"{m[k]:,}" if m.get(k) else "" for k in ("params_before", "params_after"))
+        lines.append(f"| {m['model']} | {before} | {after} | {macs} | {parity} | {_ms(m.get('p50_before_ms'))} | "
+                     f"{_ms(m.get('p50_after_ms'))} | {status} |")
+    missing = r.get("not_run") or []
+    if missing:
+        lines += ["", f"Not run in this measurement (over the time the run had; the script resumes): "
+                      f"{', '.join(missing)}."]
+    return lines + [""]
+
+
 def main() -> None:
     out = ["# Results", "",
            "Every figure on this page is written by `benchmarks/make_results_md.py` from the JSON files in "
@@ -242,7 +268,7 @@ def main() -> None:
                                                   "Not measured yet: `python benchmarks/prune_orders.py`.", ""]
     for name, section in (("baselines", baselines_section), ("paper", paper_section),
                           ("analyze_speed", analyze_section), ("quantize_speed", quantize_section),
-                          ("bench_overhead", bench_section)):
+                          ("bench_overhead", bench_section), ("zoo_breadth", breadth_section)):
         r = _load(name) or (_load("paper_quick") if name == "paper" else None)
         script = "reproduce_paper" if name == "paper" else name
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
