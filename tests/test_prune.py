@@ -81,6 +81,9 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
         _opts(target_params=0.5).validate()
     with pytest.raises(CompressError, match="needs a size goal"):
         _opts(order=prune.Order.SEQUENTIAL, plan=prune.Plan.UNIFORM, max_drop=1.0).validate()
+    for bad, match in (({"val_samples": 0}, "--val-samples"), ({"seed": -1}, "--seed"), ({"lr": -1}, "--lr")):
+        with pytest.raises(CompressError, match=match):
+            _opts(order=prune.Order.SEQUENTIAL, max_drop=1.0, **bad).validate()
     with pytest.raises(CompressError, match="not this model"):
         prune.run(str(trained_a2e), None, tmp_path / "x.pt", _opts(analysis=analysis, target_params=0.5))
     assert not (tmp_path / "x.pt").exists()

@@ -98,6 +98,11 @@ class PruneOptions:
             raise CompressError(f"--max-layer-ratio must be in (0, 1), not {self.max_layer_ratio}")
         if self.round_to < 1:
             raise CompressError(f"--round-to must be >= 1, not {self.round_to}")
+        if self.val_samples < 1:
+            raise CompressError(f"--val-samples must be >= 1, not {self.val_samples}")
+        if self.seed < 0:
+            raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        self.finetune(1.0).validate()  # --lr, --distill and --device, as the fine-tunes will check them
         if Order.SENSITIVITY in (self.order, self.plan) and self.analysis is None:
             raise CompressError("--order sensitivity and --plan sensitivity need --analysis analysis.json "
                                 "(from `compress analyze`)")

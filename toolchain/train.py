@@ -78,6 +78,10 @@ class TrainOptions:
             raise CompressError(f"--lr must be in (0, 10], not {self.lr}")
         if self.batch_size < 1:
             raise CompressError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if self.seed < 0:
+            raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise CompressError(f"--train-limit must be >= 1, not {self.train_limit}")
         if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
             raise CompressError(f"--device {self.device} is not available here (use cpu)")
         if not 0 <= self.distill <= 1:
