@@ -82,3 +82,16 @@ def test_structure_round_trip_keeps_layer_norm_subclasses():
     fresh.load_state_dict(built.model.state_dict())
     x = torch.randn(2, *shape)
     assert torch.allclose(fresh.eval()(x), built.model.eval()(x), atol=1e-5)
+
+
+def test_a_saved_model_loads_where_modules_check_their_state_version(tmp_path):
+    """MNASNet refuses a state_dict without its version metadata; a saved file has none of its own."""
+    from toolchain import artifact
+
+    built = models.build("torchvision:mnasnet0_5?size=32", (3, 32, 32), 10)
+    meta = artifact.new_meta("train", {}, parent=None, spec=built.spec, data=None, input_shape=built.input_shape,
+                             num_classes=10, metrics={})
+    artifact.save(built.model, tmp_path / "m.pt", meta)
+    model, _ = artifact.load_model(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(x), built.model.eval()(x))

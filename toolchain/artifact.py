@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,8 +163,10 @@ def load_model(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, Art
             built = build(payload["spec"], tuple(payload["input_shape"]), payload["num_classes"])
             model = built.model
             apply_structure(model, payload["structure"], payload["state_dict"])
+            state = OrderedDict(payload["state_dict"])
+            state._metadata = model.state_dict()._metadata  # module versions (MNASNet refuses a state without)
             try:
-                model.load_state_dict(payload["state_dict"])
+                model.load_state_dict(state)
             except RuntimeError as e:
                 raise CompressError(f"{art.path}: weights do not fit {payload['spec']}: "
                                     f"{str(e).splitlines()[0]}") from e
