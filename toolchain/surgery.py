@@ -106,6 +106,21 @@ def _tolerate_channel_shuffles() -> None:
     update.compress_wrapped = True
     index_mapping.update_reshape_index_mapping = update
 
+    # Channels-last reshapes (Swin's windows) chain flatten mappings whose index lists multiply
+    # without bound: minutes per layer, then a meaningless cut. Past MAX_MAPPED indices, give up.
+    flatten = index_mapping._FlattenIndexMapping
+    expand = flatten.__call__
+
+    def call(self, idxs):
+        if not self.reverse and len(idxs) * self._stride > MAX_MAPPED:
+            raise ValueError("index mapping explodes (channels-last reshapes)")
+        return expand(self, idxs)
+
+    flatten.__call__ = call
+
+
+MAX_MAPPED = 1 << 18  # indices one flatten may map a cut to (VGG16 at 224 px: 512 x 7 x 7 = 25,088)
+
 
 def graph(model: nn.Module, input_shape: tuple[int, ...]):
     import torch_pruning as tp
@@ -170,7 +185,8 @@ def misaligned(dg, group) -> str | None:
     unmapped = getattr(dg, "unmapped", set())
     for dep, idxs in group:
         if dep.target in unmapped or dep.source in unmapped:
-            return "its channels pass through a channel shuffle (a reshape of the channel dimension into groups)"
+            return ("its channels pass through a reshape that splits the channel dimension "
+                    "(a channel shuffle, or a transformer's window partition)")
         m = dep.target.module
         if isinstance(m, nn.MultiheadAttention):
             return ("its channels are an attention layer's embedding width (the residual stream); "
