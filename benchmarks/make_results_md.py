@@ -234,7 +234,8 @@ def breadth_section(r: dict) -> list[str]:
              f"export with the fp32 ONNX checked against PyTorch, and bench; {r['tracebacks']} ended in a traceback. "
              f"**This measures structure, not accuracy**: random weights, `synthetic:` data, small inputs "
              f"({r['input']['default']} px; {', '.join(f'{k} {v}' for k, v in r['input'].items() if k != 'default')}). "
-             f"p50: onnxruntime, 1 thread, fp32 unpruned vs pruned all-int8, interleaved. Host: {_host(r)}.", "",
+             f"p50: onnxruntime, 1 thread, fp32 unpruned vs pruned all-int8, interleaved; {r.get('jobs', 1)} "
+             f"model(s) at a time, so under load (the pair of a row shares it). Host: {_host(r)}.", "",
              "| model | params before | after | MACs kept | parity max abs | p50 before ms | p50 after ms | status |",
              "|---|---|---|---|---|---|---|---|"]
     for m in rows:
