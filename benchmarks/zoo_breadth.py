@@ -80,7 +80,8 @@ def one(name: str, threads: int) -> dict:
             stage = lap("export")
             opts = export.ExportOptions(eval_samples=32)
             out = export.run(str(tmp / "int8.pt"), tmp / "int8.onnx", opts)
-            row["parity_max_abs"] = out.meta["report"]["parity"]["max_abs_diff"]
+            parity = out.meta["report"]["parity"]
+            row |= {"parity_max_abs": parity["max_abs_diff"], "parity_max_rel": parity["max_rel_diff"]}
             export.run(model, tmp / "fp32.onnx", export.ExportOptions(input_shape=(1, 3, size, size), eval_samples=32),
                        data_spec=data_spec)
             stage = lap("bench")

@@ -129,3 +129,19 @@ def test_adaptive_pools_onnx_cannot_express_export_as_the_same_linear_map(size, 
     assert notes["pools_as_matmul"] == ["1"]
     with torch.no_grad():
         assert np.allclose(onnx_logits(tmp_path / "m.onnx", x.numpy()), net.eval()(x).numpy(), atol=1e-5)
+
+
+def test_parity_is_relative_to_the_output_scale(tmp_path):
+    """fp32 rounding grows with the outputs (a random-weight Inception's logits reach 1e8): the
+    export check divides by max(1, max |output|)."""
+    from torch import nn
+
+    from toolchain.export import ExportOptions, export_onnx, parity
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    with torch.no_grad():
+        net[1].weight.mul_(1e7)
+    export_onnx(net, (3, 2, 2), tmp_path / "big.onnx", ExportOptions())
+    check = parity(net, tmp_path / "big.onnx", np.random.default_rng(0).random((4, 3, 2, 2)).astype(np.float32))
+    assert check["output_scale"] > 1e5 and check["max_rel_diff"] == check["max_abs_diff"] / check["output_scale"]
+    assert check["max_rel_diff"] < 1e-5

@@ -365,7 +365,8 @@ def calibrate(data_spec, samples, input_shape, model_path, seed, output, force):
 @click.option("--input-shape", help="e.g. 1,3,32,32 (default: from the sidecar)")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="skip onnxsim")
-@click.option("--tolerance", type=float, default=1e-3, show_default=True, help="max abs difference torch vs ONNX")
+@click.option("--tolerance", type=float, default=1e-3, show_default=True,
+              help="max |torch - ONNX| over max(1, max |output|)")
 @click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file (default: a fresh runs/ folder)")
 @force_opt
