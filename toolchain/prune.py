@@ -154,15 +154,14 @@ def layer_order(opts: PruneOptions, layers: list[surgery.Layer], analysis: dict 
     return names
 
 
-def _global_shrink(net: nn.Module, ratio: float, units: dict[str, int], shape, round_to: int,
+def _global_shrink(net: nn.Module, ratio: float, coupled: set[str], shape, round_to: int,
                    max_layer_ratio: float = 0.95) -> nn.Module:
-    """A copy with `ratio` of all channels of the layers in `units` removed by one global L1
-    ranking (Torch-Pruning's MetaPruner, which keeps grouped convolutions' blocks equal itself)."""
+    """A copy with `ratio` of all channels of the `coupled` layers removed by one global L1 ranking
+    (Torch-Pruning's MetaPruner, which keeps grouped convolutions' blocks equal itself)."""
     import torch_pruning as tp
 
     clone = copy.deepcopy(net)
-    coupled = surgery.coupled(clone, list(units), shape)  # the named layers and those their cuts carry along
-    ignored = [m for m in clone.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in coupled]
+    ignored = [m for n, m in clone.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in coupled]
     pruner = tp.pruner.MetaPruner(clone, torch.zeros(1, *shape), importance=surgery.get_criterion("l1"),
                                   global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_layer_ratio,
                                   ignored_layers=ignored, round_to=round_to if round_to > 1 else None)
@@ -173,16 +172,17 @@ def _global_shrink(net: nn.Module, ratio: float, units: dict[str, int], shape, r
 def _global_ratio(net, goal, units, shape, round_to, max_layer_ratio=0.95) -> tuple[nn.Module, nn.Module]:
     """Bisect the global ratio whose pruned copy has at most `goal` parameters: that copy, and the
     copy at the ratio just below it (which misses the goal), for `_fill` to land between."""
+    coupled = surgery.coupled(net, list(units), shape)  # the named layers and those their cuts carry along
     lo, hi, best, near = 0.0, max_layer_ratio, None, net
     for _ in range(16):
         mid = (lo + hi) / 2
-        trial = _global_shrink(net, mid, units, shape, round_to, max_layer_ratio)
+        trial = _global_shrink(net, mid, coupled, shape, round_to, max_layer_ratio)
         if sum(p.numel() for p in trial.parameters()) <= goal:
             hi, best = mid, trial
         else:
             lo, near = mid, trial
     if best is None:
-        best = _global_shrink(net, hi, units, shape, round_to, max_layer_ratio)
+        best = _global_shrink(net, hi, coupled, shape, round_to, max_layer_ratio)
     return best, near
 
 

@@ -239,12 +239,13 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_line
             skip = "fewer than 2 channels"
         else:
             try:
-                skip = _layer_skip(dg, m, channels, group_owner)
+                skip, members, multiple = _layer_skip(dg, m, channels, group_owner)
             except _Unmappable as e:
                 skip = str(e)
             if skip is None:
-                group_owner[frozenset(_members(dg, m))] = name
-            multiple = blocks(_pruning_group(dg, m, [0])) if skip is None else 1
+                group_owner[members] = name
+            else:
+                multiple = 1
         layers.append(Layer(name, kind, channels, skip, multiple))
     return layers
 
@@ -261,35 +262,33 @@ def _pruning_group(dg, m: nn.Module, idxs: list[int]):
                           f"({type(e).__name__}; a reshape or split of the channel dimension)") from e
 
 
-def _members(dg, m: nn.Module) -> set[nn.Module]:
-    return {dep.target.module for dep, _ in _pruning_group(dg, m, [0])
-            if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (nn.Conv2d, nn.Linear))}
+def _members(dg, group) -> frozenset[nn.Module]:
+    """The convolution and linear layers whose output channels a dependency group cuts."""
+    return frozenset(dep.target.module for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler)
+                     and isinstance(dep.target.module, (nn.Conv2d, nn.Linear)))
 
 
-def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> str | None:
-    """Why layer `m` cannot be pruned alone, or None."""
-    members = _members(dg, m)
+def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> tuple[str | None, frozenset, int]:
+    """Why layer `m` cannot be pruned alone (or None), the layers its cuts carry along, and the
+    channel step its cuts take (one group lookup for all three: on Swin each costs seconds)."""
+    group = _pruning_group(dg, m, [0])
+    members, multiple = _members(dg, group), blocks(group)
     owner = next((group_owner[k] for k in group_owner if k & members), None)
     if owner is not None:
-        return f"same dependency group as {owner}"
-    multiple = blocks(_pruning_group(dg, m, [0]))
+        return f"same dependency group as {owner}", members, multiple
     if channels % multiple or channels // multiple < 2:
-        return f"{channels} channels in {multiple} groups: no whole group position can go"
+        return f"{channels} channels in {multiple} groups: no whole group position can go", members, multiple
     probe = _pruning_group(dg, m, _symmetric(torch.arange(channels, 0, -1.0), multiple, multiple))
-    return misaligned(dg, probe)
+    return misaligned(dg, probe), members, multiple
 
 
-def coupled(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> set[nn.Module]:
-    """The named layers and every layer whose output channels their dependency groups cut with them
-    (a residual branch, a depthwise conv): what torch-pruning's own pruners must not ignore."""
+def coupled(model: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> set[str]:
+    """The named layers and every conv/linear layer whose output channels their dependency groups cut
+    with them (a residual branch, a depthwise conv): what torch-pruning's own pruners must not ignore."""
     dg = graph(model, input_shape)
     modules = dict(model.named_modules())
-    out = set()
-    for name in names:
-        m = modules[name]
-        out |= {dep.target.module for dep, _ in dg.get_pruning_group(m, _out_fn(m), idxs=[0])
-                if dg.is_out_channel_pruning_fn(dep.handler)}
-    return out
+    names_of = {m: n for n, m in modules.items()}
+    return {names_of[c] for name in names for c in _members(dg, _pruning_group(dg, modules[name], [0]))}
 
 
 def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
