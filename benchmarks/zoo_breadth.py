@@ -12,8 +12,10 @@ with a time limit:
 4. bench both, interleaved, one thread: p50 before and after.
 
 A row is `ok` when every stage finished and the export's parity check passed, else `skipped`
-with the stage and the reason. Rows are cached one by one under the compress cache (a cut-short run
-resumes); `--fresh` reruns them.
+with the stage and the reason. Rows are cached one by one under the compress cache, and the results
+JSON is rewritten after every model, so a cut-short run resumes, on this machine from the cache and on
+a fresh one from the committed benchmarks/results/zoo_breadth.json (each row keeps the date it was
+measured); `--fresh` reruns them.
 
     python benchmarks/zoo_breadth.py [--only resnet18,vit_b_16] [--timeout 900] [--threads 1] [--jobs 1] [--fresh]
 """
@@ -25,10 +27,11 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from common import write
+from common import RESULTS, write
 
 from toolchain import data
 
@@ -128,7 +131,14 @@ def main() -> None:
     names = args.only.split(",") if args.only else sorted(torchvision.models.list_models(module=torchvision.models),
                                                           key=_size)  # smallest first: a cut-short run covers most
     CELLS.mkdir(parents=True, exist_ok=True)
-    start, not_run, done_count = time.perf_counter(), [], [0]
+    committed = RESULTS / "zoo_breadth.json"
+    if committed.exists() and not args.fresh:  # rows measured in an earlier session, on a fresh machine
+        earlier = json.loads(committed.read_text())
+        for row in earlier.get("rows", []):
+            row.setdefault("measured", earlier["created"][:10])
+            if not (CELLS / f"{row['model']}.json").exists():
+                (CELLS / f"{row['model']}.json").write_text(json.dumps(row))
+    start, not_run, done_count, finished, lock = time.perf_counter(), [], [0], {}, threading.Lock()
 
     def measure(name: str) -> dict | None:
         cell = CELLS / f"{name}.json"
@@ -148,24 +158,34 @@ def main() -> None:
                     "reason": f"crashed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}"}
             except subprocess.TimeoutExpired:
                 row = {"model": name, "status": "skipped", "reason": f"over the {args.timeout} s limit per model"}
+            row["measured"] = time.strftime("%Y-%m-%d")
             cell.write_text(json.dumps(row))
+        with lock:
+            finished[name] = row
+            save([finished[n] for n in names if n in finished], [n for n in names if n not in finished])
         done_count[0] += 1
         print(f"[{done_count[0]}/{len(names)}] {name}: {row['status']} {row.get('reason', '')} "
               f"{row.get('params_before', '')}->{row.get('params_after', '')} {row.get('seconds', '')}s", flush=True)
         return row
 
+    def save(rows: list[dict], not_run: list[str]) -> None:
+        ok = [r for r in rows if r["status"] == "ok"]  # the fraction is of the models run; not_run lists the rest
+        cpu_s = sum(r.get("seconds", args.timeout) for r in rows)
+        write("zoo_breadth", {
+            "what": "structure, not accuracy: random weights, synthetic data, small inputs",
+            "input": {"default": SIZE, **SIZES}, "target_params": TARGET,
+            "models": len(rows), "ok": len(ok), "ok_fraction": round(len(ok) / max(1, len(rows)), 3),
+            "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
+            "rows": rows, "not_run": not_run, "jobs": args.jobs, "threads": args.threads,
+            "model_seconds": round(cpu_s, 1),
+            "note": "model_seconds sums each model's own wall time (all stages); with --jobs 2 on 2 cores the "
+                    "whole run takes about half that, rows measured in earlier sessions included",
+            "wall_s": round(time.perf_counter() - start, 1)})
+
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(args.jobs) as pool:  # each model is its own process: threads only wait
-        rows = [r for r in pool.map(measure, names) if r is not None]
-    ok = [r for r in rows if r["status"] == "ok"]  # the fraction is of the models run; not_run lists the rest
-    out = {"what": "structure, not accuracy: random weights, synthetic data, small inputs",
-           "input": {"default": SIZE, **SIZES}, "target_params": TARGET,
-           "models": len(rows), "ok": len(ok), "ok_fraction": round(len(ok) / max(1, len(rows)), 3),
-           "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
-           "rows": rows, "not_run": not_run, "jobs": args.jobs, "threads": args.threads,
-           "wall_s": round(time.perf_counter() - start, 1)}
-    write("zoo_breadth", out)
+        list(pool.map(measure, names))
 
 
 if __name__ == "__main__":

@@ -192,11 +192,12 @@ def load_extra(path: str | Path, key: str) -> torch.Tensor | None:
 
 # --- figures -------------------------------------------------------------------------------
 
-def count(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """Parameters, MACs and fp32 parameter bytes of a model (on a copy: never mutates it)."""
+def count(model: nn.Module, input_shape: tuple[int, ...], *, throwaway: bool = False) -> dict:
+    """Parameters, MACs and fp32 parameter bytes of a model. The counter leaves attributes and eval
+    mode behind, so it runs on a copy unless the caller discards the model anyway (`throwaway`)."""
     import torch_pruning as tp
 
-    model = copy.deepcopy(model).eval()
+    model = (model if throwaway else copy.deepcopy(model)).eval()
     example = torch.zeros(1, *input_shape)
     macs, params = tp.utils.count_ops_and_params(model, example)
     return {"params": int(params), "macs": int(macs), "param_bytes": int(params) * 4}
