@@ -145,3 +145,23 @@ def test_parity_is_relative_to_the_output_scale(tmp_path):
     check = parity(net, tmp_path / "big.onnx", np.random.default_rng(0).random((4, 3, 2, 2)).astype(np.float32))
     assert check["output_scale"] > 1e5 and check["max_rel_diff"] == check["max_abs_diff"] / check["output_scale"]
     assert check["max_rel_diff"] < 1e-5
+
+
+def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp_path, monkeypatch):
+    """Past 2 GiB (vit_h_14, regnet_y_128gf) the weights go to `<name>.data`; simulated with a low limit."""
+    from toolchain import bench
+
+    monkeypatch.setattr(export, "PROTOBUF_LIMIT", 1)
+    art = export.run(str(quantized.path), tmp_path / "big.onnx", export.ExportOptions())
+    beside = tmp_path / "big.onnx.data"
+    assert art.meta["report"]["external_data"] == "big.onnx.data" and beside.stat().st_size > 0
+    assert export.external_data(tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx").stat().st_size < beside.stat().st_size
+    rep = bench.run([tmp_path / "big.onnx"], bench.BenchOptions(runs=5, warmup=1, threads=1))
+    assert rep["models"][0]["bytes"] == (tmp_path / "big.onnx").stat().st_size + beside.stat().st_size
+    recipe = quantized.meta["quantization"]
+    fp32 = export.run("zoo:lenet5", tmp_path / "fp32.onnx", export.ExportOptions(input_shape=(1, 1, 32, 32)))
+    assert fp32.meta["report"]["external_data"] == "fp32.onnx.data"
+    calib = np.random.default_rng(0).standard_normal((8, 1, 32, 32)).astype(np.float32)
+    quantize.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", recipe, calib)
+    assert export.param_bytes(tmp_path / "int8.onnx")["int8_bytes"] > 0

@@ -59,6 +59,12 @@ def _read(path):
         return ""
 
 
+def _file_bytes(path):
+    """The model file plus its external weights (`<name>.data`, written for models past 2 GiB)."""
+    beside = f"{path}.data"
+    return os.path.getsize(path) + (os.path.getsize(beside) if os.path.exists(beside) else 0)
+
+
 def cpu_name():
     """'Intel(R) Xeon(R) ...' on x86; 'Cortex-A72' on a Raspberry Pi 4 (from the ARM part number)."""
     text = _read("/proc/cpuinfo")
@@ -266,7 +272,7 @@ def measure(cfg, progress=None):
         start = time.perf_counter()
         sess.run(None, feed)
         first_ms = 1000.0 * (time.perf_counter() - start)
-        models.append({"path": path, "bytes": os.path.getsize(path), "session_ms": session_ms,
+        models.append({"path": path, "bytes": _file_bytes(path), "session_ms": session_ms,
                        "first_ms": first_ms, "batch": batch, "providers": used,
                        "inputs": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
                                   for k, v in feed.items()]})

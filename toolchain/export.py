@@ -26,6 +26,7 @@ from .errors import CompressError
 logger = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "input", "output"
+PROTOBUF_LIMIT = 2**31 - 2**26  # one ONNX protobuf holds 2 GiB; past this (less room for the graph) weights go aside
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,32 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts:
             logger.warning("onnxsim failed (%s); keeping the unsimplified graph", str(e).splitlines()[0])
             notes["simplify_error"] = str(e).splitlines()[0]
     return notes
+
+
+def save_onnx(proto, out: Path, dst: Path, weight_bytes: int) -> str | None:
+    """Save `proto` at `out` (a temp name for `dst`). Past protobuf's 2 GiB the weights go to
+    `<dst name>.data` beside it, as ONNX external data (onnxruntime finds it next to the model);
+    returns that file's name, or None."""
+    import onnx
+
+    if weight_bytes < PROTOBUF_LIMIT:
+        onnx.save(proto, str(out))
+        return None
+    name = f"{dst.name}.data"
+    try:
+        onnx.save(proto, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=name)
+    except BaseException:
+        (dst.parent / name).unlink(missing_ok=True)
+        raise
+    return name
+
+
+def external_data(path: Path) -> bool:
+    """Whether an ONNX file keeps its weights in other files (a model past 2 GiB)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
 
 def session(path: Path, threads: int | None = None):
@@ -281,7 +308,7 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
             entry.key, entry.value = key, value
         proto.producer_name = "compress"
         with artifact.atomic_path(dst) as out:
-            onnx.save(proto, str(out))
+            meta["report"]["external_data"] = save_onnx(proto, out, dst, sizes["total"])
             meta["model"].update(file=dst.name, kind="onnx", sha256=artifact.sha256_of(out))
             meta["metrics"]["bytes"] = out.stat().st_size
             artifact.write_json(meta, artifact.sidecar_of(dst))

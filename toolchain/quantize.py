@@ -117,14 +117,17 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from .export import external_data
+
     scope, method = Scope(recipe["scope"]), Calibrate(recipe["calibrate"])
     input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
+    large = external_data(fp32)  # past 2 GiB: the calibration copies must keep their weights outside too
     methods = {Calibrate.MINMAX: CalibrationMethod.MinMax, Calibrate.PERCENTILE: CalibrationMethod.Percentile,
                Calibrate.ENTROPY: CalibrationMethod.Entropy}
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True, save_as_external_data=large)
         except Exception as e:  # noqa: BLE001 - pre-processing is an optimization; fall back to the raw graph
             logger.warning("quantization pre-processing failed (%s); quantizing the graph as is", e)
             pre = fp32
@@ -132,7 +135,7 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
             quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES[scope],
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method],
+                            calibrate_method=methods[method], use_external_data_format=large,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except (ValueError, RuntimeError) as e:
             raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
