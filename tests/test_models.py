@@ -39,7 +39,7 @@ def test_unknown_specs_list_the_known_names():
 
 
 def test_bad_zoo_option_is_a_clear_error():
-    with pytest.raises(CompressError, match="bad option"):
+    with pytest.raises(CompressError, match="bad model parameter"):
         models.build("zoo:lenet5?banana=3", (1, 28, 28), 10)
 
 

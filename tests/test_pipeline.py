@@ -45,7 +45,15 @@ def test_config_errors(tmp_path):
         pipeline.load_config(bad)
     bad.write_text("[prune]\nbanana = 1\n")
     with pytest.raises(CompressError, match="banana"):
-        pipeline._opts(pipeline.prune.PruneOptions, pipeline.load_config(bad)["prune"])
+        pipeline.stage_options(pipeline.load_config(bad))
+    for text, match in (('[prune]\norder = "bogus"', r"\[prune\] order must be one of"),
+                        ('[prune]\ntarget_params = "x"', "must be a number"),
+                        ("[analyze]\nratios = 0.5", "must be a list"),
+                        ("[quick]\nruns = 0", "must be a number > 0"),
+                        ('[bench]\ntarget = "nope"', "nope")):
+        bad.write_text(text)
+        with pytest.raises(CompressError, match=match):
+            pipeline.stage_options(pipeline.load_config(bad))
     bad.write_text("not = [toml")
     with pytest.raises(CompressError, match="TOML"):
         pipeline.load_config(bad)
@@ -62,3 +70,65 @@ def test_the_example_config_matches_the_embedded_default():
     from pathlib import Path
     example = Path(__file__).parents[1] / "examples" / "pipeline.toml"
     assert pipeline.load_config(example) == pipeline.load_config(None)
+
+
+def test_a_bad_config_value_stops_the_run_before_any_stage(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\nspec = "digits"\n[prune]\norder = "bogus"\n')
+    with pytest.raises(CompressError, match="order"):
+        pipeline.run(pipeline.load_config(bad), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+FIGURES = ("params", "macs", "param_bytes", "accuracy", "compression_x")
+
+
+@pytest.mark.parametrize("kill_after", [0.5, 6.0])
+def test_a_run_killed_with_sigkill_resumes_to_the_same_figures(real_run, tmp_path_factory, kill_after):
+    """kill -9 part-way (so long after the run folder appears: analysis, pruning or later, as the
+    machine's speed has it), then `compress run --resume`: every size and accuracy figure equals the uninterrupted
+    run's; what finished before the kill is reused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    base = tmp_path_factory.getbasetemp()
+    out = tmp_path_factory.mktemp("killed") / "run"
+    env = os.environ | {"COMPRESS_CACHE": str(base / "real-run-cache"), "COMPRESS_PROGRESS": "0"}
+    child = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "run", str(base / "real-digits.toml"),
+                              "-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / pipeline.CONFIG_FILE).exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(kill_after)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("toolchain.data.CACHE_DIR", base / "real-run-cache")
+        result = CliRunner().invoke(main, ["run", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((out / "summary.json").read_text())
+    reference = json.loads((real_run / "summary.json").read_text())
+    for got, want in zip(resumed["stages"], reference["stages"], strict=True):
+        assert {k: got[k] for k in FIGURES} == {k: want[k] for k in FIGURES}, got["stage"]
+
+
+def test_resume_reuses_finished_stages_and_redoes_changed_ones(real_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(real_run, out)
+    cfg = pipeline.resume_config(out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("toolchain.data.CACHE_DIR", real_run.parent / "real-run-cache")
+        again = pipeline.run(cfg, out, resume=True)
+        assert again["resumed_stages"] == ["train", "analyze", "prune", "quantize", "export", "bench"]
+        cfg["bench"]["runs"] = 10
+        changed = pipeline.run(cfg, out, resume=True)
+    assert changed["resumed_stages"] == ["train", "analyze", "prune", "quantize", "export"]

@@ -62,9 +62,12 @@ class AnalyzeOptions:
             raise CompressError(f"--workers must be in 1..64, not {self.workers}")
         if self.adapt_bn < 0:
             raise CompressError(f"--adapt-bn must be >= 0, not {self.adapt_bn}")
+        if self.seed < 0:
+            raise CompressError(f"--seed must be >= 0, not {self.seed}")
 
 
-def _model_digest(prep: Prepared) -> str:
+def model_digest(prep: Prepared) -> str:
+    """sha256 of the model an analysis was made from: the file's, else of its state dict."""
     if prep.parent is not None and prep.parent.meta.get("model", {}).get("sha256"):
         return prep.parent.meta["model"]["sha256"]
     buf = io.BytesIO()
@@ -158,7 +161,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, f
     """Analyze every prunable layer and write analysis.json (plus PNG plots beside it)."""
     opts.validate()
     dst = Path(dst)
-    artifact.check_output(dst, force)
+    plots = (dst.with_suffix(".curves.png"), dst.with_suffix(".bars.png")) if opts.plots else ()
+    artifact.check_output(dst, force, *plots)
     with data.deciding("analyze"):
         return _run(model, data_spec, dst, opts, trust)
 
@@ -183,7 +187,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
         adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
-    key = hashlib.sha256(json.dumps([_model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
+    key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
     jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
@@ -207,7 +211,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     result = {
         "schema": SCHEMA, "kind": "compress-analysis", "created": artifact.now(),
         "model": {"spec": prep.spec, "file": str(prep.parent.path) if prep.parent else None,
-                  "sha256": _model_digest(prep), "input_shape": list(shape),
+                  "sha256": model_digest(prep), "input_shape": list(shape),
                   "num_classes": prep.dataset.num_classes},
         "data": data_meta(prep.dataset) | {"eval_samples": len(y), "eval_split": "validation"},
         "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},

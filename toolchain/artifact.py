@@ -21,7 +21,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CompressError
-from .fileio import atomic_path, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
+from .fileio import atomic_path, check_outputs, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +83,10 @@ class Artifact:
         return cls(path, meta)
 
 
-def check_output(dst: Path, force: bool) -> None:
-    """Refuse to overwrite an existing output (or its sidecar) unless forced."""
-    for p in (dst, sidecar_of(dst)):
-        if p.exists() and not force:
-            raise CompressError(f"{p} exists; pass --force to overwrite it or choose another -o")
-    if not dst.parent.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
+def check_output(dst: Path, force: bool, *also: Path) -> None:
+    """Refuse to overwrite an existing output (its sidecar, or the files in `also` written beside it,
+    such as plots) unless forced, and refuse an output that cannot be written at all."""
+    check_outputs(force, dst, sidecar_of(dst), *also)
 
 
 def write_json(obj: dict, dst: Path) -> None:

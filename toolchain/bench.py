@@ -28,6 +28,7 @@ import numpy as np
 
 from . import bench_runner, remote
 from .errors import CompressError
+from .fileio import save_figure
 from .progress import task
 from .remote import Remote, SSHDefaults
 
@@ -452,6 +453,6 @@ def plot(report: dict, dst: Path) -> Path:
     ax.set_xlabel(f"batch {report['batch']}, {report['runs']} runs each, interleaved; box: p25-p75, "
                   f"whiskers: p1-p99", fontsize=7, color="gray")
     fig.tight_layout()
-    fig.savefig(dst, dpi=110)
+    save_figure(fig, dst)
     plt.close(fig)
     return dst

@@ -32,6 +32,22 @@ def _friendly(fn):
     return wrapper
 
 
+class _Group(click.Group):
+    """click's own usage errors (unknown flag, bad choice) in the same one line and exit 2 as ours,
+    instead of usage, hint and message over three lines."""
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
 def _console():
     """stdout console; wide enough for the tables when output goes to a file or a CI log."""
     from rich.console import Console
@@ -45,6 +61,14 @@ def _ratios(text: str | None) -> tuple[float, ...]:
         return tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError as e:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _choice(enum, value: str, option: str):
+    try:
+        return enum(value.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(m.value for m in enum)}",
+                                 param_hint=option) from e
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
@@ -94,7 +118,7 @@ json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False),
                         help="also write the result as JSON here")
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="compress")
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 def main(verbose: int) -> None:
@@ -251,7 +275,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
-        chosen = tuple(stage.Plan(p) for p in plans.split(",") if p) if plans else None
+        chosen = tuple(_choice(stage.Plan, p, "--plans") for p in plans.split(",") if p) if plans else None
         result = stage.compare(model, data_spec, out, opts, fractions, plans=chosen, force=force, trust=trust,
                                train_limit=train_limit)
         table = Table(title=f"plan x order: {result['model']} (unpruned: val {result['baseline']['val_top1']:.2f}%, "
@@ -412,9 +436,10 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
 @click.option("--remote-python", help="python with numpy + onnxruntime on the device (default: python3)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="also draw latencies per model (PNG)")
 @json_opt
+@force_opt
 @_friendly
 def bench(models, runs, seconds, warmup, threads, batch, target, providers, graph_opt, input_shape, strict,
-          no_memory, host, port, key, ssh_options, known_hosts, remote_python, plot_path, json_path):
+          no_memory, host, port, key, ssh_options, known_hosts, remote_python, plot_path, json_path, force):
     """Measure size, latency and peak memory of ONNX models with onnxruntime, interleaved,
     here or on the device over SSH.
 
@@ -424,8 +449,10 @@ def bench(models, runs, seconds, warmup, threads, batch, target, providers, grap
     compress bench model.onnx --target jetson-orin-nano --host me@orin --remote-python '~/ort/bin/python'
     """
     from . import bench as stage
+    from .fileio import check_outputs
     from .remote import Remote
 
+    check_outputs(force, *(Path(p) for p in (json_path, plot_path) if p))
     ssh_only = {"--port": port, "--key": key, "--ssh-option": ssh_options, "--known-hosts": known_hosts,
                 "--remote-python": remote_python}
     if not host and any(ssh_only.values()):
@@ -475,11 +502,14 @@ def data_fetch(specs):
 @main.command(context_settings=CONTEXT)
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="run folder (default: runs/<time>)")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="continue the run in this folder (killed at any point): finished stages whose inputs did not "
+                   "change are reused; its saved config is used unless CONFIG is given")
 @click.option("--quick", is_flag=True, help="a smaller run for smoke tests (subsets, fewer steps)")
 @json_opt
 @force_opt
 @_friendly
-def run(config, output, quick, json_path, force):
+def run(config, output, resume, quick, json_path, force):
     """Run analyze → prune → quantize → export → bench end to end.
 
     With no CONFIG: the embedded default (LeNet-5 on real MNIST).
@@ -487,14 +517,22 @@ def run(config, output, quick, json_path, force):
     \b
     compress run
     compress run examples/pipeline.toml -o runs/mine
+    compress run --resume runs/mine
     """
     from . import pipeline
+    from .fileio import check_outputs
 
-    cfg = pipeline.load_config(Path(config) if config else None, quick=quick)
-    result = pipeline.run(cfg, Path(output) if output else None, force=force)
+    if resume and output:
+        raise CompressError("pass -o or --resume, not both (--resume continues the run in its folder)")
+    check_outputs(force, *([Path(json_path)] if json_path else []))
+    if resume and not config:
+        cfg = pipeline.resume_config(Path(resume))
+    else:
+        cfg = pipeline.load_config(Path(config) if config else None, quick=quick)
+    out = Path(resume) if resume else Path(output) if output else None
+    result = pipeline.run(cfg, out, force=force, resume=bool(resume))
     _console().print(pipeline.table(result))
     _write_json(result, json_path)
-
 
 
 @main.command(context_settings=CONTEXT)
@@ -506,8 +544,9 @@ def run(config, output, quick, json_path, force):
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here (one testcase per figure)")
 @json_opt
+@force_opt
 @_friendly
-def check(report, baseline, update_baseline, junit_path, json_path):
+def check(report, baseline, update_baseline, junit_path, json_path, force):
     """CI gate: exit 1 when a model got bigger, slower or less accurate than the baseline.
 
     REPORT is summary.json of `compress run` (or its run folder) or the JSON of `compress bench`.
@@ -522,7 +561,9 @@ def check(report, baseline, update_baseline, junit_path, json_path):
     import os
 
     from . import check as stage
+    from .fileio import check_outputs
 
+    check_outputs(force, *(Path(p) for p in (junit_path, json_path) if p))
     if update_baseline:
         stage.update_baseline(Path(report), Path(baseline))
     result = stage.run(Path(report), Path(baseline))
@@ -546,8 +587,9 @@ def check(report, baseline, update_baseline, junit_path, json_path):
 
 @main.command(context_settings=CONTEXT)
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@force_opt
 @_friendly
-def report(run_dir):
+def report(run_dir, force):
     """Write report.html (one self-contained page) and report.md for a `compress run` folder.
 
     \b
@@ -555,7 +597,7 @@ def report(run_dir):
     """
     from . import report as stage
 
-    page = stage.write_run_report(Path(run_dir))
+    page = stage.write_run_report(Path(run_dir), force=force)
     click.echo(f"wrote {page} and {page.with_name(stage.REPORT_MD)}")
 
 

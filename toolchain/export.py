@@ -43,6 +43,10 @@ class ExportOptions:
             raise CompressError(f"--opset must be between 11 and 21, not {self.opset}")
         if self.tolerance <= 0:
             raise CompressError(f"--tolerance must be > 0, not {self.tolerance}")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise CompressError(f"--eval-samples must be >= 1 (omit it: the whole test split), not {self.eval_samples}")
+        if self.seed < 0:
+            raise CompressError(f"--seed must be >= 0, not {self.seed}")
 
 
 class PoolAsMatmul(nn.Module):
@@ -259,6 +263,11 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
         net, parent, spec, num_classes = built.model.eval(), None, built.spec, None
     if not shape:
         raise CompressError(f"{model}: the input shape is unknown; pass --input-shape 1,C,H,W")
+    try:
+        with torch.inference_mode():
+            net.eval()(torch.zeros(1, *shape))
+    except RuntimeError as e:
+        raise CompressError(f"{model} does not run on inputs of shape {tuple(shape)}: {str(e).splitlines()[0]}") from e
     recipe = parent.meta.get("quantization") if parent else None
     data_spec = data_spec or (parent.data_spec if parent else None)
     test = test_arrays(data.load(data_spec, shape), opts.eval_samples, opts.seed) if data_spec else None

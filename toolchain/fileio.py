@@ -37,6 +37,46 @@ def atomic_path(dst: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def writable(dst: Path) -> str | None:
+    """Why `dst` could not be written, or None: tried in its nearest existing folder (a file created
+    and removed there, since permission bits say nothing to root or on a read-only mount), so a
+    stage refuses before its work rather than failing at the end."""
+    dst = Path(dst).absolute()
+    if dst.is_dir():
+        return f"{dst} is a folder"
+    folder = dst.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"cannot write in {folder}: {e.strerror or e}"
+    return None
+
+
+def check_outputs(force: bool, *paths: Path) -> None:
+    """Refuse, before any work, to overwrite an existing output unless forced, and to aim at a
+    place that cannot be written (one line for the user, nothing written)."""
+    from .errors import CompressError
+
+    for p in paths:
+        if Path(p).exists() and not force:
+            raise CompressError(f"{p} exists; pass --force to overwrite it or choose another path")
+        problem = writable(p)
+        if problem:
+            raise CompressError(f"cannot write {p}: {problem}")
+
+
 def write_text(dst: Path, text: str) -> None:
     with atomic_path(dst) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def save_figure(fig, dst: Path, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG, atomically."""
+    with atomic_path(dst) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(dst)

@@ -8,6 +8,7 @@ depends only on model, data and training options).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from . import analyze, artifact, bench, data, export, prune, quantize, train
+from . import analyze, artifact, bench, data, export, fileio, models, prune, quantize, train
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -62,27 +63,57 @@ def load_config(path: Path | None, quick: bool = False) -> dict:
     return cfg
 
 
-def _opts(cls, section: dict, **overrides):
-    """Build a stage's options from its config section, rejecting unknown keys. TOML arrays become
-    tuples, the type the (frozen) option classes use for sequences."""
-    fields = set(cls.__dataclass_fields__)
-    unknown = set(section) - fields
-    if unknown:
-        raise CompressError(f"unknown option(s) for {cls.__name__}: {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(sorted(fields))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (section | overrides).items()}
-    return cls(**values)
+QUICK_KEYS = ("train_limit", "train_epochs", "eval_samples", "finetune_epochs", "final_epochs", "runs")
 
 
-def _trained(cfg: dict, run_dir: Path, quick: bool) -> tuple[Path, bool]:
+def stage_options(cfg: dict) -> dict:
+    """Every stage's options from the config, checked whole before anything runs: unknown keys,
+    wrong types, bad enum values and out-of-range numbers, the model spec against the data, and
+    the bench target. Returns {stage: options}."""
+    from .options import from_table, unknown_keys
+
+    for section in ("model", "data"):
+        unknown_keys(cfg.get(section, {}), ("spec",), f"[{section}]")
+        if not isinstance(cfg.get(section, {}).get("spec"), str):
+            raise CompressError(f"[{section}] spec must be a string")
+    quick, q = cfg.get("quick_mode", False), cfg.get("quick", {})
+    unknown_keys(q, QUICK_KEYS, "[quick]")
+    for key, value in q.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise CompressError(f"[quick] {key} must be a number > 0, not {value!r}")
+    t_cfg = dict(cfg.get("train", {}))
+    if quick:
+        t_cfg |= {"epochs": q["train_epochs"], "train_limit": q["train_limit"]}
+    a_cfg = dict(cfg["analyze"]) | ({"eval_samples": q["eval_samples"]} if quick else {})
+    p_cfg = dict(cfg["prune"])
+    if quick:
+        p_cfg |= {"finetune_epochs": q["finetune_epochs"], "final_epochs": q["final_epochs"],
+                  "val_samples": q["eval_samples"]}
+    b_cfg = dict(cfg["bench"]) | ({"runs": q["runs"]} if quick else {})
+    opts = {"train": from_table(train.TrainOptions, t_cfg, "[train]"),
+            "analyze": from_table(analyze.AnalyzeOptions, a_cfg, "[analyze]"),
+            "prune": from_table(prune.PruneOptions, p_cfg, "[prune]", analysis=Path("analysis.json")),
+            "quantize": from_table(quantize.QuantizeOptions, dict(cfg["quantize"]), "[quantize]"),
+            "export": from_table(export.ExportOptions, dict(cfg.get("export", {})), "[export]"),
+            "bench": from_table(bench.BenchOptions, b_cfg, "[bench]")}
+    if opts["bench"].target:
+        bench.load_target(opts["bench"].target)
+    spec, data_spec = cfg["model"]["spec"], cfg["data"]["spec"]
+    if spec.endswith((".pt", ".pth")):
+        train.prepare(spec, data_spec, train_limit=64, test_limit=64)
+    else:
+        models_shape = data.native_shape(data_spec)
+        built = models.build(spec, models_shape, data.num_classes(data_spec))
+        train.check_fits(built.model, built.input_shape, spec,
+                         data.load(data_spec, built.input_shape, train_limit=64, test_limit=64))
+    return opts
+
+
+def _trained(cfg: dict, run_dir: Path, opts: train.TrainOptions) -> tuple[Path, bool]:
     """The trained model: the user's .pt, or one trained now (cached by its recipe)."""
     spec = cfg["model"]["spec"]
     if spec.endswith((".pt", ".pth")):
         return Path(spec), False
-    tcfg = dict(cfg.get("train", {}))
-    if quick:
-        tcfg |= {"epochs": cfg["quick"]["train_epochs"], "train_limit": cfg["quick"]["train_limit"]}
-    opts = _opts(train.TrainOptions, tcfg)
     key = hashlib.sha256(json.dumps([spec, cfg["data"]["spec"], repr(opts)]).encode()).hexdigest()[:16]
     cached = data.CACHE_DIR / "models" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}-{key}.pt"
     reused = cached.exists() and artifact.sidecar_of(cached).exists()
@@ -94,59 +125,98 @@ def _trained(cfg: dict, run_dir: Path, quick: bool) -> tuple[Path, bool]:
     return dst, reused
 
 
-def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
-    """Run every stage into a run folder and return the summary (also written as summary.json)."""
-    quick = cfg.get("quick_mode", False)
-    q = cfg["quick"]
-    if out is None:
+CONFIG_FILE, PROGRESS_FILE = "config.json", "progress.json"
+
+
+class _Progress:
+    """Which stages of a run folder finished, and from what (progress.json, rewritten atomically
+    after each stage). A stage is reused on `--resume` only when its key (its options and the key
+    of the stage before it) is unchanged and its outputs exist; otherwise it runs again."""
+
+    def __init__(self, out: Path, resume: bool):
+        self.path = out / PROGRESS_FILE
+        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
+        self.key = ""
+
+    def stage(self, name: str, options, outputs: list[Path], work) -> bool:
+        """Run `work()` unless a finished run of this stage can be reused; True when reused."""
+        self.key = hashlib.sha256(json.dumps([self.key, name, repr(options)]).encode()).hexdigest()
+        entry = self.done.get(name)
+        if entry and entry["key"] == self.key and all(p.exists() for p in outputs):
+            return True
+        self.done.pop(name, None)
+        work()
+        self.done[name] = {"key": self.key, "outputs": [p.name for p in outputs], "finished": artifact.now()}
+        artifact.write_json(self.done, self.path)
+        return False
+
+
+def resume_config(run_dir: Path) -> dict:
+    """The config a run folder was started with (for `compress run --resume DIR`)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise CompressError(f"{run_dir}: no such run folder to resume")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CompressError(f"{run_dir} has no {CONFIG_FILE}: not a run folder `compress run` started") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CompressError(f"{path}: not valid JSON ({e})") from e
+
+
+def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool = False) -> dict:
+    """Run every stage into a run folder and return the summary (also written as summary.json).
+
+    With `resume`, continue the run in `out` (killed at any point): finished stages whose inputs
+    did not change are reused, the rest run again."""
+    opts = stage_options(cfg)  # the whole config is checked before anything is written
+    quick, q = cfg.get("quick_mode", False), cfg["quick"]
+    if resume:
+        if out is None or not (out / CONFIG_FILE).exists():
+            raise CompressError(f"{out}: not a run folder to resume")
+        force = True  # a stage that did not finish is redone over its partial outputs
+    elif out is None:
         out = fresh_run_dir()
     elif out.exists() and any(out.iterdir()) and not force:
-        raise CompressError(f"{out} exists and is not empty; pass --force or choose another -o")
+        raise CompressError(f"{out} exists and is not empty; pass --force or choose another -o, or --resume it")
+    else:
+        problem = fileio.writable(out / CONFIG_FILE)
+        if problem:
+            raise CompressError(f"cannot write the run folder {out}: {problem}")
     out.mkdir(parents=True, exist_ok=True)
-    data_spec, times = cfg["data"]["spec"], {}
-    data.load(data_spec, None, train_limit=64, test_limit=64)  # fail early on bad data
-    start = time.perf_counter()
-    trained, reused = _trained(cfg, out, quick)
-    times["train"] = round(time.perf_counter() - start, 1)
+    artifact.write_json(cfg, out / CONFIG_FILE)
+    progress, data_spec, times = _Progress(out, resume), cfg["data"]["spec"], {}
+    reused_stages = []
 
-    a_cfg = dict(cfg["analyze"]) | ({"eval_samples": q["eval_samples"]} if quick else {})
-    start = time.perf_counter()
-    analyze.run(str(trained), data_spec, out / "analysis.json", _opts(analyze.AnalyzeOptions, a_cfg), force=force)
-    times["analyze"] = round(time.perf_counter() - start, 1)
+    def timed(name: str, options, outputs: list[Path], work) -> None:
+        start = time.perf_counter()
+        if progress.stage(name, options, outputs, work):
+            reused_stages.append(name)
+        times[name] = round(time.perf_counter() - start, 1)
 
-    p_cfg = dict(cfg["prune"])
-    p_cfg["order"] = prune.Order(p_cfg.get("order", "sensitivity"))
-    p_cfg["plan"] = prune.Plan(p_cfg["plan"]) if p_cfg.get("plan") else None
-    p_cfg["analysis"] = out / "analysis.json"
-    if quick:
-        p_cfg |= {"finetune_epochs": q["finetune_epochs"], "final_epochs": q["final_epochs"],
-                  "val_samples": q["eval_samples"]}
-    start = time.perf_counter()
-    prune.run(str(trained), data_spec, out / "pruned.pt", _opts(prune.PruneOptions, p_cfg), force=force,
-              train_limit=q["train_limit"] if quick else None)
-    times["prune"] = round(time.perf_counter() - start, 1)
+    trained_reused = []
+    timed("train", [cfg["model"]["spec"], data_spec, opts["train"]], [out / "trained.pt"],
+          lambda: trained_reused.append(_trained(cfg, out, opts["train"])))
+    trained = Path(cfg["model"]["spec"]) if cfg["model"]["spec"].endswith((".pt", ".pth")) else out / "trained.pt"
+    reused = bool(trained_reused and trained_reused[0][1]) or "train" in reused_stages
 
-    qz_cfg = dict(cfg["quantize"])
-    qz_cfg["scope"] = quantize.Scope(qz_cfg.get("scope", "fc"))
-    qz_cfg["calibrate"] = quantize.Calibrate(qz_cfg.get("calibrate", "minmax"))
-    start = time.perf_counter()
-    quantize.run(str(out / "pruned.pt"), data_spec, out / "quantized.pt",
-                 _opts(quantize.QuantizeOptions, qz_cfg), force=force)
-    times["quantize"] = round(time.perf_counter() - start, 1)
-
-    e_opts = _opts(export.ExportOptions, dict(cfg.get("export", {})))
-    start = time.perf_counter()
+    timed("analyze", opts["analyze"], [out / "analysis.json"],
+          lambda: analyze.run(str(trained), data_spec, out / "analysis.json", opts["analyze"], force=force))
+    p_opts = dataclasses.replace(opts["prune"], analysis=out / "analysis.json")
+    timed("prune", [opts["prune"], q["train_limit"] if quick else None], [out / "pruned.pt"],
+          lambda: prune.run(str(trained), data_spec, out / "pruned.pt", p_opts, force=force,
+                            train_limit=q["train_limit"] if quick else None))
+    timed("quantize", opts["quantize"], [out / "quantized.pt"],
+          lambda: quantize.run(str(out / "pruned.pt"), data_spec, out / "quantized.pt", opts["quantize"],
+                               force=force))
     onnx_files = {"trained": out / "original.onnx", "pruned": out / "pruned.fp32.onnx", "quantized": out / "model.onnx"}
-    arts = {name: export.run(str(src), onnx_files[name], e_opts, force=force)
-            for name, src in (("trained", trained), ("pruned", out / "pruned.pt"),
-                              ("quantized", out / "quantized.pt"))}
-    times["export"] = round(time.perf_counter() - start, 1)
-
-    b_cfg = dict(cfg["bench"]) | ({"runs": q["runs"]} if quick else {})
-    start = time.perf_counter()
-    report = bench.run(list(onnx_files.values()), _opts(bench.BenchOptions, b_cfg))
-    times["bench"] = round(time.perf_counter() - start, 1)
-    artifact.write_json(report, out / "bench.json")
+    sources = {"trained": trained, "pruned": out / "pruned.pt", "quantized": out / "quantized.pt"}
+    timed("export", opts["export"], list(onnx_files.values()),
+          lambda: [export.run(str(sources[n]), onnx_files[n], opts["export"], force=force) for n in onnx_files])
+    arts = {n: artifact.Artifact.open(onnx_files[n]) for n in onnx_files}
+    timed("bench", opts["bench"], [out / "bench.json"],
+          lambda: artifact.write_json(bench.run(list(onnx_files.values()), opts["bench"]), out / "bench.json"))
+    report = json.loads((out / "bench.json").read_text())
 
     original = artifact.Artifact.open(trained).metrics
     rows = []
@@ -163,6 +233,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False) -> dict:
                "model": cfg["model"]["spec"], "data": data_spec, "quick": quick,
                "data_source": artifact.Artifact.open(trained).meta.get("data", {}).get("source"),
                "trained_reused_from_cache": reused, "stage_seconds": times, "stages": rows,
+               "resumed_stages": reused_stages if resume else [],
                "host": report["host"], "config": copy.deepcopy({k: cfg[k] for k in SECTIONS if k in cfg})}
     artifact.write_json(summary, out / "summary.json")
     return summary

@@ -34,7 +34,7 @@ from torch.utils.data import TensorDataset
 from . import artifact, data, surgery
 from .errors import CompressError
 from .progress import task
-from .train import TrainOptions, data_meta, evaluate, fit, metric_name, prepare, teacher_logits
+from .train import Prepared, TrainOptions, data_meta, evaluate, fit, metric_name, prepare, teacher_logits
 
 logger = logging.getLogger(__name__)
 
@@ -121,19 +121,30 @@ class PruneOptions:
         return Plan.SENSITIVITY if self.analysis is not None and self.target_params is not None else Plan.FLOORS
 
 
-def _load_analysis(path: Path, spec: str, input_shape) -> dict:
+def _load_analysis(path: Path, prep: Prepared) -> dict:
+    """The analysis file, refused unless it was made from this very model (by sha256, not only by
+    spec: a retrained model of the same spec ranks its layers differently)."""
+    from .analyze import SCHEMA, model_digest
+
+    spec, input_shape = prep.spec, prep.input_shape
     try:
         result = json.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise CompressError(f"{path}: no such analysis file") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CompressError(f"{path}: not a JSON analysis ({e})") from e
-    if result.get("kind") != "compress-analysis" or "priority" not in result:
+    if not isinstance(result, dict) or result.get("kind") != "compress-analysis" or "priority" not in result:
         raise CompressError(f"{path} is not an analysis from `compress analyze`")
+    if result.get("schema") != SCHEMA:
+        raise CompressError(f"{path} has analysis schema {result.get('schema')}, this version reads {SCHEMA}; "
+                            f"rerun `compress analyze`")
     model = result.get("model", {})
     if model.get("spec") != spec or list(model.get("input_shape", [])) != list(input_shape):
         raise CompressError(f"{path} analyzes {model.get('spec')} {model.get('input_shape')}, "
                             f"not this model ({spec} {list(input_shape)})")
+    if model.get("sha256") != model_digest(prep):
+        raise CompressError(f"{path} was made from another model file (sha256 {str(model.get('sha256'))[:12]}, "
+                            f"this one {model_digest(prep)[:12]}); rerun `compress analyze` on it")
     return result
 
 
@@ -535,7 +546,7 @@ class _Setup:
 
 def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
     prep = prepare(model, data_spec, trust=trust, train_limit=train_limit, seed=opts.seed)
-    analysis = _load_analysis(opts.analysis, prep.spec, prep.input_shape) if opts.analysis else None
+    analysis = _load_analysis(opts.analysis, prep) if opts.analysis else None
     include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
     layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
     order = layer_order(opts, layers, analysis)
@@ -657,7 +668,7 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     if not targets or any(not 0 < t < 1 for t in targets):
         raise CompressError("--targets must be fractions in (0, 1), e.g. 0.1,0.05,0.03")
     dst = Path(dst)
-    artifact.check_output(dst, force)
+    artifact.check_output(dst, force, dst.with_suffix(".png"))
     targets = tuple(sorted(set(targets), reverse=True))
     plans = plans or (opts.plan or (Plan.SENSITIVITY if opts.analysis else Plan.UNIFORM),)
     plans = tuple(p for p in plans if p is not Plan.SENSITIVITY or opts.analysis)

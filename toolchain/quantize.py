@@ -60,6 +60,10 @@ class QuantizeOptions:
     def validate(self) -> None:
         if self.samples < 1:
             raise CompressError(f"--samples must be >= 1, not {self.samples}")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise CompressError(f"--eval-samples must be >= 1 (omit it: the whole test split), not {self.eval_samples}")
+        if self.seed < 0:
+            raise CompressError(f"--seed must be >= 0, not {self.seed}")
 
 
 class CalibrationReader(Protocol):
@@ -101,7 +105,7 @@ def load_calibration(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     try:
         with np.load(path) as f:
             x = f["x"] if "x" in f else f[list(f.keys())[0]]
-    except (OSError, ValueError, KeyError, IndexError) as e:
+    except (OSError, ValueError, KeyError, IndexError, EOFError) as e:
         raise CompressError(f"{path}: not a readable calibration set (.npz with array x): {e}") from e
     if len(x) == 0:
         raise CompressError(f"calibration set {path} is empty")

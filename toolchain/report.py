@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator  # noqa: E402
 
 from .errors import CompressError  # noqa: E402
-from .fileio import write_text  # noqa: E402
+from .fileio import check_outputs, save_figure, write_text  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -140,7 +140,10 @@ def plot_pareto(stages: list[dict], key: str, xlabel: str, dst: Path, title: str
     return _save(fig, Path(dst))
 
 
-def write_run_report(run_dir: Path) -> Path:
+REPORT_PLOTS = ("report.pareto-bytes.png", "report.pareto-latency.png", "report.channels.png")
+
+
+def write_run_report(run_dir: Path, force: bool = False) -> Path:
     """Write report.html (self-contained: images inlined) and report.md (images by relative path)
     into a `compress run` folder, drawing the Pareto and channel plots beside them. Returns the
     HTML path."""
@@ -150,6 +153,7 @@ def write_run_report(run_dir: Path) -> Path:
         raise CompressError(f"{run_dir}: no summary.json; is this a `compress run` folder?")
     if summary.get("kind") != "compress-run" or not isinstance(summary.get("stages"), list):
         raise CompressError(f"{run_dir / 'summary.json'}: not the summary of `compress run`")
+    check_outputs(force, run_dir / REPORT_HTML, run_dir / REPORT_MD, *(run_dir / p for p in REPORT_PLOTS))
     sections = _report_sections(run_dir, summary)
     html_path = run_dir / REPORT_HTML
     write_text(html_path, _to_html(summary, sections, run_dir))

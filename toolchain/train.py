@@ -263,23 +263,29 @@ def prepare(model_spec: str, data_spec: str | None, *, trust: bool = False, trai
         if not data_spec:
             raise CompressError(f"{model_spec} does not say what data it was trained on; pass --data")
         ds = data.load(data_spec, parent.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
-        return Prepared(model, parent, parent.spec, tuple(parent.input_shape or ds.input_shape), ds)
+        shape = tuple(parent.input_shape or ds.input_shape)
+        check_fits(model, shape, model_spec, ds)
+        return Prepared(model, parent, parent.spec, shape, ds)
     if not data_spec:
         raise CompressError("--data is required with a model spec (e.g. --data mnist)")
     torch.manual_seed(seed)  # the initial weights, too, must not depend on what ran before
     built = models.build(model_spec, data.native_shape(data_spec), data.num_classes(data_spec))
     ds = data.load(data_spec, built.input_shape, train_limit=train_limit, test_limit=test_limit, seed=seed)
-    _check_runs(built.model, built.input_shape, model_spec)
+    check_fits(built.model, built.input_shape, model_spec, ds)
     return Prepared(built.model.eval(), None, built.spec, built.input_shape, ds)
 
 
-def _check_runs(model: nn.Module, input_shape: tuple[int, ...], spec: str) -> None:
+def check_fits(model: nn.Module, input_shape: tuple[int, ...], spec: str, ds: data.Dataset) -> None:
+    """The model runs on the data's inputs and has one output per class: refused here, before any
+    work, rather than as a shape error minutes into training or a silently wrong accuracy."""
     try:
         with torch.inference_mode():
-            model.eval()(torch.zeros(2, *input_shape))
+            out = model.eval()(torch.zeros(2, *input_shape))
     except RuntimeError as e:
         raise CompressError(f"{spec} does not run on inputs of shape {tuple(input_shape)}: "
                             f"{str(e).splitlines()[0]}") from e
+    if not reconstructs(model) and out.ndim == 2 and out.shape[1] != ds.num_classes:
+        raise CompressError(f"{spec} has {out.shape[1]} outputs but {ds.name} has {ds.num_classes} classes")
 
 
 def data_meta(ds: data.Dataset) -> dict:

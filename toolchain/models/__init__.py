@@ -112,23 +112,25 @@ def known_specs() -> list[str]:
 
 def build(spec: str, data_shape: tuple[int, ...], num_classes: int) -> Built:
     """Build a fresh (untrained) network from a spec for data of `data_shape` with `num_classes`."""
-    if spec.startswith("zoo:"):
-        name, kw = _parse_query(spec[4:])
-        if name not in ZOO:
-            raise CompressError(f"unknown model {spec!r}; known: {', '.join(known_specs())}")
-        try:
+    try:
+        if spec.startswith("zoo:"):
+            name, kw = _parse_query(spec[4:])
+            if name not in ZOO:
+                raise CompressError(f"unknown model {spec!r}; known: {', '.join(known_specs())}")
             model, shape = ZOO[name](tuple(data_shape), num_classes, **_coerce(kw))
-        except (TypeError, ValueError) as e:
-            raise CompressError(f"{spec}: bad option: {e}") from e
-    elif spec.startswith("torchvision:"):
-        name, kw = _parse_query(spec[len("torchvision:"):])
-        model, shape = _torchvision(name, data_shape, num_classes, **_coerce(kw))
-    elif ".py:" in spec:
-        path, _, rest = spec.rpartition(".py:")
-        factory, kw = _parse_query(rest)
-        model, shape = _from_file(path + ".py", factory, data_shape, num_classes, **_coerce(kw))
-    else:
-        raise CompressError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+        elif spec.startswith("torchvision:"):
+            name, kw = _parse_query(spec[len("torchvision:"):])
+            model, shape = _torchvision(name, data_shape, num_classes, **_coerce(kw))
+        elif ".py:" in spec:
+            path, _, rest = spec.rpartition(".py:")
+            factory, kw = _parse_query(rest)
+            model, shape = _from_file(path + ".py", factory, data_shape, num_classes, **_coerce(kw))
+        else:
+            raise CompressError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
+    except (TypeError, ValueError) as e:  # a spec parameter of the wrong type or value (?size=abc)
+        raise CompressError(f"{spec}: bad model parameter: {str(e).splitlines()[0]}") from e
+    if any(int(d) < 1 for d in shape):
+        raise CompressError(f"{spec}: the input shape {tuple(shape)} has a dimension below 1")
     return Built(model, spec, tuple(int(s) for s in shape))
 
 
