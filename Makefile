@@ -56,6 +56,7 @@ calibration: install
 gate: install
 	rm -rf "$${COMPRESS_CACHE:-$$HOME/.cache/compress}/models"
 	$(VENV)/bin/compress data fetch mnist
-	$(VENV)/bin/compress run --quick -o runs/ci --force
+	rm -rf runs/ci
+	$(VENV)/bin/compress run --quick -o runs/ci
 	$(VENV)/bin/compress report runs/ci
 	$(VENV)/bin/compress check runs/ci --baseline .ci/baseline.toml --junit runs/ci/check.xml
