@@ -165,3 +165,22 @@ def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp
     calib = np.random.default_rng(0).standard_normal((8, 1, 32, 32)).astype(np.float32)
     quantize.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", recipe, calib)
     assert export.param_bytes(tmp_path / "int8.onnx")["int8_bytes"] > 0
+
+
+@pytest.mark.parametrize("target, activations", [(None, np.int8), ("x86-cpu", np.uint8), ("rpi4", np.int8)])
+def test_a_target_profiles_int8_table_sets_the_activation_type(trained_lenet, tmp_path, target, activations):
+    from onnx import numpy_helper
+
+    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(
+        scope=quantize.Scope.ALL, samples=32, allow_slower=True, target=target))
+    assert q.meta["quantization"]["activation_type"] == np.dtype(activations).name
+    export.run(str(q.path), tmp_path / "q.onnx", export.ExportOptions())
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    assert zero_points and all(z.dtype == activations for z in zero_points)
+
+
+def test_an_unknown_target_is_refused_before_quantizing():
+    with pytest.raises(CompressError, match="nope"):
+        quantize.QuantizeOptions(target="nope").validate()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import platform
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 from . import bench_runner, remote
 from .errors import CompressError
 from .fileio import save_figure
+from .options import from_table, unknown_keys
 from .progress import task
 from .remote import Remote, SSHDefaults
 
@@ -119,6 +120,13 @@ class Int8Preference:
     activation_type: str = "uint8"
     weight_type: str = "int8"
 
+    def validate(self) -> None:
+        if self.format not in ("qdq", "qoperator"):
+            raise CompressError(f"format must be 'qdq' or 'qoperator', not {self.format!r}")
+        for key in ("activation_type", "weight_type"):
+            if getattr(self, key) not in ("int8", "uint8"):
+                raise CompressError(f"{key} must be 'int8' or 'uint8', not {getattr(self, key)!r}")
+
 
 @dataclass(frozen=True)
 class Target:
@@ -161,37 +169,16 @@ def load_target(spec: str) -> Target:
     return _target_from(raw, source)
 
 
-def _section(raw: dict, name: str, cls, source: str) -> dict:
-    values = raw.get(name, {})
-    if not isinstance(values, dict):
-        raise CompressError(f"target {source}: [{name}] must be a table")
-    unknown = set(values) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise CompressError(f"target {source}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(sorted(cls.__dataclass_fields__))}")
-    return dict(values)
-
-
 def _target_from(raw: dict, source: str) -> Target:
-    unknown = set(raw) - _TARGET_KEYS
-    if unknown:
-        raise CompressError(f"target {source}: unknown key(s) {', '.join(sorted(unknown))}; "
-                            f"known: {', '.join(sorted(_TARGET_KEYS))}")
-    rt = _section(raw, "runtime", TargetRuntime, source)
-    try:
-        if "providers" in rt:
-            rt["providers"] = tuple(provider_name(p) for p in rt["providers"])
-        if "graph_optimization" in rt:
-            rt["graph_optimization"] = GraphOpt(rt["graph_optimization"])
-        if "precision" in rt:
-            rt["precision"] = Precision(rt["precision"])
-        if "input_shape" in rt:
-            rt["input_shape"] = tuple(int(d) for d in rt["input_shape"])
-        runtime = TargetRuntime(**rt)
-        int8 = Int8Preference(**_section(raw, "int8", Int8Preference, source))
-        ssh = SSHDefaults(**_section(raw, "ssh", SSHDefaults, source))
-    except (ValueError, TypeError) as e:
-        raise CompressError(f"target {source}: {e}") from e
+    where = f"target {source}"
+    unknown_keys(raw, _TARGET_KEYS, where)
+    for name in ("runtime", "int8", "ssh"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise CompressError(f"{where}: [{name}] must be a table")
+    runtime = from_table(TargetRuntime, raw.get("runtime", {}), f"{where} [runtime]")
+    runtime = replace(runtime, providers=tuple(provider_name(p) for p in runtime.providers))
+    int8 = from_table(Int8Preference, raw.get("int8", {}), f"{where} [int8]")
+    ssh = from_table(SSHDefaults, raw.get("ssh", {}), f"{where} [ssh]")
     name = raw.get("name") or Path(source).stem
     return Target(name=name, description=raw.get("description", ""), arch=raw.get("arch", ""),
                   cpu=raw.get("cpu", ""), runtime=runtime, int8=int8, ssh=ssh, source=source)

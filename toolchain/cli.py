@@ -323,22 +323,25 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
 @click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
 @click.option("--allow-slower", is_flag=True,
               help="keep int8 even when it runs slower than fp32 on this machine (e.g. tuned for another device)")
+@click.option("--target", help="target profile (rpi4, x86-cpu, ... or a .toml): its [int8] table sets the int8 "
+                                "format and types (default: QDQ, int8 activations and weights)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="quantized model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, output, force,
-             trust):
+def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, target, output,
+             force, trust):
     """Store the int8 recipe with a model and measure the int8 model in onnxruntime.
 
     \b
     compress quantize pruned.pt --scope fc -o q.pt && compress export q.pt -o q.onnx
+    compress quantize pruned.pt --scope all --target rpi4 -o q.pt
     """
     from . import quantize as stage
 
     opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
-                                 eval_samples=eval_samples, allow_slower=allow_slower)
+                                 eval_samples=eval_samples, allow_slower=allow_slower, target=target)
     out = Path(output) if output else _default_out("quantize", "quantized.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
     rep = art.meta["report"]

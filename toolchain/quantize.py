@@ -56,6 +56,17 @@ class QuantizeOptions:
     eval_samples: int | None = None
     allow_slower: bool = False  # keep int8 even where it measured slower than fp32 on this machine
     seed: int = 0
+    target: str | None = None  # a bench target profile (rpi4, x86-cpu, ...): its [int8] table sets the int8 types
+
+    def int8(self) -> dict:
+        """The int8 format and types: the target profile's [int8] table, else QDQ with signed int8
+        activations and weights (s8s8, onnxruntime's default)."""
+        if self.target is None:
+            return {"format": "qdq", "activation_type": "int8", "weight_type": "int8"}
+        from .bench import load_target
+
+        target = load_target(self.target)
+        return asdict(target.int8) | {"target": target.name}
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -64,6 +75,7 @@ class QuantizeOptions:
             raise CompressError(f"--eval-samples must be >= 1 (omit it: the whole test split), not {self.eval_samples}")
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        self.int8()  # an unknown or broken target profile is refused before any work
 
 
 class CalibrationReader(Protocol):
@@ -126,6 +138,8 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
     scope, method = Scope(recipe["scope"]), Calibrate(recipe["calibrate"])
     input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     large = external_data(fp32)  # past 2 GiB: the calibration copies must keep their weights outside too
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}  # recipes before targets were s8s8 QDQ
     methods = {Calibrate.MINMAX: CalibrationMethod.MinMax, Calibrate.PERCENTILE: CalibrationMethod.Percentile,
                Calibrate.ENTROPY: CalibrationMethod.Entropy}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,8 +151,9 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
             pre = fp32
         try:
             quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
-                            quant_format=QuantFormat.QDQ, op_types_to_quantize=OP_TYPES[scope],
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            quant_format=formats[recipe.get("format", "qdq")], op_types_to_quantize=OP_TYPES[scope],
+                            per_channel=True, activation_type=types[recipe.get("activation_type", "int8")],
+                            weight_type=types[recipe.get("weight_type", "int8")],
                             calibrate_method=methods[method], use_external_data_format=large,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except (ValueError, RuntimeError) as e:
@@ -188,7 +203,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
     calib = (load_calibration(opts.calibration, prep.input_shape) if opts.calibration
              else calibration_set(prep.dataset, opts.samples, opts.seed))
     recipe = {"scope": opts.scope.value, "calibrate": opts.calibrate.value, "samples": len(calib),
-              "calibration": str(opts.calibration) if opts.calibration else f"{prep.dataset.name} train split"}
+              "calibration": str(opts.calibration) if opts.calibration else f"{prep.dataset.name} train split",
+              **opts.int8()}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(prep.model, prep.input_shape, fp32, ExportOptions())
