@@ -106,6 +106,18 @@ def _tolerate_channel_shuffles() -> None:
     update.compress_wrapped = True
     index_mapping.update_reshape_index_mapping = update
 
+    # A concatenation whose inputs' widths torch-pruning cannot infer (its recursive shape inference
+    # stops at a fixed depth: Swin-S's patch merging) is likewise recorded, not a TypeError.
+    concat = index_mapping.update_concat_index_mapping
+
+    def update_concat(graph, node):
+        try:
+            concat(graph, node)
+        except TypeError:
+            graph.__dict__.setdefault("unmapped", set()).add(node)
+
+    index_mapping.update_concat_index_mapping = update_concat
+
     # Channels-last reshapes (Swin's windows) chain flatten mappings whose index lists multiply
     # without bound: minutes per layer, then a meaningless cut. Past MAX_MAPPED indices, give up.
     flatten = index_mapping._FlattenIndexMapping
@@ -186,7 +198,8 @@ def misaligned(dg, group) -> str | None:
     for dep, idxs in group:
         if dep.target in unmapped or dep.source in unmapped:
             return ("its channels pass through a reshape that splits the channel dimension "
-                    "(a channel shuffle, or a transformer's window partition)")
+                    "(a channel shuffle, or a transformer's window partition) or a concatenation of "
+                    "widths torch-pruning cannot infer")
         m = dep.target.module
         if isinstance(m, nn.MultiheadAttention):
             return ("its channels are an attention layer's embedding width (the residual stream); "
