@@ -35,12 +35,15 @@ def test_rerun_with_more_ratios_reuses_the_cache(trained_lenet, tmp_path):
     assert first["priority"] == second["priority"]
 
 
-def test_workers_give_the_same_result(trained_lenet, tmp_path):
-    one = analyze.run(str(trained_lenet), None, tmp_path / "1.json",
-                      analyze.AnalyzeOptions(eval_samples=120, criterion="l2", seed=3, plots=False))
-    two = analyze.run(str(trained_lenet), None, tmp_path / "2.json",
-                      analyze.AnalyzeOptions(eval_samples=120, criterion="l2", seed=4, workers=2, plots=False))
-    assert len(one["layers"]) == len(two["layers"]) == 2
+def test_equal_seeds_give_equal_results_across_worker_counts(trained_lenet, tmp_path):
+    """Each run has its own cache folder, so the two-worker run measures everything again."""
+    runs = [analyze.run(str(trained_lenet), None, tmp_path / f"{w}.json", analyze.AnalyzeOptions(
+        eval_samples=120, criterion="l2", seed=3, workers=w, ratios=(0.25,), include_linear=True, plots=False,
+        cache_dir=tmp_path / f"cache{w}")) for w in (1, 2)]
+    assert runs[1]["reused_results"] == 0 and runs[1]["workers"] == 2
+    assert [r["accuracy"] for r in runs[0]["layers"]] == [r["accuracy"] for r in runs[1]["layers"]]
+    assert [r["sweep"] for r in runs[0]["layers"]] == [r["sweep"] for r in runs[1]["layers"]]
+    assert runs[0]["priority"] == runs[1]["priority"] and len(runs[0]["layers"]) == 4
 
 
 @pytest.mark.parametrize("opts,match", [

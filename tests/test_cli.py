@@ -62,3 +62,44 @@ def test_stages_chain_through_the_cli(tmp_path, trained_lenet):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "toolchain.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "analyze" in out.stdout
+
+
+def _examples():
+    """Every `compress ...` line of every command's --help (split at &&, comments dropped)."""
+    import shlex
+
+    import click
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from walk(cmd, [*prefix, name])
+            else:
+                yield [*prefix, name], cmd
+
+    for path, cmd in walk(main, []):
+        for line in (cmd.help or "").splitlines():
+            for part in line.split("&&"):
+                part = part.split("  #")[0].strip()
+                if part.startswith("compress "):
+                    yield " ".join(path), shlex.split(part)[1:]
+
+
+EXAMPLES = list(_examples())
+
+
+def test_every_command_shows_examples():
+    assert {cmd for cmd, _ in EXAMPLES} >= {"train", "analyze", "prune", "quantize", "calibrate", "export", "bench",
+                                            "run", "check", "report", "data fetch"}
+
+
+@pytest.mark.parametrize("cmd, args", EXAMPLES, ids=[" ".join(a)[:70] for _, a in EXAMPLES])
+def test_every_help_example_parses(cmd, args):
+    """Each example's options exist and take their values (parsed by click as the shell would pass
+    them); the stage chain test above runs the same commands for real on small files."""
+    ctx = main.make_context("compress", list(args), resilient_parsing=False)
+    sub = ctx.command.get_command(ctx, args[0])
+    rest = args[1:]
+    if cmd == "data fetch":
+        sub, rest = sub.get_command(ctx, args[1]), args[2:]
+    sub.make_context(args[0], list(rest), parent=ctx)

@@ -28,8 +28,13 @@ def test_run_writes_every_stage_and_a_summary(run_dir):
 
 
 def test_trained_model_is_cached_between_runs(run_dir, tmp_path):
-    _, first, cache = run_dir
+    out, first, cache = run_dir
     assert not first["trained_reused_from_cache"] and list((cache / "models").glob("*.pt"))
+    cfg = pipeline.resume_config(out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("toolchain.data.CACHE_DIR", cache)
+        path, reused = pipeline._trained(cfg, tmp_path, pipeline.stage_options(cfg)["train"])
+    assert reused and path.read_bytes() == (out / "trained.pt").read_bytes()
 
 
 def test_existing_run_folder_is_not_overwritten(run_dir):

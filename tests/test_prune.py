@@ -68,7 +68,8 @@ def test_orders_differ(trained_lenet, analysis):
     seq = prune.layer_order(_opts(order=prune.Order.SEQUENTIAL), layers, an)
     assert seq == ["features.0", "features.3", "classifier.1", "classifier.3"]
     assert prune.layer_order(_opts(order=prune.Order.REVERSE), layers, an) == seq[::-1]
-    assert sorted(prune.layer_order(_opts(order=prune.Order.RANDOM, seed=1), layers, an)) == sorted(seq)
+    shuffled = [prune.layer_order(_opts(order=prune.Order.RANDOM, seed=s), layers, an) for s in range(4)]
+    assert all(sorted(o) == sorted(seq) for o in shuffled) and len({tuple(o) for o in shuffled}) > 1
     assert prune.layer_order(_opts(order=prune.Order.SENSITIVITY, analysis=analysis), layers, an) == an["priority"]
 
 
@@ -94,6 +95,19 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
     with pytest.raises(CompressError, match="not an analysis"):
         prune.run(str(trained_lenet), None, tmp_path / "y.pt", _opts(analysis=tmp_path / "junk.json",
                                                                     target_params=0.5))
+
+
+def test_different_plans_allocate_differently(trained_lenet, analysis, tmp_path):
+    """The three allocations at one size goal: all on target, no two keeping the same channels."""
+    kept = {}
+    for plan in (prune.Plan.SENSITIVITY, prune.Plan.UNIFORM, prune.Plan.GLOBAL):
+        art = prune.run(str(trained_lenet), None, tmp_path / f"{plan.value}.pt",
+                        _opts(order=prune.Order.ONESHOT, plan=plan, analysis=analysis, target_params=0.3,
+                              include_linear=True, finetune_epochs=0, final_epochs=0))
+        rep = art.meta["report"]
+        assert 0.3 * (1 - prune.PLAN_TOLERANCE) <= rep["params_kept"] <= 0.3
+        kept[plan] = tuple(v["after"] for v in rep["layers"].values())
+    assert len(set(kept.values())) == 3, kept
 
 
 @pytest.mark.parametrize("plan", [prune.Plan.UNIFORM, prune.Plan.GLOBAL])
