@@ -21,7 +21,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CompressError
-from .fileio import atomic_path, check_outputs, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
+from .fileio import atomic_path, check_outputs, read_json, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ class Artifact:
         side = sidecar_of(path)
         meta: dict = {}
         if side.exists():
-            try:
-                meta = json.loads(side.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CompressError(f"{side}: not a readable sidecar ({e})") from e
+            meta = read_json(side, "sidecar")
         return cls(path, meta)
 
 
@@ -188,6 +185,15 @@ def load_extra(path: str | Path, key: str) -> torch.Tensor | None:
 
 
 # --- figures -------------------------------------------------------------------------------
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def compression_x(fp32_params: int, param_bytes: int, digits: int = 3) -> float:
+    """The paper's measure: the original fp32 parameter bytes over the final parameter bytes."""
+    return round(4 * fp32_params / param_bytes, digits)
+
 
 def count(model: nn.Module, input_shape: tuple[int, ...], *, throwaway: bool = False) -> dict:
     """Parameters, MACs and fp32 parameter bytes of a model. The counter leaves attributes and eval

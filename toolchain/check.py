@@ -27,7 +27,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from .errors import CompressError
-from .fileio import write_text
+from .fileio import read_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -356,16 +356,7 @@ def _figure(key: str, where: str) -> Figure:
 
 
 def _read_json(path: Path, what: str) -> object:
-    try:
-        text = path.read_text()
-    except FileNotFoundError as e:
-        raise CompressError(f"{path}: no such {what} file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise CompressError(f"{path}: cannot read the {what} ({e})") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CompressError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); is it complete?") from e
+    return read_json(path, what)
 
 
 # ---------------------------------------------------------------- comparing

@@ -22,11 +22,18 @@ from torch import nn
 
 from . import artifact, data, train
 from .errors import CompressError
+from .onnxio import (  # noqa: F401 - the ONNX helpers, re-exported for callers of export.*
+    PROTOBUF_LIMIT,
+    external_data,
+    onnx_logits,
+    param_bytes,
+    save_onnx,
+    session,
+)
 
 logger = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "input", "output"
-PROTOBUF_LIMIT = 2**31 - 2**26  # one ONNX protobuf holds 2 GiB; past this (less room for the graph) weights go aside
 
 
 @dataclass(frozen=True)
@@ -131,52 +138,6 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts:
     return notes
 
 
-def save_onnx(proto, out: Path, dst: Path, weight_bytes: int) -> str | None:
-    """Save `proto` at `out` (a temp name for `dst`). Past protobuf's 2 GiB the weights go to
-    `<dst name>.data` beside it, as ONNX external data (onnxruntime finds it next to the model);
-    returns that file's name, or None."""
-    import onnx
-
-    if weight_bytes < PROTOBUF_LIMIT:
-        onnx.save(proto, str(out))
-        return None
-    name = f"{dst.name}.data"
-    try:
-        onnx.save(proto, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=name)
-    except BaseException:
-        (dst.parent / name).unlink(missing_ok=True)
-        raise
-    return name
-
-
-def external_data(path: Path) -> bool:
-    """Whether an ONNX file keeps its weights in other files (a model past 2 GiB)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-
-
-def session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
-        raise CompressError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from e
-
-
-def onnx_logits(path_or_session, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    sess = path_or_session if hasattr(path_or_session, "run") else session(path_or_session)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)})[0]
-                           for i in range(0, len(x), batch)])
-
-
 def onnx_accuracy(path: Path, test: tuple[np.ndarray, np.ndarray], reconstruct: bool = False) -> float:
     """Top-1 accuracy (%) of an ONNX model run in onnxruntime (a reconstruction head: ROC-AUC x100)."""
     from .train import performance
@@ -196,41 +157,6 @@ def parity(model: nn.Module, path: Path, x: np.ndarray) -> dict:
             "top1_agreement": round(float((ref.argmax(1) == got.argmax(1)).mean()), 5), "samples": len(x)}
 
 
-def _consumer_ops(graph) -> dict[str, str]:
-    """For each initializer, the op type that finally uses it (looking through DequantizeLinear)."""
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
-    out = {}
-    for init in graph.initializer:
-        node = (users.get(init.name) or [None])[0]
-        while node is not None and node.op_type in ("DequantizeLinear", "QuantizeLinear", "Cast", "Transpose"):
-            node = (users.get(node.output[0]) or [None])[0]
-        out[init.name] = node.op_type if node is not None else "unused"
-    return out
-
-
-def param_bytes(path: Path) -> dict:
-    """Parameter bytes stored in an ONNX file: total, by data type and by the layer type that uses them."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    consumers = _consumer_ops(model.graph)
-    total, by_dtype, by_op = 0, {}, {}
-    for init in model.graph.initializer:
-        arr = numpy_helper.to_array(init)
-        n = arr.nbytes
-        total += n
-        by_dtype[str(arr.dtype)] = by_dtype.get(str(arr.dtype), 0) + n
-        op = consumers[init.name]
-        by_op.setdefault(op, {}).setdefault(str(arr.dtype), 0)
-        by_op[op][str(arr.dtype)] += n
-    return {"total": total, "int8_bytes": by_dtype.get("int8", 0) + by_dtype.get("uint8", 0),
-            "by_dtype": by_dtype, "by_op": by_op}
-
-
 def test_arrays(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The test split (or a class-stratified subset of n) as arrays for onnxruntime."""
     x, y = ds.test.tensors
@@ -246,7 +172,7 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
     import onnx
 
     from . import models
-    from .quantize import quantize_onnx
+    from .onnxio import quantize_onnx
 
     opts.validate()
     dst = Path(dst)
@@ -304,7 +230,7 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
             metrics |= {k: parent.metrics[k] for k in ("params", "macs") if k in parent.metrics}
             first = (parent.meta.get("lineage") or [{}])[0].get("metrics", {})
             if first.get("params"):  # the paper's measure: original fp32 parameter bytes over final ones
-                metrics["compression_x"] = round(4 * first["params"] / sizes["total"], 3)
+                metrics["compression_x"] = artifact.compression_x(first["params"], sizes["total"])
         meta = artifact.new_meta("export", asdict(opts), parent=parent, spec=spec, data=None,
                                  input_shape=shape, num_classes=num_classes or 0, metrics=metrics,
                                  report={"parity": check, "param_bytes": sizes, "quantization": recipe,

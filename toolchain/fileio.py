@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import CompressError
 
 
 def sha256_of(path: Path) -> str:
@@ -57,11 +61,34 @@ def writable(dst: Path) -> str | None:
     return None
 
 
+def _read(path: Path, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError as e:
+        raise CompressError(f"{path}: no such {what} file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompressError(f"{path}: cannot read the {what} ({e})") from e
+
+
+def read_json(path: Path, what: str = "JSON"):
+    """A JSON file's content, or one CompressError line naming the file and what was wrong."""
+    try:
+        return json.loads(_read(path, what))
+    except json.JSONDecodeError as e:
+        raise CompressError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); is it complete?") from e
+
+
+def read_toml(path: Path, what: str = "TOML") -> dict:
+    """A TOML file's content, or one CompressError line naming the file and what was wrong."""
+    try:
+        return tomllib.loads(_read(path, what))
+    except tomllib.TOMLDecodeError as e:
+        raise CompressError(f"{path}: not valid TOML ({e})") from e
+
+
 def check_outputs(force: bool, *paths: Path) -> None:
     """Refuse, before any work, to overwrite an existing output unless forced, and to aim at a
     place that cannot be written (one line for the user, nothing written)."""
-    from .errors import CompressError
-
     for p in paths:
         if Path(p).exists() and not force:
             raise CompressError(f"{p} exists; pass --force to overwrite it or choose another path")

@@ -45,12 +45,7 @@ def load_config(path: Path | None, quick: bool = False) -> dict:
     """The embedded default, overlaid with a user's TOML file."""
     cfg = tomllib.loads(resources.files("toolchain").joinpath("defaults/pipeline.toml").read_text())
     if path is not None:
-        try:
-            user = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as e:
-            raise CompressError(f"{path}: no such config file") from e
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise CompressError(f"{path}: not valid TOML ({e})") from e
+        user = fileio.read_toml(path, "config")
         unknown = set(user) - set(SECTIONS)
         if unknown:
             raise CompressError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
@@ -153,15 +148,9 @@ class _Progress:
 
 def resume_config(run_dir: Path) -> dict:
     """The config a run folder was started with (for `compress run --resume DIR`)."""
-    path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise CompressError(f"{run_dir}: no such run folder to resume")
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise CompressError(f"{run_dir} has no {CONFIG_FILE}: not a run folder `compress run` started") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CompressError(f"{path}: not valid JSON ({e})") from e
+    return fileio.read_json(Path(run_dir) / CONFIG_FILE, "run config")
 
 
 def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool = False) -> dict:
@@ -226,7 +215,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
                      "param_bytes": m["param_bytes"], "bytes": m["bytes"], "accuracy": m.get("accuracy"),
                      "eval_samples": m.get("eval_samples"), "p50_ms": timing["p50_ms"],
                      "p90_ms": timing["p90_ms"],
-                     "compression_x": round(original["params"] * 4 / m["param_bytes"], 2),
+                     "compression_x": artifact.compression_x(original["params"], m["param_bytes"], 2),
                      "file_ratio_x": round(rows[0]["bytes"] / m["bytes"], 2) if rows else 1.0,
                      "speedup_x": round(report["models"][0]["p50_ms"] / timing["p50_ms"], 2)})
     summary = {"kind": "compress-run", "created": artifact.now(), "run_dir": str(out),

@@ -18,7 +18,6 @@ runs inside `data.deciding`, so it cannot read the test split, which reports the
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import random
@@ -33,6 +32,7 @@ from torch.utils.data import TensorDataset
 
 from . import artifact, data, surgery
 from .errors import CompressError
+from .fileio import read_json
 from .progress import task
 from .train import Prepared, TrainOptions, data_meta, evaluate, fit, metric_name, prepare, teacher_logits
 
@@ -127,12 +127,7 @@ def _load_analysis(path: Path, prep: Prepared) -> dict:
     from .analyze import SCHEMA, model_digest
 
     spec, input_shape = prep.spec, prep.input_shape
-    try:
-        result = json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise CompressError(f"{path}: no such analysis file") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CompressError(f"{path}: not a JSON analysis ({e})") from e
+    result = read_json(path, "analysis")
     if not isinstance(result, dict) or result.get("kind") != "compress-analysis" or "priority" not in result:
         raise CompressError(f"{path} is not an analysis from `compress analyze`")
     if result.get("schema") != SCHEMA:
@@ -188,7 +183,7 @@ def _global_ratio(net, goal, units, shape, round_to, max_layer_ratio=0.95) -> tu
     for _ in range(16):
         mid = (lo + hi) / 2
         trial = _global_shrink(net, mid, coupled, shape, round_to, max_layer_ratio)
-        if sum(p.numel() for p in trial.parameters()) <= goal:
+        if artifact.param_count(trial) <= goal:
             hi, best = mid, trial
         else:
             lo, near = mid, trial
@@ -198,7 +193,7 @@ def _global_ratio(net, goal, units, shape, round_to, max_layer_ratio=0.95) -> tu
 
 
 def _channels(model: nn.Module) -> dict[str, int]:
-    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+    return {n: surgery.out_channels(m)
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
@@ -279,7 +274,7 @@ class _Search:
 
     def params(self, net: nn.Module | None = None) -> int:
         """Parameter count (the same figure as artifact.count, without its copy and forward pass)."""
-        return sum(p.numel() for p in (net if net is not None else self.net).parameters())
+        return artifact.param_count(net if net is not None else self.net)
 
     def planned(self, plan: dict[str, int]) -> int:
         """Parameters of the model with each named layer cut to its channel count in `plan`
@@ -328,7 +323,7 @@ def _apply(net: nn.Module, keep: dict[str, int], shape) -> nn.Module:
         m = modules.get(name)
         if m is None:
             continue
-        current = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        current = surgery.out_channels(m)
         if k < current:
             surgery.prune_layer(clone, name, k, "l1", shape, dg=dg)
     return clone
@@ -583,7 +578,7 @@ def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
         return  # whole layers may go: the floors are not the limit
     channels = _channels(st.prep.model)
     floors = _floors({n: channels[n] for n in st.order}, opts.max_layer_ratio, _units(st, opts))
-    least = sum(p.numel() for p in _apply(st.prep.model, floors, st.prep.input_shape).parameters())
+    least = artifact.param_count(_apply(st.prep.model, floors, st.prep.input_shape))
     if least > opts.target_params * st.before["params"]:
         raise CompressError(f"--target-params {opts.target_params} is out of reach: with every layer at its floor "
                             f"(--max-layer-ratio {opts.max_layer_ratio}) the model keeps {least:,} parameters "

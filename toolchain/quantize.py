@@ -16,17 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from . import artifact, data
 from .errors import CompressError
+from .onnxio import OP_TYPES, ArrayReader, CalibrationReader, quantize_onnx  # noqa: F401 - re-exported
 from .train import data_meta, prepare, reconstructs
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ class Calibrate(str, Enum):
     ENTROPY = "entropy"
 
 
-OP_TYPES = {Scope.FC: ["Gemm", "MatMul"], Scope.ALL: None}
 SLOWER_TOLERANCE = 0.05  # int8 p50 more than 5% above fp32 (same run, interleaved): "slower"
 
 
@@ -78,37 +76,6 @@ class QuantizeOptions:
         self.int8()  # an unknown or broken target profile is refused before any work
 
 
-class CalibrationReader(Protocol):
-    """What quantization reads calibration data through: batches of input arrays."""
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
-
-
-class ArrayReader:
-    """Calibration batches from one array of inputs (a .npz set or a data split)."""
-
-    def __init__(self, x: np.ndarray, input_name: str = "input", batch: int = 32):
-        self.x, self.name, self.batch = np.ascontiguousarray(x, dtype=np.float32), input_name, batch
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(0, len(self.x), self.batch):
-            yield {self.name: self.x[i:i + self.batch]}
-
-
-class _OrtReader:
-    """onnxruntime's CalibrationDataReader shape (get_next/rewind) over a CalibrationReader."""
-
-    def __init__(self, reader: CalibrationReader):
-        self.reader = reader
-        self._it = iter(reader)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self):
-        self._it = iter(self.reader)
-
-
 def load_calibration(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     """A calibration set file (.npz with array `x`), checked against the model's input shape."""
     path = Path(path)
@@ -125,39 +92,6 @@ def load_calibration(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
         raise CompressError(f"calibration set {path} has samples of shape {tuple(x.shape[1:])}, "
                             f"the model takes {tuple(input_shape)}")
     return x.astype(np.float32)
-
-
-def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) -> None:
-    """Write the int8 version of an fp32 ONNX file following a recipe from this stage."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .export import external_data
-
-    scope, method = Scope(recipe["scope"]), Calibrate(recipe["calibrate"])
-    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    large = external_data(fp32)  # past 2 GiB: the calibration copies must keep their weights outside too
-    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}  # recipes before targets were s8s8 QDQ
-    methods = {Calibrate.MINMAX: CalibrationMethod.MinMax, Calibrate.PERCENTILE: CalibrationMethod.Percentile,
-               Calibrate.ENTROPY: CalibrationMethod.Entropy}
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True, save_as_external_data=large)
-        except Exception as e:  # noqa: BLE001 - pre-processing is an optimization; fall back to the raw graph
-            logger.warning("quantization pre-processing failed (%s); quantizing the graph as is", e)
-            pre = fp32
-        try:
-            quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
-                            quant_format=formats[recipe.get("format", "qdq")], op_types_to_quantize=OP_TYPES[scope],
-                            per_channel=True, activation_type=types[recipe.get("activation_type", "int8")],
-                            weight_type=types[recipe.get("weight_type", "int8")],
-                            calibrate_method=methods[method], use_external_data_format=large,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        except (ValueError, RuntimeError) as e:
-            raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
 
 
 def _calibration_indices(ds: data.Dataset, n: int, seed: int) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator  # noqa: E402
 
 from .errors import CompressError  # noqa: E402
-from .fileio import check_outputs, save_figure, write_text  # noqa: E402
+from .fileio import check_outputs, read_json, save_figure, write_text  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
@@ -452,12 +451,8 @@ def _to_markdown(summary: dict, sections: list[dict]) -> str:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CompressError(f"{path}: not readable JSON ({e}); is the run complete?") from e
+    """A run folder's JSON file, or None where the run did not write it."""
+    return read_json(path) if Path(path).exists() else None
 
 
 def _finite(v) -> bool:

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -145,6 +146,11 @@ def graph(model: nn.Module, input_shape: tuple[int, ...]):
         raise CompressError(f"torch-pruning cannot trace this model's dependency graph "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}); "
                             f"layers joined by channel shuffles or custom ops are not supported") from e
+
+
+def out_channels(m: nn.Module) -> int:
+    """Output channels of a convolution, output features of a linear layer."""
+    return m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
 
 
 def _out_fn(m: nn.Module):
@@ -322,7 +328,7 @@ def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_sh
     if not isinstance(m, (nn.Conv2d, nn.Linear)):
         raise CompressError(f"no convolution or linear layer named {name!r} in the model")
     dg = dg or graph(model, input_shape)
-    channels = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+    channels = out_channels(m)
     n_remove = channels - keep
     if n_remove <= 0:
         return {}
@@ -356,53 +362,25 @@ def pruned_copy(model: nn.Module, name: str, keep: int, criterion: str, input_sh
     return clone
 
 
-def removable_layers(model: nn.Module) -> list[str]:
-    """Hidden layers that can be removed whole (the accordion autoencoder's blocks), by Linear name."""
-    from .models.zoo import AccordionAE
+class RemovableLayers(Protocol):
+    """A network whose hidden layers can be removed whole (out-of-order layer pruning). The model
+    knows its own structure; surgery only asks (the accordion autoencoder implements this)."""
 
-    if not isinstance(model, AccordionAE):
-        return []
-    return [f"hidden.{i}.0" for i, b in enumerate(model.hidden) if not isinstance(b, nn.Identity)]
+    def removable_layers(self) -> list[str]: ...
+
+    def without_layer(self, name: str, spec: str) -> tuple[nn.Module, str]: ...
+
+
+def removable_layers(model: nn.Module) -> list[str]:
+    """Hidden layers that can be removed whole, by name (none unless the model says so)."""
+    return list(model.removable_layers()) if hasattr(model, "removable_layers") else []
 
 
 def remove_layer(model: nn.Module, spec: str, name: str) -> tuple[nn.Module, str]:
-    """Drop a whole hidden layer of an accordion autoencoder: a new model and its spec.
-
-    The next layer, which now reads the previous layer's output, starts from the product of the
-    two linear maps (the removed layer's eval-mode BatchNorm folded in, its ReLU taken as
-    identity): a warm start that fine-tuning then corrects.
-    """
-    from .models import build
-    from .models.zoo import AccordionAE
-
-    if not isinstance(model, AccordionAE) or name not in removable_layers(model):
+    """Drop a whole hidden layer: a new model and its spec (the model builds it; see RemovableLayers)."""
+    names = removable_layers(model)
+    if name not in names:
         raise CompressError(f"{name!r} is not a removable hidden layer of this model")
-    idx = int(name.split(".")[1])
-    if len(removable_layers(model)) <= 1:
+    if len(names) <= 1:
         raise CompressError("cannot remove the last hidden layer")
-    widths = [0 if isinstance(b, nn.Identity) else b[0].out_features for b in model.hidden]  # as pruned now
-    widths[idx] = 0
-    base, _, query = spec.partition("?")
-    from urllib.parse import parse_qsl, urlencode
-    kw = dict(parse_qsl(query)) | {"widths": ",".join(map(str, widths))}
-    new_spec = f"{base}?{urlencode(kw, safe=',')}"
-    in_features = next(b[0].in_features for b in model.hidden if not isinstance(b, nn.Identity))
-    num_classes = model.head.out_features if model.head_kind == "classifier" else 0
-    new = build(new_spec, (in_features,), num_classes).model
-    block = model.hidden[idx]
-    lin, bn = block[0], block[1]
-    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
-    w_eff = scale[:, None] * lin.weight.detach()
-    b_eff = scale * (lin.bias.detach() - bn.running_mean) + bn.bias.detach()
-    nxt = next((f"hidden.{j}.0" for j in range(idx + 1, len(widths)) if widths[j]), "head")
-    old_state, new_state = model.state_dict(), new.state_dict()
-    for key in new_state:
-        if key.startswith(nxt + "."):
-            continue
-        if key in old_state and old_state[key].shape == new_state[key].shape:
-            new_state[key] = old_state[key]
-    w_next, b_next = old_state[nxt + ".weight"], old_state[nxt + ".bias"]
-    new_state[nxt + ".weight"] = w_next @ w_eff
-    new_state[nxt + ".bias"] = b_next + w_next @ b_eff
-    new.load_state_dict(new_state)
-    return new.eval(), new_spec
+    return model.without_layer(name, spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 
@@ -122,3 +123,39 @@ class AccordionAE(nn.Module):
 
     def forward(self, x):
         return self.head(self.hidden(x.flatten(1)))
+
+    def removable_layers(self) -> list[str]:
+        """Its hidden blocks, by Linear name (surgery.RemovableLayers)."""
+        return [f"hidden.{i}.0" for i, b in enumerate(self.hidden) if not isinstance(b, nn.Identity)]
+
+    def without_layer(self, name: str, spec: str) -> tuple[nn.Module, str]:
+        """A copy without hidden block `name`, and its spec (that block's width set to 0).
+
+        The next layer, which now reads the previous layer's output, starts from the product of the
+        two linear maps (the removed layer's eval-mode BatchNorm folded in, its ReLU taken as
+        identity): a warm start that fine-tuning then corrects."""
+        from urllib.parse import parse_qsl, urlencode
+
+        from . import build
+
+        idx = int(name.split(".")[1])
+        widths = [0 if isinstance(b, nn.Identity) else b[0].out_features for b in self.hidden]  # as pruned now
+        widths[idx] = 0
+        base, _, query = spec.partition("?")
+        new_spec = f"{base}?{urlencode(dict(parse_qsl(query)) | {'widths': ','.join(map(str, widths))}, safe=',')}"
+        in_features = next(b[0].in_features for b in self.hidden if not isinstance(b, nn.Identity))
+        new = build(new_spec, (in_features,), self.head.out_features if self.head_kind == "classifier" else 0).model
+        lin, bn = self.hidden[idx][0], self.hidden[idx][1]
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        w_eff = scale[:, None] * lin.weight.detach()
+        b_eff = scale * (lin.bias.detach() - bn.running_mean) + bn.bias.detach()
+        nxt = next((f"hidden.{j}.0" for j in range(idx + 1, len(widths)) if widths[j]), "head")
+        old_state, new_state = self.state_dict(), new.state_dict()
+        for key in new_state:
+            if not key.startswith(nxt + ".") and key in old_state and old_state[key].shape == new_state[key].shape:
+                new_state[key] = old_state[key]
+        w_next, b_next = old_state[nxt + ".weight"], old_state[nxt + ".bias"]
+        new_state[nxt + ".weight"] = w_next @ w_eff
+        new_state[nxt + ".bias"] = b_next + w_next @ b_eff
+        new.load_state_dict(new_state)
+        return new.eval(), new_spec
