@@ -81,6 +81,7 @@ class BenchOptions:
     target: str | None = None  # a profile name (rpi4) or a .toml path
     runtime: Runtime = field(default_factory=Runtime)
     remote: Remote | None = None  # measure on this device over SSH
+    emulate: bool = False  # run on an arm64 userland under qemu-user (toolchain.emulate): load, ops, parity
 
     def validate(self) -> None:
         if self.runs is not None and self.seconds is not None:
@@ -98,6 +99,8 @@ class BenchOptions:
             provider_name(p)
         if self.remote is not None:
             self.remote.validate()
+        if self.emulate and self.remote is not None:
+            raise CompressError("pass --host (a real device) or --emulate, not both")
 
 
 # ---------------------------------------------------------------- target profiles
@@ -119,6 +122,8 @@ class Int8Preference:
     format: str = "qdq"  # qdq | qoperator
     activation_type: str = "uint8"
     weight_type: str = "int8"
+    per_channel: bool = True  # one weight scale per output channel
+    op_types: tuple[str, ...] | None = None  # the op types int8 may take (None: every one the scope allows)
 
     def validate(self) -> None:
         if self.format not in ("qdq", "qoperator"):
@@ -138,9 +143,11 @@ class Target:
     int8: Int8Preference
     ssh: SSHDefaults
     source: str  # where the profile was read from
+    emulate: str | None = None  # "qemu-aarch64": bench this target on an emulated arm64 userland
 
 
-_TARGET_KEYS = {"name", "description", "arch", "cpu", "runtime", "int8", "ssh"}
+_TARGET_KEYS = {"name", "description", "arch", "cpu", "runtime", "int8", "ssh", "emulate"}
+EMULATORS = ("qemu-aarch64",)
 
 
 def targets() -> list[str]:
@@ -180,8 +187,11 @@ def _target_from(raw: dict, source: str) -> Target:
     int8 = from_table(Int8Preference, raw.get("int8", {}), f"{where} [int8]")
     ssh = from_table(SSHDefaults, raw.get("ssh", {}), f"{where} [ssh]")
     name = raw.get("name") or Path(source).stem
+    if raw.get("emulate") not in (None, *EMULATORS):
+        raise CompressError(f"{where}: emulate must be one of {', '.join(EMULATORS)}, not {raw['emulate']!r}")
     return Target(name=name, description=raw.get("description", ""), arch=raw.get("arch", ""),
-                  cpu=raw.get("cpu", ""), runtime=runtime, int8=int8, ssh=ssh, source=source)
+                  cpu=raw.get("cpu", ""), runtime=runtime, int8=int8, ssh=ssh, source=source,
+                  emulate=raw.get("emulate"))
 
 
 def provider_name(name: str) -> str:
@@ -278,7 +288,14 @@ def run(paths: list[Path], opts: BenchOptions) -> dict:
         if not f.is_file():
             raise CompressError(f"{f}: no such file")
     cfg = _runner_config(files, opts, target)
-    if opts.remote is not None:
+    emulated = opts.emulate or bool(target and target.emulate and opts.remote is None)
+    if emulated:
+        from . import emulate
+
+        if target and target.arch and _arch(target.arch) != _arch("aarch64"):
+            raise CompressError(f"--emulate runs an arm64 userland; target {target.name} is {target.arch}")
+        raw = emulate.measure(cfg, cpu=target.cpu if target else None)
+    elif opts.remote is not None:
         raw = remote.run(opts.remote, target.ssh if target else SSHDefaults(), files, cfg)
     else:
         raw = _measure_here(cfg)
@@ -345,7 +362,14 @@ def _report(raw: dict, cfg: dict, opts: BenchOptions, target: Target | None) -> 
         warnings.append(f"the machine was busy when timing began (load average {load_before} on {cores} cores, "
                         f"over {LOADED_PER_CORE * cores:g}): ratios hold, absolute times are inflated")
     measured_on, mismatch = _measured_on(raw["device"], target, raw.get("ssh"))
-    if mismatch:
+    emulation = raw.get("emulation")
+    if emulation:
+        measured_on, mismatch = (f"EMULATED aarch64 (qemu-user, cpu {emulation['qemu_cpu']}, onnxruntime "
+                                 f"{emulation['onnxruntime']}) on this host: not a device figure"), False
+        bad = [c for c in emulation["models"] if not c.get("parity_ok")]
+        warnings += [f"{c['path']}: emulated aarch64 outputs differ from this host's by {c['parity_max_rel']:.2e} "
+                     f"(relative), over {emulate_tolerance()}" for c in bad]
+    elif mismatch:
         warnings.append(measured_on)
     for w in warnings:
         logger.warning("%s", w)
@@ -362,7 +386,18 @@ def _report(raw: dict, cfg: dict, opts: BenchOptions, target: Target | None) -> 
             "interleaved": True, "noisy_iqr_threshold": NOISY_IQR,
             "load_before": load_before, "load_after": load_after, "loaded": loaded,
             "memory_method": memory["method"] if memory else None,
-            "loop_seconds": round(raw.get("loop_seconds", 0.0), 3), "warnings": warnings, "models": models}
+            "loop_seconds": round(raw.get("loop_seconds", 0.0), 3), "warnings": warnings, "models": models,
+            "arch": raw["device"].get("machine"), "emulated": bool(emulation), "emulation": emulation,
+            **({"parity_max_abs": max(c["parity_max_abs"] for c in emulation["models"]),
+                "parity_ok": all(c["parity_ok"] for c in emulation["models"]),
+                "ops_unsupported": sorted({o for c in emulation["models"] for o in c["ops_unsupported"]})}
+               if emulation else {})}
+
+
+def emulate_tolerance() -> float:
+    from .emulate import TOLERANCE
+
+    return TOLERANCE
 
 
 def host_facts() -> dict:
@@ -396,6 +431,9 @@ def table(report: dict):
                f"threads {threads}, graph opt {report['graph_optimization'] or 'default'}, {report['runs']} runs each, "
                f"interleaved in blocks of {report['block']}, after {report['warmup']} warm-up; "
                f"noisy: IQR/p50 > {NOISY_IQR:.0%}; ×: ratio to the first model")
+    if report.get("emulated"):
+        caption += (f"; emulated aarch64: parity max |diff| {report['parity_max_abs']:.2e}, unsupported ops: "
+                    f"{', '.join(report['ops_unsupported']) or 'none'}")
     t = Table(title=report["measured_on"], caption=caption)
     cols = ("model", "size", "load ms", "1st ms", "p50 ms", "p90 ms", "p99 ms", "mean±std", "min ms", "items/s",
             "peak mem", "p50 ×", "size ×", "note")

@@ -5,6 +5,7 @@ measure there over SSH: one code path for both. It never imports `toolchain`.
 
     python3 bench_runner.py config.json          # prints one line: MARK + the result as JSON
     python3 bench_runner.py --memory 0 < config.json   # peak memory of model 0, in this process
+    python3 bench_runner.py --outputs 0 config.json    # model 0's outputs on the seeded inputs (parity)
 
 The config is JSON: {"models": [{"path": ...}], "runs": 200, "seconds": null, "warmup": 20,
 "batch": 1, "threads": null, "providers": ["CPUExecutionProvider"], "provider_options": {},
@@ -369,6 +370,22 @@ def memory_probe(cfg, index):
     return result
 
 
+def model_outputs(cfg, index):
+    """One model's outputs on make_feed's seeded inputs, as nested lists: the same inputs wherever
+    this runs, so an emulated or remote device's outputs can be compared with this machine's."""
+    import onnxruntime as ort
+
+    providers, _ = resolve_providers(cfg.get("providers") or [], ort.get_available_providers(), False)
+    path = cfg["models"][index]["path"]
+    sess, _ = make_session(path, cfg, providers)
+    feed, _, _ = make_feed(sess, path, cfg.get("batch", 1), cfg.get("input_shape"))
+    try:
+        outputs = sess.run(None, feed)
+    except Exception as e:  # noqa: BLE001 - ORT's own exception types (a kernel missing at run time)
+        raise RunnerError("{}: onnxruntime cannot run it: {}".format(path, (str(e).splitlines() or ["?"])[0])) from e
+    return [o.tolist() for o in outputs]
+
+
 def _parse(stdout):
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
@@ -380,6 +397,9 @@ def main(argv):
     try:
         if len(argv) == 2 and argv[0] == "--memory":
             result = memory_child(json.loads(sys.stdin.read()), int(argv[1]))
+        elif len(argv) == 3 and argv[0] == "--outputs":
+            with open(argv[2]) as f:
+                result = {"outputs": model_outputs(json.load(f), int(argv[1])), "device": device_facts()}
         elif len(argv) == 1:
             with open(argv[0]) as f:
                 result = measure(json.load(f))

@@ -324,13 +324,15 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
 @click.option("--allow-slower", is_flag=True,
               help="keep int8 even when it runs slower than fp32 on this machine (e.g. tuned for another device)")
 @click.option("--target", help="target profile (rpi4, x86-cpu, ... or a .toml): its [int8] table sets the int8 "
-                                "format and types (default: QDQ, int8 activations and weights)")
+                                "format, types, per-channel and op types (default: QDQ, int8 activations and weights)")
+@click.option("--host", help="time the int8-slower-than-fp32 guard on this device over SSH (user@host); without it "
+                             "a target of another architecture is not timed")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="quantized model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, target, output,
-             force, trust):
+def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, target, host,
+             output, force, trust):
     """Store the int8 recipe with a model and measure the int8 model in onnxruntime.
 
     \b
@@ -341,12 +343,15 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
 
     opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
-                                 eval_samples=eval_samples, allow_slower=allow_slower, target=target)
+                                 eval_samples=eval_samples, allow_slower=allow_slower, target=target, host=host)
     out = Path(output) if output else _default_out("quantize", "quantized.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
     rep = art.meta["report"]
     if rep["kept_fp32_because_int8_was_slower"]:
         _summary(art, f"kept fp32: int8 ({scope}) ran {rep['recipe']['int8_vs_fp32_p50']:.2f}x the fp32 latency here")
+    elif rep["recipe"]["int8_vs_fp32_p50"] is None:
+        _summary(art, f"int8 ({scope}) measured in onnxruntime: {rep['drop_vs_fp32']:+.2f} pts; speed "
+                      f"{rep['recipe']['speed_guard']}")
     else:
         _summary(art, f"int8 ({scope}) measured in onnxruntime: {rep['drop_vs_fp32']:+.2f} pts, "
                       f"{rep['recipe']['int8_vs_fp32_p50']:.2f}x the fp32 latency")
@@ -395,21 +400,25 @@ def calibrate(data_spec, samples, input_shape, model_path, seed, output, force):
 @click.option("--tolerance", type=float, default=1e-3, show_default=True,
               help="max |torch - ONNX| over max(1, max |output|)")
 @click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
+@click.option("--check-target", help="an arm64 target profile (rpi4, rpi5, ...): the ONNX must load on its onnxruntime "
+                                     "and match this host's outputs, checked on an emulated arm64 userland")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_samples, output, force, trust):
+def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_samples, check_target, output, force,
+           trust):
     """Export to ONNX (int8 after `quantize`), check it against PyTorch, measure it in onnxruntime.
 
     \b
     compress export q.pt -o model.onnx
     compress export zoo:vgg16 --input-shape 1,3,32,32 -o vgg16.onnx
+    compress export q.pt --check-target rpi4 -o model.onnx
     """
     from . import export as stage
 
     opts = stage.ExportOptions(opset=opset, simplify=not no_simplify, input_shape=_shape(input_shape),
-                               tolerance=tolerance, eval_samples=eval_samples)
+                               tolerance=tolerance, eval_samples=eval_samples, check_target=check_target)
     out = Path(output) if output else _default_out("export", "model.onnx")
     art = stage.run(model, out, opts, data_spec=data_spec, force=force, trust=trust)
     _summary(art, f"exported (parity max abs diff {art.meta['report']['parity']['max_abs_diff']:.1e})")
@@ -431,6 +440,10 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
 @click.option("--input-shape", help="fills the dimensions a model leaves dynamic, e.g. 1,3,224,224")
 @click.option("--strict", is_flag=True, help="a missing provider is an error, not a warning and a fallback")
 @click.option("--no-memory", is_flag=True, help="skip peak memory (measured in one child process per model)")
+@click.option("--emulate", is_flag=True,
+              help="run on an arm64 Debian userland under qemu-user (built once, cached): checks that each model "
+                   "loads, that onnxruntime's aarch64 build has every op, and parity with this host; timings are "
+                   "not device figures")
 @click.option("--host", help="measure on this device over SSH: user@host")
 @click.option("--port", type=int, help="SSH port (default: the target's, else 22)")
 @click.option("--key", help="SSH private key file")
@@ -442,13 +455,14 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
 @force_opt
 @_friendly
 def bench(models, runs, seconds, warmup, threads, batch, target, providers, graph_opt, input_shape, strict,
-          no_memory, host, port, key, ssh_options, known_hosts, remote_python, plot_path, json_path, force):
+          no_memory, emulate, host, port, key, ssh_options, known_hosts, remote_python, plot_path, json_path, force):
     """Measure size, latency and peak memory of ONNX models with onnxruntime, interleaved,
     here or on the device over SSH.
 
     \b
     compress bench fp32.onnx int8.onnx --runs 500 --json bench.json --plot bench.png
     compress bench model.onnx --target rpi4 --host pi@raspberrypi.local
+    compress bench model.onnx --target rpi4 --emulate --json rpi4-emulated.json
     compress bench model.onnx --target jetson-orin-nano --host me@orin --remote-python '~/ort/bin/python'
     """
     from . import bench as stage
@@ -466,7 +480,7 @@ def bench(models, runs, seconds, warmup, threads, batch, target, providers, grap
                             graph_optimization=stage.GraphOpt(graph_opt) if graph_opt else None,
                             input_shape=_shape(input_shape), memory=not no_memory)
     opts = stage.BenchOptions(runs=runs, warmup=warmup, seconds=seconds, threads=threads, batch=batch,
-                              target=target, runtime=runtime, remote=remote)
+                              target=target, runtime=runtime, remote=remote, emulate=emulate)
     report = stage.run([Path(m) for m in models], opts)
     _console().print(stage.table(report))
     _write_json(report, json_path)

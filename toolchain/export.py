@@ -44,6 +44,7 @@ class ExportOptions:
     tolerance: float = 1e-3
     eval_samples: int | None = None
     seed: int = 0
+    check_target: str | None = None  # a target profile: the final ONNX must load and match on it (emulated)
 
     def validate(self) -> None:
         if not 11 <= self.opset <= 21:
@@ -54,6 +55,9 @@ class ExportOptions:
             raise CompressError(f"--eval-samples must be >= 1 (omit it: the whole test split), not {self.eval_samples}")
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        if self.check_target:
+            from .bench import load_target
+            load_target(self.check_target)
 
 
 class PoolAsMatmul(nn.Module):
@@ -218,6 +222,10 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
                 raise CompressError(f"{parent.path} lost its calibration set; rerun `compress quantize`")
             final = Path(tmp) / "int8.onnx"
             quantize_onnx(fp32, final, recipe, calib.numpy())
+        target_check = None
+        if opts.check_target:  # before anything is written: a model that would fail on the device fails here
+            from .emulate import check_target
+            target_check = check_target(final, opts.check_target, [1, *shape])
         metrics = {"param_bytes_fp32": param_bytes(fp32)["total"]}
         sizes = param_bytes(final)
         metrics |= {"param_bytes": sizes["total"], "int8_param_bytes": sizes["int8_bytes"]}
@@ -234,7 +242,7 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
         meta = artifact.new_meta("export", asdict(opts), parent=parent, spec=spec, data=None,
                                  input_shape=shape, num_classes=num_classes or 0, metrics=metrics,
                                  report={"parity": check, "param_bytes": sizes, "quantization": recipe,
-                                         **notes})
+                                         "target_check": target_check, **notes})
         proto = onnx.load(str(final))
         del proto.metadata_props[:]
         for key, value in {"compress.lineage": json.dumps(meta["lineage"]), "compress.spec": str(spec),

@@ -143,6 +143,9 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}  # recipes before targets were s8s8 QDQ
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
+    ops = OP_TYPES[scope]
+    if recipe.get("op_types"):  # a target profile's: only these ops, within what the scope allows
+        ops = [o for o in recipe["op_types"] if ops is None or o in ops]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
@@ -152,8 +155,9 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
             pre = fp32
         try:
             quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
-                            quant_format=formats[recipe.get("format", "qdq")], op_types_to_quantize=OP_TYPES[scope],
-                            per_channel=True, activation_type=types[recipe.get("activation_type", "int8")],
+                            quant_format=formats[recipe.get("format", "qdq")], op_types_to_quantize=ops,
+                            per_channel=recipe.get("per_channel", True),
+                            activation_type=types[recipe.get("activation_type", "int8")],
                             weight_type=types[recipe.get("weight_type", "int8")],
                             calibrate_method=methods[method], use_external_data_format=large,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})

@@ -55,16 +55,30 @@ class QuantizeOptions:
     allow_slower: bool = False  # keep int8 even where it measured slower than fp32 on this machine
     seed: int = 0
     target: str | None = None  # a bench target profile (rpi4, x86-cpu, ...): its [int8] table sets the int8 types
+    host: str | None = None  # user@device: time the speed guard there over SSH (with the target's [ssh])
 
     def int8(self) -> dict:
         """The int8 format and types: the target profile's [int8] table, else QDQ with signed int8
         activations and weights (s8s8, onnxruntime's default)."""
         if self.target is None:
-            return {"format": "qdq", "activation_type": "int8", "weight_type": "int8"}
+            return {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "per_channel": True}
         from .bench import load_target
 
         target = load_target(self.target)
         return asdict(target.int8) | {"target": target.name}
+
+    def guard(self) -> str | None:
+        """Where the int8-slower-than-fp32 guard is timed: "device" (over SSH), "here", or None when
+        this host is not the target's kind and no device was given (an x86 or emulated timing says
+        nothing about a Cortex-A72)."""
+        import platform
+
+        from .bench import _arch, load_target
+
+        if self.host:
+            return "device"
+        arch = load_target(self.target).arch if self.target else ""
+        return None if arch and _arch(arch) != _arch(platform.machine()) else "here"
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -74,6 +88,9 @@ class QuantizeOptions:
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         self.int8()  # an unknown or broken target profile is refused before any work
+        if self.host:
+            from .remote import Remote
+            Remote(host=self.host).validate()
 
 
 def load_calibration(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -147,9 +164,12 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
         recon = reconstructs(prep.model)
         fp32_acc, int8_acc = onnx_accuracy(fp32, test, recon), onnx_accuracy(int8, test, recon)
         sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
-        slowdown = _latency_ratio(fp32, int8)
-    recipe["int8_vs_fp32_p50"] = slowdown
-    kept_fp32 = slowdown > 1 + SLOWER_TOLERANCE and not opts.allow_slower
+        guard = opts.guard()
+        slowdown = _latency_ratio(fp32, int8, opts) if guard else None
+    recipe["int8_vs_fp32_p50"], recipe["speed_guard"] = slowdown, (
+        {"device": f"timed on {opts.host}", "here": "timed on this host"}.get(guard)
+        or f"not timed: this host is not a {opts.target}; pass --host user@device to time it there")
+    kept_fp32 = slowdown is not None and slowdown > 1 + SLOWER_TOLERANCE and not opts.allow_slower
     if kept_fp32:  # the default never makes a model slower (measured here; --allow-slower overrides)
         logger.warning("int8 (%s) ran %.2fx the fp32 latency on this machine; keeping fp32. Pass --allow-slower "
                        "to keep int8 (e.g. for a device where `compress bench --target` shows it faster)",
@@ -173,10 +193,14 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
     return artifact.save(prep.model, dst, meta, force=force, extra={"calibration": torch.from_numpy(calib)})
 
 
-def _latency_ratio(fp32: Path, int8: Path) -> float:
-    """p50 of the int8 model over p50 of the fp32 one, timed interleaved in one run."""
+def _latency_ratio(fp32: Path, int8: Path, opts: QuantizeOptions | None = None) -> float:
+    """p50 of the int8 model over p50 of the fp32 one, timed interleaved in one run (on the
+    device over SSH with `opts.host`)."""
     from .bench import BenchOptions, Runtime
     from .bench import run as bench
+    from .remote import Remote
 
-    report = bench([fp32, int8], BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False)))
+    remote = Remote(host=opts.host) if opts is not None and opts.host else None
+    report = bench([fp32, int8], BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False), remote=remote,
+                                              target=opts.target if remote else None))
     return round(report["models"][1]["p50_ms"] / report["models"][0]["p50_ms"], 4)

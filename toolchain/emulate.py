@@ -1,0 +1,195 @@
+"""The Raspberry Pi's software path without a Pi: an arm64 Debian userland run under qemu-user.
+
+What fails on the device most often is software, not speed: an int8 model the device's onnxruntime
+will not load (an op its aarch64 build lacks, an opset), an illegal instruction, outputs that
+differ from the x86 run. This module builds a minimal arm64 Debian root once (debootstrap
+`--foreign`, its .debs unpacked with dpkg-deb: no chroot, no root-only mounts), adds numpy and
+onnxruntime's aarch64 wheels from PyPI, and runs the standalone bench runner there with
+`qemu-aarch64-static -L ROOT`, the CPU set to the target's (`QEMU_CPU=cortex-a72` for a Pi 4).
+
+It answers: does each model load, does the aarch64 build implement every op, do the outputs match
+onnxruntime here within tolerance. Its timings are emulated, not a device figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import bench_runner, data
+from .errors import CompressError
+from .progress import task
+
+SUITE = "bookworm"  # Debian 12: Raspberry Pi OS's base, Python 3.11
+PYTHON = "usr/bin/python3.11"
+SITE = "opt/compress-site"
+# onnxruntime 1.28's aarch64 wheel crashes at import under Debian 12's qemu 7.2 (1.23-1.27 run);
+# the newest that runs is what the emulated target checks against.
+WHEELS = ("numpy", "onnxruntime<1.28")
+TOOLS = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap", "dpkg-deb": "dpkg"}
+QEMU_CPUS = {"Cortex-A72": "cortex-a72", "Cortex-A76": "cortex-a76", "Cortex-A57": "cortex-a57",
+             "Cortex-A53": "cortex-a53", "Cortex-A78AE": "max"}
+TOLERANCE = 1e-3  # max |aarch64 - x86| over max(1, |output|): kernels differ in summation order
+MISSING_OP = re.compile(r"Could not find an implementation for ([\w.]+)\((\d+)\)|([\w.:]+)\((-?\d+)\) is not a "
+                        r"registered function/op")
+
+
+def root_dir() -> Path:
+    return data.CACHE_DIR / "emulate" / f"arm64-{SUITE}"
+
+
+def missing_tools() -> list[str]:
+    """Debian packages to install before an arm64 root can be built here (empty when ready)."""
+    return sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+
+
+def ensure_root() -> Path:
+    """The arm64 root, built once (about a minute of downloads) and reused from the compress cache."""
+    root = root_dir()
+    if (root / ".ready").exists():
+        return root
+    missing = missing_tools()
+    if missing:
+        raise CompressError(f"emulation needs {', '.join(missing)} (apt-get install {' '.join(missing)})")
+    building = root.with_name(root.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.parent.mkdir(parents=True, exist_ok=True)
+    with task("build the arm64 root (debootstrap, onnxruntime wheel)", 3) as advance:
+        _step(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3", SUITE,
+               str(building)], "debootstrap")
+        advance()
+        for deb in sorted((building / "var/cache/apt/archives").glob("*.deb")):
+            _step(["dpkg-deb", "-x", str(deb), str(building)], f"unpacking {deb.name}")
+        advance()
+        _step([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--platform",
+               "manylinux_2_27_aarch64", "--only-binary=:all:", "--python-version", "3.11", "--implementation",
+               "cp", "--target", str(building / SITE), *WHEELS], "pip (aarch64 wheels)")
+        advance()
+    probe = subprocess.run([*_python(building), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+                           capture_output=True, text=True, env=_env(building, None), timeout=300)
+    if probe.returncode != 0:
+        raise CompressError(f"the arm64 root was built but its onnxruntime does not start under qemu: "
+                            f"{(probe.stderr.strip().splitlines() or ['exit ' + str(probe.returncode)])[-1]}")
+    (building / ".ready").write_text(json.dumps({"onnxruntime": probe.stdout.strip(), "suite": SUITE,
+                                                 "built": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    shutil.rmtree(root, ignore_errors=True)
+    building.rename(root)
+    return root
+
+
+def _step(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines() or [f"exit {done.returncode}"]
+        raise CompressError(f"building the arm64 root failed at {what}: {last[-1]}")
+
+
+def _python(root: Path) -> list[str]:
+    return ["qemu-aarch64-static", "-L", str(root), str(root / PYTHON)]
+
+
+def _env(root: Path, cpu: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"PYTHONPATH": str(root / SITE), "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1"}
+    if cpu:
+        env["QEMU_CPU"] = QEMU_CPUS.get(cpu, "max")
+    return env
+
+
+def root_facts() -> dict:
+    ready = root_dir() / ".ready"
+    return json.loads(ready.read_text()) if ready.exists() else {}
+
+
+def measure(cfg: dict, cpu: str | None = None) -> dict:
+    """The bench runner under qemu-aarch64 on `cfg`'s models: first each model alone (does it load,
+    which ops are missing, its outputs on the runner's seeded inputs, compared with onnxruntime
+    here), then the interleaved timing if every model loaded. Returns the runner's result plus
+    `emulation`."""
+    root = ensure_root()
+    cfg = dict(cfg, memory=False)  # the memory child would start the host's python, not the arm64 one
+    checks = [_check(root, cfg, i, cpu) for i in range(len(cfg["models"]))]
+    failed = [c for c in checks if not c["loads"]]
+    raw = _run(root, cfg, cpu) if not failed else None
+    if raw is None:
+        why = "; ".join(f"{Path(c['path']).name}: {c['error']}" for c in failed)
+        raise CompressError(f"on emulated aarch64 ({root_facts().get('onnxruntime', '?')}) {why}")
+    raw["emulation"] = {"qemu_cpu": QEMU_CPUS.get(cpu or "", "max"), "root": str(root),
+                        "onnxruntime": root_facts().get("onnxruntime"), "models": checks,
+                        "note": "emulated: not a device figure (qemu-user translates every instruction; "
+                                "only load, op coverage and parity carry over to the device)"}
+    return raw
+
+
+def check(paths: list[Path], input_shape: list[int] | None = None, cpu: str | None = None) -> list[dict]:
+    """Load, op coverage and parity of each model on emulated aarch64 (no timing)."""
+    root = ensure_root()
+    cfg = {"models": [{"path": str(p)} for p in paths], "batch": 1, "input_shape": input_shape,
+           "providers": ["CPUExecutionProvider"], "memory": False}
+    return [_check(root, cfg, i, cpu) for i in range(len(paths))]
+
+
+def _check(root: Path, cfg: dict, index: int, cpu: str | None) -> dict:
+    path = cfg["models"][index]["path"]
+    out = _call(root, ["--outputs", str(index)], cfg, cpu)
+    row = {"path": path, "loads": "error" not in out}
+    if not row["loads"]:
+        row["error"] = out["error"]
+        row["ops_unsupported"] = sorted({f"{a or c}" + (f"({b or d})" if int(b or d) >= 0 else "")
+                                         for a, b, c, d in MISSING_OP.findall(out["error"])})
+        return row
+    here = bench_runner.model_outputs(cfg, index)
+    diff, scale = 0.0, 1.0
+    for a, b in zip(out["outputs"], here, strict=True):
+        import numpy as np
+
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        diff, scale = max(diff, float(np.abs(a - b).max())), max(scale, float(np.abs(b).max()))
+    return row | {"ops_unsupported": [], "parity_max_abs": diff, "parity_max_rel": diff / scale,
+                  "parity_ok": diff / scale <= TOLERANCE, "device": out.get("device", {})}
+
+
+def check_target(path: Path, target_name: str, input_shape: list[int] | None = None) -> dict:
+    """`compress export --check-target`: the model loads on the target's (emulated) onnxruntime,
+    every op is there, and its outputs match this host's; else a CompressError naming what failed."""
+    from .bench import _arch, load_target
+
+    target = load_target(target_name)
+    if target.arch and _arch(target.arch) != _arch("aarch64"):
+        raise CompressError(f"--check-target emulates arm64 devices; {target.name} is {target.arch}")
+    row = check([path], input_shape, target.cpu)[0]
+    where = f"on {target.name} (emulated aarch64, onnxruntime {root_facts().get('onnxruntime', '?')})"
+    if not row["loads"]:
+        raise CompressError(f"{where} the model does not load: {row['error']}")
+    if not row["parity_ok"]:
+        raise CompressError(f"{where} the outputs differ from this host's by {row['parity_max_rel']:.2e} (relative), "
+                            f"over {TOLERANCE}")
+    return row | {"target": target.name, "onnxruntime": root_facts().get("onnxruntime")}
+
+
+def _run(root: Path, cfg: dict, cpu: str | None) -> dict:
+    out = _call(root, [], cfg, cpu)
+    if "error" in out:
+        raise CompressError(f"on emulated aarch64: {out['error']}")
+    return out
+
+
+def _call(root: Path, args: list[str], cfg: dict, cpu: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_file = Path(tmp) / "cfg.json"
+        cfg_file.write_text(json.dumps(cfg))
+        runner = Path(bench_runner.__file__)
+        done = subprocess.run([*_python(root), str(runner), *args, str(cfg_file)], capture_output=True, text=True,
+                              env=_env(root, cpu))
+    result = bench_runner._parse(done.stdout)
+    if result is None:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return {"error": f"the runner died under qemu ({last})"}
+    return result
