@@ -217,7 +217,8 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
                      "p90_ms": timing["p90_ms"],
                      "compression_x": artifact.compression_x(original["params"], m["param_bytes"], 2),
                      "file_ratio_x": round(rows[0]["bytes"] / m["bytes"], 2) if rows else 1.0,
-                     "speedup_x": round(report["models"][0]["p50_ms"] / timing["p50_ms"], 2)})
+                     "speedup_x": round(report["models"][0]["p50_ms"] / timing["p50_ms"], 2),
+                     "note": _effect(name, out)})
     summary = {"kind": "compress-run", "created": artifact.now(), "run_dir": str(out),
                "model": cfg["model"]["spec"], "data": data_spec, "quick": quick,
                "data_source": artifact.Artifact.open(trained).meta.get("data", {}).get("source"),
@@ -228,14 +229,32 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
     return summary
 
 
+def _effect(stage: str, out: Path) -> str:
+    """What a stage did, in a few words, for the run table (a stage that changed nothing says why)."""
+    if stage == "pruned":
+        rep = artifact.Artifact.open(out / "pruned.pt").meta["report"]
+        goal = rep.get("goal_met")
+        return (f"{rep['params_kept']:.1%} of params kept, {rep.get('plan_kind', '')} plan, "
+                f"{rep.get('walk', '')} order" + ("" if goal is None else "; goal met" if goal else "; GOAL NOT MET"))
+    if stage == "quantized":
+        rep = artifact.Artifact.open(out / "quantized.pt").meta["report"]
+        recipe = rep["recipe"]
+        if rep.get("kept_fp32_because_int8_was_slower"):
+            return (f"kept fp32: int8 ({recipe['scope']}) ran {recipe['int8_vs_fp32_p50']:.2f}x the fp32 p50 here "
+                    f"(quantize allow_slower = true keeps it)")
+        return f"int8 {recipe['scope']} ({recipe.get('format', 'qdq')}), {rep['drop_vs_fp32']:+.2f} pts vs fp32 ONNX"
+    return "the trained model"
+
+
 def table(summary: dict):
     from rich.table import Table
 
     t = Table(title=f"compress run: {summary['model']} on {summary['data']} -> {summary['run_dir']}")
-    for col in ("stage", "params", "param bytes", "file bytes", "accuracy", "p50 ms", "compression", "speed-up"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
+    for col in ("stage", "params", "param bytes", "file bytes", "accuracy", "p50 ms", "compression", "speed-up",
+                "what it did"):
+        t.add_column(col, justify="left" if col in ("stage", "what it did") else "right")
     for r in summary["stages"]:
         t.add_row(r["stage"], f"{r['params']:,}" if r["params"] else "-", f"{r['param_bytes']:,}", f"{r['bytes']:,}",
                   f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-", f"{r['p50_ms']:.3f}",
-                  f"{r['compression_x']:.2f}x", f"{r['speedup_x']:.2f}x")
+                  f"{r['compression_x']:.2f}x", f"{r['speedup_x']:.2f}x", r.get("note", ""))
     return t
