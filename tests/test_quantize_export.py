@@ -95,7 +95,7 @@ def test_shipped_calibration_sets_match_their_recipe():
 
 
 def test_the_default_never_makes_a_model_slower(trained_lenet, tmp_path, monkeypatch):
-    monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8: 1.4)
+    monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8, opts=None: 1.4)
     q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(samples=32))
     assert q.meta["quantization"] is None and q.meta["report"]["kept_fp32_because_int8_was_slower"]
     assert q.metrics["param_bytes"] == q.metrics["param_bytes_fp32"]

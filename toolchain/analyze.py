@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from . import artifact, data, surgery
 from .errors import CompressError
+from .executor import Executor, run_units
 from .progress import task
 from .train import Prepared, data_meta, prepare
 
@@ -46,6 +46,8 @@ class AnalyzeOptions:
     plots: bool = True
     cache_dir: Path | None = None  # default: <compress cache>/analysis
     adapt_bn: int = 0  # training images to re-estimate BatchNorm statistics with after each cut (0: off)
+    executor: str = "local"  # local (forked `workers`) or ray (toolchain.executor)
+    address: str | None = None  # the Ray cluster (default $RAY_ADDRESS, else a local one)
 
     @property
     def all_ratios(self) -> tuple[float, ...]:
@@ -64,6 +66,7 @@ class AnalyzeOptions:
             raise CompressError(f"--adapt-bn must be >= 0, not {self.adapt_bn}")
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        Executor(self.executor, self.address, self.workers).validate()
 
 
 def model_digest(prep: Prepared) -> str:
@@ -221,7 +224,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
         "priority": order,
         "stability": _stability(rows, base_a, base_b, half),
         "seconds": round(time.perf_counter() - start, 2), "reused_results": reused,
-        "workers": opts.workers,
+        "workers": opts.workers, "executor": opts.executor,
     }
     artifact.write_json(result, dst)
     if opts.plots:
@@ -239,26 +242,28 @@ def _stability(rows: list[dict], base_a: float, base_b: float, half: int) -> dic
 
 
 def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None):
-    """Yield results as they finish; with workers > 1, forked processes share the work."""
-    if opts.workers == 1 or len(jobs) < 2:
-        for layer, ratio in jobs:
-            yield _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt)
-        return
-    import multiprocessing as mp
-
-    threads = max(1, (os.cpu_count() or 1) // opts.workers)
-    ctx = mp.get_context("fork")
-    global _WORK
-    _WORK = (model, opts, shape, x, y, half, base_counts, threads, adapt)
-    with ctx.Pool(opts.workers) as pool:
-        yield from pool.imap_unordered(_worker, jobs)
+    """Yield results as they finish: here, in forked worker processes, or on a Ray cluster."""
+    shared = (model, opts, shape, x, y, half, base_counts, adapt)
+    yield from run_units(Executor(opts.executor, opts.address, opts.workers), _unit, shared, jobs)
 
 
-_WORK: tuple | None = None
-
-
-def _worker(job):
-    model, opts, shape, x, y, half, base_counts, threads, adapt = _WORK
-    torch.set_num_threads(threads)
+def _unit(shared, job):
+    model, opts, shape, x, y, half, base_counts, adapt = shared
     layer, ratio = job
     return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt)
+
+
+def table(result: dict):
+    """The analysis as a rich Table, in priority order (for the CLI)."""
+    from rich.table import Table
+
+    t = Table(title=f"sensitivity at ratio {result['options']['ratio']} — baseline "
+                    f"{result['baseline']['accuracy']:.2f}% on {result['data']['eval_samples']} samples")
+    for col in ("rank", "layer", "channels", "kept", "accuracy", "drop", "params removed", "MACs removed"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    by_name = {l["name"]: l for l in result["layers"]}
+    for i, name in enumerate(result["priority"], 1):
+        l = by_name[name]
+        t.add_row(str(i), name, str(l["channels"]), str(l["kept"]), f"{l['accuracy']:.2f}%", f"{l['drop']:+.2f}",
+                  f"{l['params_removed_frac']:.1%}", f"{l['macs_removed_frac']:.1%}")
+    return t

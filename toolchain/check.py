@@ -28,6 +28,7 @@ from xml.etree import ElementTree as ET
 
 from .errors import CompressError
 from .fileio import read_json, write_text
+from .options import unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -289,11 +290,7 @@ def load_baseline(path: Path) -> Baseline:
     """Read and validate a baseline; unknown keys are errors (a typo must not disable a check)."""
     path = Path(path)
     raw = _read_baseline_raw(path)
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        raise CompressError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP_KEYS))}"
-        )
+    unknown_keys(raw, _TOP_KEYS, str(path))
     version = raw.get("version", BASELINE_VERSION)
     if version != BASELINE_VERSION:
         raise CompressError(f"{path}: baseline version {version!r}; this compress reads version {BASELINE_VERSION}")
@@ -650,6 +647,14 @@ def write_junit(result: CheckResult, dst: Path) -> Path:
 def write_json(result: CheckResult, dst: Path) -> Path:
     write_text(Path(dst), json.dumps(result.to_dict(), indent=2) + "\n")
     return Path(dst)
+
+
+def to_github(result: CheckResult, environ) -> list[str]:
+    """On GitHub Actions: the Markdown table appended to $GITHUB_STEP_SUMMARY, and the ::error
+    lines to print (empty elsewhere)."""
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        append_step_summary(result, Path(environ["GITHUB_STEP_SUMMARY"]))
+    return github_annotations(result) if environ.get("GITHUB_ACTIONS") == "true" else []
 
 
 def append_step_summary(result: CheckResult, dst: Path) -> None:

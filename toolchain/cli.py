@@ -172,7 +172,10 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, o
 @click.option("--eval-samples", type=int, default=2000, show_default=True,
               help="class-stratified test subset per evaluation (0: the whole test set)")
 @click.option("--include-linear", is_flag=True, help="analyze fully-connected layers too")
-@click.option("--workers", type=int, default=1, show_default=True, help="worker processes")
+@click.option("--workers", type=int, default=1, show_default=True, help="worker processes (--executor local)")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where the (layer, ratio) units run: here, or on a Ray cluster (pip install 'compress[ray]')")
+@click.option("--address", help="the Ray cluster (default: $RAY_ADDRESS, else a new local one)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--adapt-bn", type=int, default=0, show_default=True,
               help="training images to re-estimate BatchNorm statistics with after each cut (0: off)")
@@ -181,38 +184,28 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, o
 @force_opt
 @trust_opt
 @_friendly
-def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_linear, workers, seed, adapt_bn,
-            no_plots, output, force, trust):
+def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_linear, workers, executor, address,
+            seed, adapt_bn, no_plots, output, force, trust):
     """Prune each layer alone at a fixed ratio and rank the layers by the accuracy left.
 
     \b
     compress analyze model.pt --ratio 0.5 -o analysis.json
     compress analyze model.pt --ratios 0.1,0.3,0.5,0.7,0.9 --workers 2 -o analysis.json
+    compress analyze model.pt --executor ray --address ray://head:10001 -o analysis.json
     """
-    from rich.table import Table
-
     from . import analyze as stage
 
     opts = stage.AnalyzeOptions(ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
                                 eval_samples=eval_samples or None, include_linear=include_linear,
-                                workers=workers, seed=seed, adapt_bn=adapt_bn, plots=not no_plots)
+                                workers=workers, seed=seed, adapt_bn=adapt_bn, plots=not no_plots,
+                                executor=executor, address=address)
     out = Path(output) if output else _default_out("analyze", "analysis.json")
     result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
-    table = Table(title=f"sensitivity at ratio {ratio} — baseline {result['baseline']['accuracy']:.2f}% "
-                        f"on {result['data']['eval_samples']} samples")
-    for col in ("rank", "layer", "channels", "kept", "accuracy", "drop", "params removed", "MACs removed"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    by_name = {l["name"]: l for l in result["layers"]}
-    for i, name in enumerate(result["priority"], 1):
-        l = by_name[name]
-        table.add_row(str(i), name, str(l["channels"]), str(l["kept"]), f"{l['accuracy']:.2f}%",
-                      f"{l['drop']:+.2f}", f"{l['params_removed_frac']:.1%}", f"{l['macs_removed_frac']:.1%}")
     con = _console()
-    con.print(table)
+    con.print(stage.table(result))
     for s in result["skipped"]:
         con.print(f"[dim]skipped {s['name']}: {s['reason']}[/dim]")
-    rho = result["stability"]["spearman_halves"]
-    con.print(f"ranking stability (Spearman between two disjoint halves): {rho}")
+    con.print(f"ranking stability (Spearman between two disjoint halves): {result['stability']['spearman_halves']}")
     con.print(f"wrote {out} in {result['seconds']:.1f}s ({result['reused_results']} results reused from cache)")
 
 
@@ -262,8 +255,6 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
     compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
     compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
     """
-    from rich.table import Table
-
     from . import prune as stage
 
     opts = stage.PruneOptions(order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
@@ -278,35 +269,14 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
         chosen = tuple(_choice(stage.Plan, p, "--plans") for p in plans.split(",") if p) if plans else None
         result = stage.compare(model, data_spec, out, opts, fractions, plans=chosen, force=force, trust=trust,
                                train_limit=train_limit)
-        table = Table(title=f"plan x order: {result['model']} (unpruned: val {result['baseline']['val_top1']:.2f}%, "
-                            f"test {result['baseline']['top1']:.2f}%)")
-        for col in ("plan", "order", "target", "params kept", "MACs kept", "val before fine-tune", "val", "test"):
-            table.add_column(col, justify="left" if col in ("plan", "order") else "right")
-        for r in result["rows"]:
-            table.add_row(r["plan"], r["order"], f"{r['target']:.1%}",
-                          f"{r['kept']:.2%}" + ("" if r["on_target"] else " (off target)"), f"{r['macs_kept']:.1%}",
-                          f"{r['val_before_finetune']:.2f}%", f"{r['val_top1']:.2f}%", f"{r['top1']:.2f}%")
-        _console().print(table)
+        _console().print(stage.compare_table(result))
         _console().print(f"wrote {out} and {result['plot']}")
         return
     out = Path(output) if output else _default_out("prune", "pruned.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust, train_limit=train_limit)
     rep = art.meta["report"]
-    steps = Table(title="pruning steps")
-    for col in ("round", "layer", "action", "channels", "kept", "params", "val accuracy", "kept?"):
-        steps.add_column(col, justify="left" if col in ("layer", "action") else "right")
-    for st in rep["steps"]:
-        steps.add_row(str(st["round"]), st["layer"], st["action"], str(st.get("channels", "-")),
-                      str(st.get("kept", st.get("ratio", "-"))), f"{st['params']:,}", f"{st['val_accuracy']:.2f}%",
-                      "yes" if st["accepted"] else "rolled back")
-    _console().print(steps)
-    per_layer = Table(title="per layer, before -> after")
-    for col in ("layer", "channels", "params", "bytes", "MACs"):
-        per_layer.add_column(col, justify="left" if col == "layer" else "right")
-    for name, v in rep["layers"].items():
-        per_layer.add_row(name, *(f"{v[f'{k}before']:,} -> {v[f'{k}after']:,}"
-                                  for k in ("", "params_", "bytes_", "macs_")))
-    _console().print(per_layer)
+    for table in stage.tables(rep):
+        _console().print(table)
     _summary(art, f"pruned: {rep['params_kept']:.1%} of parameters kept, "
                   f"{sum(s['accepted'] for s in rep['steps'])}/{len(rep['steps'])} steps kept")
 
@@ -374,19 +344,10 @@ def calibrate(data_spec, samples, input_shape, model_path, seed, output, force):
     compress quantize pruned.pt --scope all --calibration calibration/mnist-32.npz -o q.pt
     """
     from . import quantize as stage
-    from .artifact import Artifact
 
     shape = _shape(input_shape)
-    if shape:
-        shape = shape[1:]
-    elif model_path:
-        shape = Artifact.open(model_path).input_shape
-        if not shape:
-            raise CompressError(f"{model_path} has no sidecar with an input shape; pass --input-shape")
-    else:
-        from .data import native_shape
-        shape = native_shape(data_spec)
-    info = stage.make_calibration(data_spec, tuple(shape), samples, Path(output), seed=seed, force=force)
+    info = stage.make_calibration(data_spec, shape[1:] if shape else None, samples, Path(output), seed=seed,
+                                  force=force, model=Path(model_path) if model_path else None)
     _console().print(f"wrote {info['path']}: {info['samples']} samples of {data_spec} "
                      f"({info['classes']} classes), shape {tuple(info['input_shape'])}, {info['bytes']:,} bytes")
 
@@ -470,12 +431,8 @@ def bench(models, runs, seconds, warmup, threads, batch, target, providers, grap
     from .remote import Remote
 
     check_outputs(force, *(Path(p) for p in (json_path, plot_path) if p))
-    ssh_only = {"--port": port, "--key": key, "--ssh-option": ssh_options, "--known-hosts": known_hosts,
-                "--remote-python": remote_python}
-    if not host and any(ssh_only.values()):
-        raise CompressError(f"{', '.join(k for k, v in ssh_only.items() if v)} only apply with --host user@host")
-    remote = Remote(host=host, port=port, key=Path(key) if key else None, options=tuple(ssh_options),
-                    known_hosts=Path(known_hosts) if known_hosts else None, python=remote_python) if host else None
+    remote = Remote.from_options(host, port=port, key=key, options=ssh_options, known_hosts=known_hosts,
+                                 python=remote_python)
     runtime = stage.Runtime(providers=tuple(providers), strict=strict,
                             graph_optimization=stage.GraphOpt(graph_opt) if graph_opt else None,
                             input_shape=_shape(input_shape), memory=not no_memory)
@@ -589,11 +546,8 @@ def check(report, baseline, update_baseline, junit_path, json_path, force):
         stage.write_junit(result, Path(junit_path))
     if json_path:
         stage.write_json(result, Path(json_path))
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        stage.append_step_summary(result, Path(os.environ["GITHUB_STEP_SUMMARY"]))
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        for line in stage.github_annotations(result):
-            click.echo(line)
+    for line in stage.to_github(result, os.environ):
+        click.echo(line)
     if update_baseline:
         click.echo(f"wrote {baseline}: {len(result.rows)} figures of {len({r.model for r in result.rows})} "
                    f"model(s); commit it")

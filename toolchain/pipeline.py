@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import analyze, artifact, bench, data, export, fileio, models, prune, quantize, train
 from .errors import CompressError
+from .options import unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,7 @@ def load_config(path: Path | None, quick: bool = False) -> dict:
     cfg = tomllib.loads(resources.files("toolchain").joinpath("defaults/pipeline.toml").read_text())
     if path is not None:
         user = fileio.read_toml(path, "config")
-        unknown = set(user) - set(SECTIONS)
-        if unknown:
-            raise CompressError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
-                                f"known: {', '.join(SECTIONS)}")
+        unknown_keys(user, SECTIONS, f"{path} (sections)")
         for section, values in user.items():
             if not isinstance(values, dict):
                 raise CompressError(f"{path}: [{section}] must be a table")
@@ -65,7 +63,7 @@ def stage_options(cfg: dict) -> dict:
     """Every stage's options from the config, checked whole before anything runs: unknown keys,
     wrong types, bad enum values and out-of-range numbers, the model spec against the data, and
     the bench target. Returns {stage: options}."""
-    from .options import from_table, unknown_keys
+    from .options import from_table
 
     for section in ("model", "data"):
         unknown_keys(cfg.get(section, {}), ("spec",), f"[{section}]")

@@ -722,3 +722,38 @@ def _save_cell(s: _Search, st: _Setup, o: PruneOptions, folder: Path, row: dict,
                              metrics=counts | {"accuracy": row["top1"], "val_accuracy": row["val_top1"]},
                              report={"plan": s.plan, "steps": s.steps})
     return artifact.save(s.net, path, meta, force=True).path
+
+
+def tables(rep: dict) -> list:
+    """A pruning report as rich Tables (for the CLI): the steps, then each layer before and after."""
+    from rich.table import Table
+
+    steps = Table(title="pruning steps")
+    for col in ("round", "layer", "action", "channels", "kept", "params", "val accuracy", "kept?"):
+        steps.add_column(col, justify="left" if col in ("layer", "action") else "right")
+    for st in rep["steps"]:
+        steps.add_row(str(st["round"]), st["layer"], st["action"], str(st.get("channels", "-")),
+                      str(st.get("kept", st.get("ratio", "-"))), f"{st['params']:,}", f"{st['val_accuracy']:.2f}%",
+                      "yes" if st["accepted"] else "rolled back")
+    per_layer = Table(title="per layer, before -> after")
+    for col in ("layer", "channels", "params", "bytes", "MACs"):
+        per_layer.add_column(col, justify="left" if col == "layer" else "right")
+    for name, v in rep["layers"].items():
+        per_layer.add_row(name, *(f"{v[f'{k}before']:,} -> {v[f'{k}after']:,}"
+                                  for k in ("", "params_", "bytes_", "macs_")))
+    return [steps, per_layer]
+
+
+def compare_table(result: dict):
+    """The plan x order comparison as a rich Table (for the CLI)."""
+    from rich.table import Table
+
+    t = Table(title=f"plan x order: {result['model']} (unpruned: val {result['baseline']['val_top1']:.2f}%, "
+                    f"test {result['baseline']['top1']:.2f}%)")
+    for col in ("plan", "order", "target", "params kept", "MACs kept", "val before fine-tune", "val", "test"):
+        t.add_column(col, justify="left" if col in ("plan", "order") else "right")
+    for r in result["rows"]:
+        t.add_row(r["plan"], r["order"], f"{r['target']:.1%}",
+                  f"{r['kept']:.2%}" + ("" if r["on_target"] else " (off target)"), f"{r['macs_kept']:.1%}",
+                  f"{r['val_before_finetune']:.2f}%", f"{r['val_top1']:.2f}%", f"{r['top1']:.2f}%")
+    return t

@@ -122,12 +122,22 @@ def calibration_set(ds: data.Dataset, n: int, seed: int) -> np.ndarray:
     return ds.train.tensors[0][_calibration_indices(ds, n, seed)].numpy()
 
 
-def make_calibration(data_spec: str, input_shape: tuple[int, ...], samples: int, dst: Path, *, seed: int = 0,
-                     force: bool = False) -> dict:
+def make_calibration(data_spec: str, input_shape: tuple[int, ...] | None, samples: int, dst: Path, *,
+                     seed: int = 0, force: bool = False, model: Path | None = None) -> dict:
     """`compress calibrate`: a class-stratified sample of a training split, in the model's input
-    space (converted and normalized exactly as the stages see it), saved as .npz (x float16, y)."""
+    space (converted and normalized exactly as the stages see it), saved as .npz (x float16, y).
+
+    The input shape (C,H,W): `input_shape`, else the `model` file's, else the data's own."""
     if samples < 1:
         raise CompressError(f"--samples must be >= 1, not {samples}")
+    if input_shape:
+        input_shape = tuple(input_shape)
+    elif model is not None:
+        input_shape = artifact.Artifact.open(model).input_shape
+        if not input_shape:
+            raise CompressError(f"{model} has no sidecar with an input shape; pass --input-shape")
+    else:
+        input_shape = data.native_shape(data_spec)
     dst = Path(dst)
     artifact.check_output(dst, force)
     ds = data.load(data_spec, tuple(input_shape))

@@ -84,6 +84,19 @@ class Remote:
     workdir: str | None = None
     connect_timeout: int = CONNECT_TIMEOUT_S
 
+    @classmethod
+    def from_options(cls, host: str | None, *, port=None, key=None, options=(), known_hosts=None,
+                     python=None) -> Remote | None:
+        """The CLI's SSH options as a Remote (None without --host); SSH options without a host are refused."""
+        given = {"--port": port, "--key": key, "--ssh-option": options, "--known-hosts": known_hosts,
+                 "--remote-python": python}
+        if not host:
+            if any(given.values()):
+                raise CompressError(f"{', '.join(k for k, v in given.items() if v)} only apply with --host user@host")
+            return None
+        return cls(host=host, port=port, key=Path(key) if key else None, options=tuple(options),
+                   known_hosts=Path(known_hosts) if known_hosts else None, python=python)
+
     def validate(self) -> None:
         if not HOST_RE.match(self.host or ""):
             raise CompressError(f"--host {self.host!r} is not user@host or host")
