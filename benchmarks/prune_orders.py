@@ -29,6 +29,7 @@ import baselines
 from common import paired_verdict, summary, trained, write
 
 from toolchain import analyze, artifact, bench, data, export, prune, train
+from toolchain.executor import Executor, run_units
 
 RATIOS = (0.25, 0.5, 0.75, 0.9)
 GRIDS = {  # (plan, order) cells; "order" and "plan" are the two questions, "full" crosses everything
@@ -67,6 +68,13 @@ def cell(model: Path, an: Path, plan: str, order: str, seed: int, args, cells: P
     return row
 
 
+def _cell_unit(shared, unit) -> dict:
+    """One grid cell as an executor unit (here or a Ray task)."""
+    model, an, args, cells = shared
+    plan, order, seed = unit
+    return cell(model, an, plan, order, seed, args, cells)
+
+
 def _latency(cells: list[dict], model: Path, args) -> dict:
     """fp32 ONNX of the unpruned model and of each cell (seed 0), timed interleaved in one run."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +105,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="LeNet-5 on an MNIST subset, tiny budgets: a smoke test")
+    ap.add_argument("--executor", default="local", choices=("local", "ray"),
+                    help="run the analysis units and the grid cells here or on a Ray cluster (cells cached alike)")
+    ap.add_argument("--address", help="the Ray cluster (default $RAY_ADDRESS, else a new local one)")
     args = ap.parse_args()
+    executor = Executor(args.executor, args.address, workers=1)
+    executor.validate()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if args.quick:
         args.final_epochs, args.finetune_epochs, args.train_limit, args.val_samples = 0.2, 0.02, 4000, 500
@@ -111,14 +124,18 @@ def main() -> None:
     if not an.exists():
         analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=RATIOS, eval_samples=2000,
                                                                  include_linear=True, adapt_bn=1000, plots=False,
-                                                                 workers=2), force=True)
+                                                                 workers=2 if args.executor == "local" else 1,
+                                                                 executor=args.executor, address=args.address),
+                    force=True)
     minutes = {"analysis": round((time.perf_counter() - t0) / 60, 1)}
     rows = []
-    for seed in seeds:
-        for plan, order in GRIDS[args.grid]:
-            rows.append(cell(model, an, plan, order, seed, args, cells_dir))
-            print(f"{plan} plan, {order} order, seed {seed}: kept {rows[-1]['kept']:.4f}, "
-                  f"test {rows[-1]['top1']:.2f}%", flush=True)
+    units = [(plan, order, seed) for seed in seeds for plan, order in GRIDS[args.grid]]
+    for row in run_units(executor, _cell_unit, (model, an, args, cells_dir), units, threads=args.threads):
+        rows.append(row)
+        print(f"{row['plan']} plan, {row['order']} order, seed {row['seed']}: kept {row['kept']:.4f}, "
+              f"test {row['top1']:.2f}%", flush=True)
+    order_of = {u: i for i, u in enumerate(units)}  # the table's order, whatever order the cells finished in
+    rows.sort(key=lambda r: order_of[(r["plan"], r["order"], r["seed"])])
     minutes["cells"] = round(sum(r.get("minutes", 0) for r in rows), 1)
     cells = []
     for plan, order in GRIDS[args.grid]:

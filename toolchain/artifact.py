@@ -212,7 +212,8 @@ def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, di
 
     model = copy.deepcopy(model).eval()
     _, _, macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape), layer_wise=True)
-    return {name: {"params": int(params.get(m, 0)), "macs": int(macs.get(m, 0)),
+    # a layer the counter never sees called alone (attention's out_proj) has None, not 0
+    return {name: {"params": int(params.get(m) or 0), "macs": int(macs.get(m) or 0),
                    "bytes": sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))}
             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
