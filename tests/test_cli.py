@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from toolchain.cli import main
 
-COMMANDS = ["train", "analyze", "prune", "quantize", "export", "bench", "run", "data fetch"]
+COMMANDS = ["train", "analyze", "profile", "prune", "quantize", "export", "bench", "run", "data fetch"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

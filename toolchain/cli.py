@@ -220,6 +220,12 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
               help="the allocation: channels each layer keeps (default: sensitivity with --analysis and "
                    "--target-params, else floors)")
 @click.option("--target-params", type=float, help="keep this fraction of the parameters, e.g. 0.1")
+@click.option("--objective", type=click.Choice(["params", "latency"]), default="params", show_default=True,
+              help="latency: spend accuracy where it buys the most milliseconds on the target (needs --analysis "
+                   "and --target-latency; the latency table from --latency-table, or profiled now with --target)")
+@click.option("--target-latency", type=float, help="with --objective latency: the p50 to reach, in ms")
+@click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
+@click.option("--target", help="with --objective latency and no table: profile the model with this target profile")
 @click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
 @click.option("--max-layer-ratio", type=float, default=0.9, show_default=True,
@@ -244,9 +250,9 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @force_opt
 @trust_opt
 @_friendly
-def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step, max_layer_ratio, finetune_epochs,
-          final_epochs, lr, distill, round_to, include_linear, keep_layers, val_samples, train_limit, compare_orders,
-          plans, targets, seed, output, force, trust):
+def prune(model, data_spec, analysis, order, plan, target_params, objective, target_latency, latency_table, target,
+          max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
+          keep_layers, val_samples, train_limit, compare_orders, plans, targets, seed, output, force, trust):
     """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
 
     \b
@@ -254,15 +260,36 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
     compress prune model.pt --plan global --order oneshot --target-params 0.1 -o pruned.pt
     compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
     compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
+    compress prune model.pt --analysis analysis.json --objective latency --target-latency 2.5 --target rpi4 -o p.pt
     """
     from . import prune as stage
 
+    if (objective == "latency") != (target_latency is not None):
+        raise CompressError("--objective latency and --target-latency MS go together")
+    profile_now = objective == "latency" and not latency_table
+    if profile_now:
+        if not target:
+            raise CompressError("--objective latency needs --latency-table (compress profile) or --target to profile")
+        output = output or str(_default_out("prune", "pruned.pt"))
+        latency_table = str(Path(output).with_suffix(".latency.json"))
     opts = stage.PruneOptions(order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
                               finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr, distill=distill,
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
-                              remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed)
+                              remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed,
+                              target_latency=target_latency,
+                              latency_table=Path(latency_table) if latency_table else None)
+    if profile_now:  # the table this prune needs, measured with the target's settings (cached per model)
+        from . import profile
+
+        opts.validate()
+        artifact_out = Path(output)
+        if artifact_out.exists() and not force:
+            raise CompressError(f"{artifact_out} exists; pass --force to overwrite it or choose another -o")
+        profile.run(model, data_spec, opts.latency_table, profile.ProfileOptions(target=target,
+                                                                                 include_linear=include_linear),
+                    force=force, trust=trust)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
@@ -279,6 +306,36 @@ def prune(model, data_spec, analysis, order, plan, target_params, max_drop, step
         _console().print(table)
     _summary(art, f"pruned: {rep['params_kept']:.1%} of parameters kept, "
                   f"{sum(s['accepted'] for s in rep['steps'])}/{len(rep['steps'])} steps kept")
+
+
+@main.command(context_settings=CONTEXT)
+@model_arg
+@data_opt
+@click.option("--widths", default="0.75,0.5,0.25", show_default=True,
+              help="fractions of each layer's channels to time it at")
+@click.option("--target", help="target profile whose runtime settings are used (rpi4, x86-cpu, ... or a .toml)")
+@click.option("--host", help="measure on this device over SSH (user@host)")
+@click.option("--runs", type=int, default=100, show_default=True, help="timed runs per variant")
+@click.option("--include-linear", is_flag=True, help="profile fully-connected layers too")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="latency table JSON (default: in runs/)")
+@force_opt
+@trust_opt
+@_friendly
+def profile(model, data_spec, widths, target, host, runs, include_linear, output, force, trust):
+    """Time the model with each prunable layer alone narrowed: the milliseconds each layer's channels cost.
+
+    \b
+    compress profile model.pt --target rpi4 --host pi@raspberrypi.local -o latency.json
+    compress profile model.pt --widths 0.75,0.5,0.25 -o latency.json
+    """
+    from . import profile as stage
+
+    opts = stage.ProfileOptions(widths=_ratios(widths), target=target, host=host, runs=runs,
+                                include_linear=include_linear)
+    out = Path(output) if output else _default_out("profile", "latency.json")
+    result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    _console().print(stage.table(result))
+    _console().print(f"wrote {out} and {result['plot']}")
 
 
 @main.command(context_settings=CONTEXT)

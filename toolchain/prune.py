@@ -54,6 +54,7 @@ class Plan(str, Enum):
     UNIFORM = "uniform"  # the same L1 ratio in every layer (Li et al. 2017)
     GLOBAL = "global"  # one L1 ranking across all layers (Torch-Pruning's global pruning)
     FLOORS = "floors"  # no plan: walk toward the floors until the goal or the budget stops the walk
+    LATENCY = "latency"  # from the analysis and a latency table: the least accuracy per millisecond (NetAdapt)
 
 
 ORDERED = (Order.SENSITIVITY, Order.SEQUENTIAL, Order.REVERSE, Order.RANDOM)
@@ -79,9 +80,21 @@ class PruneOptions:
     seed: int = 0
     device: str = "cpu"  # where fine-tuning runs ("cuda" where a GPU is lent); decisions are the same
     distill: float = 0.0  # weight of the unpruned model's soft targets in every fine-tune (0: plain)
+    target_latency: float | None = None  # ms: the latency objective (needs analysis and latency_table)
+    latency_table: Path | None = None  # from `compress profile` (per layer, ms at each width, on the target)
 
     def validate(self) -> None:
-        if self.target_params is None and self.max_drop is None:
+        if self.target_latency is not None:
+            if self.target_latency <= 0:
+                raise CompressError(f"--target-latency must be > 0 ms, not {self.target_latency}")
+            if self.target_params is not None:
+                raise CompressError("give one size goal: --target-latency (ms) or --target-params (fraction)")
+            if self.analysis is None or self.latency_table is None:
+                raise CompressError("--objective latency needs --analysis (accuracy per layer) and a latency "
+                                    "table (--latency-table from `compress profile`, or --target to make one)")
+            if self.plan not in (None, Plan.LATENCY):
+                raise CompressError(f"--objective latency makes its own plan; drop --plan {self.plan.value}")
+        if self.target_params is None and self.max_drop is None and self.target_latency is None:
             raise CompressError("give a goal: --target-params F (fraction of parameters to keep) and/or "
                                 "--max-drop PTS (accuracy budget)")
         if self.target_params is not None and not 0 < self.target_params < 1:
@@ -106,7 +119,7 @@ class PruneOptions:
         if Order.SENSITIVITY in (self.order, self.plan) and self.analysis is None:
             raise CompressError("--order sensitivity and --plan sensitivity need --analysis analysis.json "
                                 "(from `compress analyze`)")
-        if self.plan not in (None, Plan.FLOORS) and self.target_params is None:
+        if self.plan not in (None, Plan.FLOORS, Plan.LATENCY) and self.target_params is None:
             raise CompressError(f"--plan {self.plan.value} needs a size goal (--target-params)")
         if self.order is Order.ONESHOT and self.resolved_plan() is Plan.FLOORS:
             raise CompressError("--order oneshot needs a plan to apply at once (--plan and --target-params)")
@@ -116,6 +129,8 @@ class PruneOptions:
         return TrainOptions(epochs=epochs, lr=self.lr, seed=self.seed, device=self.device, distill=self.distill)
 
     def resolved_plan(self) -> Plan:
+        if self.target_latency is not None:
+            return Plan.LATENCY
         if self.plan is not None:
             return self.plan
         return Plan.SENSITIVITY if self.analysis is not None and self.target_params is not None else Plan.FLOORS
@@ -438,6 +453,47 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
     return keep
 
 
+LATENCY_STEP = 1 / 16  # of a layer's channels per greedy move of the latency plan
+
+
+def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> dict[str, int]:
+    """Channels per layer for a latency goal (NetAdapt, Yang et al. 2018): from the unpruned widths,
+    repeatedly narrow the layer whose next step costs the least accuracy (the analysis sweep) per
+    millisecond it saves (the latency table, measured on the target), until the table predicts
+    `target_ms`. Layers the table shows saving nothing are left whole, whatever their parameters."""
+    from .profile import layer_ms, predicted_ms
+
+    made_of = table.get("model", {}).get("sha256")
+    if table.get("kind") != "compress-latency-table" or made_of != analysis["model"]["sha256"]:
+        raise CompressError("the latency table is not one `compress profile` made of this model")
+    base_acc = analysis["baseline"]["accuracy"]
+    rows = {r["name"]: r for r in analysis["layers"]}
+    channels = _channels(s.net)
+    names = [n for n in rows if n in table["layers"] and n in s.floor]
+    keep = {n: channels[n] for n in names}
+
+    def drop(name: str, k: int) -> float:
+        return _tradeoffs(rows[name], base_acc, 1 - k / channels[name])[-1][1] if k < channels[name] else 0.0
+
+    while predicted_ms(table, keep) > target_ms:
+        best = None
+        for n in names:
+            unit = s.unit(n)
+            nk = max(s.floor[n], _snap(keep[n] - max(unit, round(channels[n] * LATENCY_STEP)), unit))
+            saved = layer_ms(table, n, keep[n]) - layer_ms(table, n, nk)
+            if nk >= keep[n] or saved <= 0:
+                continue
+            score = (drop(n, nk) - drop(n, keep[n])) / saved
+            if best is None or score < best[0]:
+                best = (score, n, nk)
+        if best is None:
+            raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
+                                f"speed up at its floor it predicts {predicted_ms(table, keep):.3f} ms "
+                                f"(unpruned {table['base_ms']:.3f} ms)")
+        keep[best[1]] = best[2]
+    return keep | {n: channels[n] for n in s.floor if n not in keep}
+
+
 def _step_keep(channels: int, step: float, unit: int) -> int:
     """Channels after one cut of `step`: at least one unit fewer (2 channels less 25% would round to
     2), never below one unit (then no cut is possible: `channels` back)."""
@@ -593,7 +649,11 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
                 target, opts, p0=st.before["params"], teacher=st.teacher, units=_units(st, opts))
     plan = opts.resolved_plan()
     with task(f"prune ({plan.value} plan, {opts.order.value} order)", None) as advance:
-        s.plan = make_plan(s, plan, st.order, st.analysis)
+        if plan is Plan.LATENCY:  # the plan sets the size goal: the parameters it keeps
+            s.plan = latency_plan(s, st.analysis, read_json(opts.latency_table, "latency table"), opts.target_latency)
+            s.target = s.planned(s.plan)
+        else:
+            s.plan = make_plan(s, plan, st.order, st.analysis)
         if opts.order is Order.ONESHOT:
             _one_shot(s, advance)
         else:

@@ -479,3 +479,17 @@ def plot_orders(result: dict, dst: Path) -> str:
     ax.set_title(f"Plan x order: {result['model']} on {result['data']['spec']}")
     ax.legend(fontsize=8)
     return _save(fig, Path(dst))
+
+
+def plot_latency(result: dict, dst: Path) -> str:
+    """The latency table: the model's p50 with each layer alone narrowed, against the channels kept."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in result["layers"].items():
+        pts = sorted((int(k) / row["channels"], v) for k, v in row["ms"].items())
+        ax.plot([100 * p for p, _ in pts], [v for _, v in pts], marker="o", ms=3, label=name)
+    ax.axhline(result["base_ms"], color="k", ls="--", lw=1, label="unpruned")
+    ax.set_xlabel("channels kept in that layer alone (%)")
+    ax.set_ylabel("model p50 latency (ms)")
+    ax.set_title(f"Latency per layer width: {result['model']['spec']}\n{result['measured_on']}", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, Path(dst))

@@ -1,0 +1,88 @@
+"""The latency table (compress profile) and the latency objective of prune."""
+
+import json
+
+import pytest
+
+from toolchain import analyze, profile, prune
+from toolchain.errors import CompressError
+
+
+@pytest.fixture(scope="module")
+def analysis(trained_lenet, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lat") / "analysis.json"
+    analyze.run(str(trained_lenet), None, out, analyze.AnalyzeOptions(eval_samples=200, ratios=(0.25, 0.75),
+                                                                      include_linear=True, plots=False))
+    return out
+
+
+def test_profile_times_each_layer_at_each_width_and_caches_the_table(trained_lenet, tmp_path):
+    opts = profile.ProfileOptions(widths=(0.5,), runs=20, warmup=2, include_linear=True)
+    first = profile.run(str(trained_lenet), None, tmp_path / "lat.json", opts)
+    assert set(first["layers"]) == {"features.0", "features.3", "classifier.1", "classifier.3"}
+    for row in first["layers"].values():
+        assert set(row["ms"]) == {str(row["channels"]), str(row["channels"] // 2)}
+        assert all(v > 0 for v in row["ms"].values())
+    assert (tmp_path / "lat.png").exists() and first["base_ms"] > 0
+    again = profile.run(str(trained_lenet), None, tmp_path / "again.json", opts)
+    assert again["layers"] == first["layers"] and again["cached"] == first["cached"]
+    with pytest.raises(CompressError, match="exists"):
+        profile.run(str(trained_lenet), None, tmp_path / "lat.json", opts)
+
+
+def test_the_additive_latency_model_interpolates_between_widths():
+    table = {"base_ms": 10.0, "layers": {"a": {"channels": 8, "ms": {"8": 10.0, "4": 8.0}},
+                                         "b": {"channels": 4, "ms": {"4": 10.0, "2": 9.0}}}}
+    assert profile.layer_ms(table, "a", 6) == pytest.approx(9.0)
+    assert profile.predicted_ms(table, {"a": 4, "b": 2}) == pytest.approx(7.0)
+    assert profile.predicted_ms(table, {}) == 10.0
+
+
+def _table(analysis: dict, saves: dict[str, float]) -> dict:
+    """A latency table in which each layer at half width saves `saves[name]` ms of a 10 ms model."""
+    layers = {r["name"]: {"channels": r["channels"], "kind": r["type"],
+                          "ms": {str(r["channels"]): 10.0, str(max(1, r["channels"] // 2)): 10.0 - saves[r["name"]]}}
+              for r in analysis["layers"]}
+    return {"kind": "compress-latency-table", "model": analysis["model"], "base_ms": 10.0, "layers": layers}
+
+
+def test_the_latency_objective_spends_accuracy_only_where_milliseconds_are(trained_lenet, analysis, tmp_path):
+    """The convolutions are where the (made-up) milliseconds are; the big fully-connected layers save
+    none: a parameter objective would cut them first, the latency objective leaves them whole."""
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = tmp_path / "lat.json"
+    table.write_text(json.dumps(_table(an, saves)))
+    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=table, target_latency=7.5, order=prune.Order.ONESHOT,
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+    rep = art.meta["report"]
+    assert rep["plan_kind"] == "latency"
+    layers = rep["layers"]
+    assert layers["classifier.1"]["after"] == layers["classifier.1"]["before"]
+    assert layers["features.0"]["after"] < layers["features.0"]["before"] or \
+        layers["features.3"]["after"] < layers["features.3"]["before"]
+    keep = {n: v["after"] for n, v in layers.items() if n in saves}
+    assert profile.predicted_ms(_table(an, saves), keep) <= 7.5
+
+
+def test_latency_objective_options_are_checked(analysis, tmp_path):
+    with pytest.raises(CompressError, match="one size goal"):
+        prune.PruneOptions(analysis=analysis, latency_table=tmp_path / "t.json", target_latency=1.0,
+                           target_params=0.5).validate()
+    with pytest.raises(CompressError, match="latency table"):
+        prune.PruneOptions(analysis=analysis, target_latency=1.0).validate()
+    with pytest.raises(CompressError, match="> 0 ms"):
+        prune.PruneOptions(analysis=analysis, latency_table=tmp_path / "t.json", target_latency=-1.0).validate()
+
+
+def test_an_unreachable_latency_goal_says_what_the_table_predicts(trained_lenet, analysis, tmp_path):
+    an = json.loads(analysis.read_text())
+    table = tmp_path / "lat.json"
+    table.write_text(json.dumps(_table(an, {n: 0.5 for n in ("features.0", "features.3", "classifier.1",
+                                                             "classifier.3")})))
+    with pytest.raises(CompressError, match="out of reach"):
+        prune.run(str(trained_lenet), None, tmp_path / "p.pt", prune.PruneOptions(
+            analysis=analysis, latency_table=table, target_latency=1.0, order=prune.Order.ONESHOT,
+            include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+    assert not (tmp_path / "p.pt").exists()

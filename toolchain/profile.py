@@ -1,0 +1,145 @@
+"""`compress profile`: what each layer's channels cost in milliseconds, on the target.
+
+Parameters are not milliseconds: a cut that removes many weights from a fully-connected layer can
+save nothing on a device whose time goes to early convolutions. NetAdapt (Yang et al., 2018)
+measures instead: for each prunable layer and each width of a ladder, the whole model with only
+that layer narrowed is exported and timed in onnxruntime, all variants interleaved in one run, on
+this host or on the device (`--host`, with the target's settings). The table (ms per layer per
+width, and the unpruned model's) is cached per model, target and settings, and drawn as a plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import artifact, data, surgery
+from .errors import CompressError
+from .train import prepare
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    widths: tuple[float, ...] = (0.75, 0.5, 0.25)  # fractions of each layer's channels kept
+    target: str | None = None  # a bench target profile: threads, graph optimization, providers
+    host: str | None = None  # measure on this device over SSH
+    runs: int = 100
+    warmup: int = 10
+    include_linear: bool = False
+    criterion: str = "l1"
+
+    def validate(self) -> None:
+        if not self.widths or any(not 0 < w < 1 for w in self.widths):
+            raise CompressError(f"--widths must be fractions in (0, 1), not {list(self.widths)}")
+        if self.runs < 5 or self.warmup < 0:
+            raise CompressError(f"--runs must be >= 5 and --warmup >= 0, not {self.runs} and {self.warmup}")
+        surgery.get_criterion(self.criterion)
+        if self.target:
+            from .bench import load_target
+            load_target(self.target)
+        if self.host:
+            from .remote import Remote
+            Remote(host=self.host).validate()
+
+
+def run(model: str, data_spec: str | None, dst: Path, opts: ProfileOptions, *, force: bool = False,
+        trust: bool = False) -> dict:
+    """Write the latency table (JSON, and a PNG beside it) for every prunable layer of `model`."""
+    from .analyze import model_digest
+
+    opts.validate()
+    dst = Path(dst)
+    artifact.check_output(dst, force, dst.with_suffix(".png"))
+    prep = prepare(model, data_spec, trust=trust)
+    shape = prep.input_shape
+    key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), asdict(opts)]).encode()).hexdigest()[:24]
+    cached = data.CACHE_DIR / "latency" / f"{key}.json"
+    if cached.exists():
+        table = json.loads(cached.read_text())
+    else:
+        table = _measure(prep.model, shape, opts)
+        artifact.write_json(table, cached)
+    result = {"schema": SCHEMA, "kind": "compress-latency-table", "created": artifact.now(),
+              "model": {"spec": prep.spec, "sha256": model_digest(prep), "input_shape": list(shape)},
+              "options": asdict(opts), "cached": str(cached)} | table
+    from .report import plot_latency
+
+    result["plot"] = plot_latency(result, dst.with_suffix(".png"))
+    artifact.write_json(result, dst)
+    return result
+
+
+def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
+    from .bench import BenchOptions, Runtime
+    from .bench import run as bench
+    from .export import ExportOptions, export_onnx
+    from .remote import Remote
+
+    layers = [l for l in surgery.prunable_layers(model, shape, opts.include_linear) if l.skip is None]
+    if not layers:
+        raise CompressError("no prunable layer to profile" + ("" if opts.include_linear else " (try --include-linear)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        files, variants = [Path(tmp) / "base.onnx"], [None]
+        export_onnx(model, shape, files[0], ExportOptions())
+        for layer in layers:
+            for w in opts.widths:
+                keep = surgery.keep_count(layer.channels, 1 - w, layer.multiple)
+                if keep >= layer.channels or any(v and v[0] == layer.name and v[1] == keep for v in variants):
+                    continue
+                files.append(Path(tmp) / f"v{len(files)}.onnx")
+                export_onnx(surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape), shape, files[-1],
+                            ExportOptions())
+                variants.append((layer.name, keep))
+        files.append(files[0])  # the unpruned model again, last: the first slot of a run can read slow
+        report = bench(files, BenchOptions(runs=opts.runs, warmup=opts.warmup, target=opts.target,
+                                           runtime=Runtime(memory=False),
+                                           remote=Remote(host=opts.host) if opts.host else None))
+    base = min(report["models"][0]["p50_ms"], report["models"][-1]["p50_ms"])
+    rows: dict[str, dict] = {l.name: {"channels": l.channels, "kind": l.kind, "ms": {str(l.channels): base}}
+                             for l in layers}
+    for (name, keep), m in zip(variants[1:], report["models"][1:-1], strict=True):
+        rows[name]["ms"][str(keep)] = m["p50_ms"]
+    return {"base_ms": base, "layers": rows, "measured_on": report["measured_on"], "host": report["host"],
+            "runs": report["runs"], "loaded": report["loaded"]}
+
+
+def predicted_ms(table: dict, channels: dict[str, int]) -> float:
+    """The model's latency with each layer at `channels` (others unpruned), from the table: the base
+    time less each layer's own saving, interpolated linearly between measured widths (NetAdapt's
+    additive model)."""
+    total = table["base_ms"]
+    for name, keep in channels.items():
+        if name in table["layers"]:
+            total -= table["base_ms"] - layer_ms(table, name, keep)
+    return total
+
+
+def layer_ms(table: dict, name: str, keep: int) -> float:
+    """The whole model's p50 with only layer `name` at `keep` channels (interpolated)."""
+    points = sorted((int(k), v) for k, v in table["layers"][name]["ms"].items())
+    if keep <= points[0][0]:
+        (k0, v0), (k1, v1) = points[0], points[min(1, len(points) - 1)]
+    else:
+        i = next((i for i, (k, _) in enumerate(points) if k >= keep), len(points) - 1)
+        (k0, v0), (k1, v1) = points[max(0, i - 1)], points[i]
+    return v0 if k1 == k0 else v0 + (v1 - v0) * (keep - k0) / (k1 - k0)
+
+
+def table(result: dict):
+    """The latency table as a rich Table: per layer, the model's p50 at each width, and the saving."""
+    from rich.table import Table
+
+    t = Table(title=f"{result['model']['spec']}: p50 with one layer narrowed (unpruned {result['base_ms']:.3f} ms)",
+              caption=result["measured_on"])
+    for col in ("layer", "channels", "p50 ms at each width kept", "most saved"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for name, row in result["layers"].items():
+        pts = sorted(((int(k), v) for k, v in row["ms"].items()), reverse=True)
+        t.add_row(name, str(row["channels"]), "  ".join(f"{k}: {v:.3f}" for k, v in pts),
+                  f"{result['base_ms'] - min(v for _, v in pts):+.3f} ms")
+    return t
