@@ -184,3 +184,25 @@ def test_a_target_profiles_int8_table_sets_the_activation_type(trained_lenet, tm
 def test_an_unknown_target_is_refused_before_quantizing():
     with pytest.raises(CompressError, match="nope"):
         quantize.QuantizeOptions(target="nope").validate()
+
+
+def test_per_layer_precision_keeps_int8_only_where_it_measured_faster(trained_lenet, tmp_path, monkeypatch):
+    """Timings faked so that only the first quantizable layer is faster in int8: exactly that layer
+    goes int8, every other stays fp32, and the per-layer ratios are recorded."""
+    from toolchain import bench
+
+    def timed(files, opts):  # fp32 first and last at 1.0 ms; layer 0 alone in int8 0.8 ms, the rest 1.2 ms
+        p50 = [1.0] + [0.8] + [1.2] * (len(files) - 3) + [1.0]
+        return {"models": [{"p50_ms": v} for v in p50]}
+
+    monkeypatch.setattr(bench, "run", timed)
+    monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8, opts=None: 0.95)
+    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(
+        scope=quantize.Scope.ALL, samples=32, per_layer=True))
+    recipe = q.meta["quantization"]
+    ratios = recipe["per_layer_p50_ratio"]
+    assert len(ratios) == 5 and recipe["nodes"] == [next(iter(ratios))]
+    export.run(str(q.path), tmp_path / "q.onnx", export.ExportOptions())
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    int8_weights = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
+    assert len(int8_weights) == 1

@@ -354,12 +354,14 @@ def profile(model, data_spec, widths, target, host, runs, include_linear, output
                                 "format, types, per-channel and op types (default: QDQ, int8 activations and weights)")
 @click.option("--host", help="time the int8-slower-than-fp32 guard on this device over SSH (user@host); without it "
                              "a target of another architecture is not timed")
+@click.option("--per-layer", is_flag=True, help="int8 only for the layers where it measures faster (each layer "
+                                                "timed alone in int8 against fp32), fp32 for the rest")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="quantized model (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
 def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samples, allow_slower, target, host,
-             output, force, trust):
+             per_layer, output, force, trust):
     """Store the int8 recipe with a model and measure the int8 model in onnxruntime.
 
     \b
@@ -370,7 +372,8 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
 
     opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
-                                 eval_samples=eval_samples, allow_slower=allow_slower, target=target, host=host)
+                                 eval_samples=eval_samples, allow_slower=allow_slower, target=target, host=host,
+                                 per_layer=per_layer)
     out = Path(output) if output else _default_out("quantize", "quantized.pt")
     art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
     rep = art.meta["report"]

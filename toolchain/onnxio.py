@@ -146,6 +146,7 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
     ops = OP_TYPES[scope]
     if recipe.get("op_types"):  # a target profile's: only these ops, within what the scope allows
         ops = [o for o in recipe["op_types"] if ops is None or o in ops]
+    nodes = recipe.get("nodes")  # per-layer precision: only these nodes go int8 (None: every one in scope)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
@@ -160,6 +161,29 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
                             activation_type=types[recipe.get("activation_type", "int8")],
                             weight_type=types[recipe.get("weight_type", "int8")],
                             calibrate_method=methods[method], use_external_data_format=large,
+                            nodes_to_quantize=list(nodes) if nodes is not None else None,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except (ValueError, RuntimeError) as e:
             raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
+
+
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")
+
+
+def quantizable_nodes(fp32: Path, recipe: dict) -> list[str]:
+    """Names of the nodes a recipe would turn int8, as quantize_onnx sees the graph (after the same
+    pre-processing): the candidates of per-layer precision."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    ops = OP_TYPES[recipe["scope"]] or list(QUANTIZABLE)
+    if recipe.get("op_types"):
+        ops = [o for o in recipe["op_types"] if o in ops]
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - as in quantize_onnx: the raw graph then
+            pre = fp32
+        graph = onnx.load(str(pre)).graph
+    return [n.name for n in graph.node if n.op_type in ops and n.name]

@@ -56,6 +56,7 @@ class QuantizeOptions:
     seed: int = 0
     target: str | None = None  # a bench target profile (rpi4, x86-cpu, ...): its [int8] table sets the int8 types
     host: str | None = None  # user@device: time the speed guard there over SSH (with the target's [ssh])
+    per_layer: bool = False  # int8 only for the layers where it measures faster (each timed alone in int8)
 
     def int8(self) -> dict:
         """The int8 format and types: the target profile's [int8] table, else QDQ with signed int8
@@ -175,12 +176,24 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
         fp32_acc, int8_acc = onnx_accuracy(fp32, test, recon), onnx_accuracy(int8, test, recon)
         sizes = {"fp32": param_bytes(fp32), "int8": param_bytes(int8)}
         guard = opts.guard()
+        if opts.per_layer:
+            if guard is None:
+                raise CompressError(f"--per-layer times each layer on the target: this host is not a {opts.target}; "
+                                    f"pass --host user@device")
+            recipe["nodes"], recipe["per_layer_p50_ratio"] = _per_layer(fp32, recipe, calib, opts, Path(tmp))
+            if recipe["nodes"]:
+                quantize_onnx(fp32, int8, recipe, calib)
+                int8_acc, sizes["int8"] = onnx_accuracy(int8, test, recon), param_bytes(int8)
         slowdown = _latency_ratio(fp32, int8, opts) if guard else None
     recipe["int8_vs_fp32_p50"], recipe["speed_guard"] = slowdown, (
         {"device": f"timed on {opts.host}", "here": "timed on this host"}.get(guard)
         or f"not timed: this host is not a {opts.target}; pass --host user@device to time it there")
-    kept_fp32 = slowdown is not None and slowdown > 1 + SLOWER_TOLERANCE and not opts.allow_slower
-    if kept_fp32:  # the default never makes a model slower (measured here; --allow-slower overrides)
+    no_layer_pays = opts.per_layer and not recipe["nodes"]
+    kept_fp32 = no_layer_pays or (slowdown is not None and slowdown > 1 + SLOWER_TOLERANCE and not opts.allow_slower)
+    if no_layer_pays:
+        logger.warning("per layer: no layer ran faster in int8 (%s); keeping fp32", opts.scope.value)
+        int8_acc, sizes["int8"] = fp32_acc, sizes["fp32"]
+    elif kept_fp32:  # the default never makes a model slower (measured here; --allow-slower overrides)
         logger.warning("int8 (%s) ran %.2fx the fp32 latency on this machine; keeping fp32. Pass --allow-slower "
                        "to keep int8 (e.g. for a device where `compress bench --target` shows it faster)",
                        opts.scope.value, slowdown)
@@ -201,6 +214,29 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
     meta["quantization"] = None if kept_fp32 else recipe
     meta["report"]["kept_fp32_because_int8_was_slower"] = kept_fp32
     return artifact.save(prep.model, dst, meta, force=force, extra={"calibration": torch.from_numpy(calib)})
+
+
+def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOptions, tmp: Path) -> tuple[list, dict]:
+    """Each quantizable layer alone in int8, every variant timed against fp32 interleaved in one run
+    (fp32 first and last): the layers whose int8 variant runs faster, and each variant's p50 ratio."""
+    from .bench import BenchOptions, Runtime
+    from .bench import run as bench
+    from .onnxio import quantizable_nodes
+    from .remote import Remote
+
+    names = quantizable_nodes(fp32, recipe)
+    files = [fp32]
+    for i, name in enumerate(names):
+        files.append(tmp / f"layer{i}.onnx")
+        quantize_onnx(fp32, files[-1], recipe | {"nodes": [name]}, calib)
+    files.append(fp32)
+    remote = Remote(host=opts.host) if opts.host else None
+    report = bench(files, BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False), remote=remote,
+                                       target=opts.target if remote else None))
+    p50 = [m["p50_ms"] for m in report["models"]]
+    base = min(p50[0], p50[-1])
+    ratios = {name: round(p / base, 4) for name, p in zip(names, p50[1:-1], strict=True)}
+    return [n for n, r in ratios.items() if r < 1.0], ratios
 
 
 def _latency_ratio(fp32: Path, int8: Path, opts: QuantizeOptions | None = None) -> float:
