@@ -255,6 +255,42 @@ def breadth_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def emulate_section(r: dict) -> list[str]:
+    return ["## The emulated arm64 target (issue 16)", "",
+            f"`python benchmarks/emulate_root.py`: the Debian {r['suite']} arm64 userland with onnxruntime "
+            f"{r['onnxruntime']} built from scratch in {r['build_s']:.0f} s ({r['root_bytes'] / 1e6:.0f} MB; goal "
+            f"{r['goal_build_s'] // 60} minutes), downloads included, and reused in {1000 * r['reuse_s']:.1f} ms. "
+            f"Host: {_host(r)}.", ""]
+
+
+def ray_section(r: dict) -> list[str]:
+    sim = ", ".join(f"{n}: {x:.2f}x" for n, x in r["speedup_simulated"].items())
+    return ["## Ray against local (issue 18)", "",
+            f"`python benchmarks/ray_overhead.py`: the {r['model']} analysis at ratio {r['ratio']} ({r['units']} "
+            f"units, {r['eval_samples']} validation images) on {r['cores']} cores, local with 2 forked workers "
+            f"against a 2-CPU Ray instance, alternated {r['repeats']} times: local {r['local_s']} s, Ray "
+            f"{r['ray_s']} s, **overhead {r['overhead_pct']:+.1f}%** of the median (goal at most "
+            f"{r['goal_overhead_pct']}%). Ray's analysis equals the local one: {r['identical']} (every figure "
+            f"but each unit's wall time). A worker SIGKILLed mid-task: its unit was retried and the analysis still "
+            f"equals the local one: {r['worker_killed_ok']}. Speed-up with N workers, **simulated** from the "
+            f"measured unit times (no bigger machine was lent): {sim}. Host: {_host(r)}.", ""]
+
+
+def latency_section(r: dict) -> list[str]:
+    lines = ["## Per-layer precision (issue 17, part 1)", "",
+             f"`python benchmarks/latency_aware.py`: each quantizable layer timed alone in int8 against fp32 "
+             f"(`quantize --per-layer`), int8 kept where it ran faster; then fp32, all-int8 and per-layer timed "
+             f"interleaved, {r['threads']} thread. {r['what']}. Host: {_host(r)}.", "",
+             "| model | convolutions | layers int8 / all | p50 fp32 ms | all-int8 | per-layer | per-layer / fp32 |",
+             "|---|---|---|---|---|---|---|"]
+    for m in r["rows"]:
+        lines.append(f"| {m['model']} ({m['input']} px) | {m['convs']} | {m['layers_int8']} / {m['layers']} | "
+                     f"{_ms(m['p50_fp32_ms'])} | {_ms(m['p50_all_int8_ms'])} | {_ms(m['p50_per_layer_ms'])} | "
+                     f"{m['per_layer_vs_fp32']:.2f}x |")
+    return lines + ["", "Part 2 (the latency objective against the parameter objective on trained VGG16 and "
+                        "MobileNetV2) is not measured yet.", ""]
+
+
 def main() -> None:
     out = ["# Results", "",
            "Every figure on this page is written by `benchmarks/make_results_md.py` from the JSON files in "
@@ -272,7 +308,9 @@ def main() -> None:
                                                   "Not measured yet: `python benchmarks/prune_orders.py`.", ""]
     for name, section in (("baselines", baselines_section), ("paper", paper_section),
                           ("analyze_speed", analyze_section), ("quantize_speed", quantize_section),
-                          ("bench_overhead", bench_section), ("zoo_breadth", breadth_section)):
+                          ("bench_overhead", bench_section), ("zoo_breadth", breadth_section),
+                          ("emulate_root", emulate_section), ("ray", ray_section),
+                          ("latency_aware", latency_section)):
         r = _load(name) or (_load("paper_quick") if name == "paper" else None)
         script = "reproduce_paper" if name == "paper" else name
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
