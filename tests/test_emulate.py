@@ -86,3 +86,30 @@ def test_a_target_with_emulate_in_its_profile_is_emulated(models, tmp_path):
     report = bench.run([models / "fp32.onnx"], bench.BenchOptions(runs=5, warmup=1, target=str(profile)))
     assert report["emulated"] and report["emulation"]["qemu_cpu"] == "cortex-a76"
     assert np.isfinite(report["models"][0]["p50_ms"])
+
+
+def test_bench_host_runs_its_whole_path_against_an_sshd_inside_the_arm64_root(models, tmp_path):
+    """scp, the device checks, the runner and its memory children, all on emulated aarch64 over SSH.
+    Needs root and the kernel's binfmt_misc (a container may not allow it: then skipped, saying why)."""
+    import socket
+    import subprocess
+
+    from toolchain.remote import Remote
+
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        server = emulate.ssh_server(port, key.with_suffix(".pub"))
+        known = server.__enter__()
+    except CompressError as e:
+        pytest.skip(str(e))
+    try:
+        remote = Remote(host="root@127.0.0.1", port=port, key=key, known_hosts=known)
+        report = bench.run([models / "int8.onnx"], bench.BenchOptions(runs=5, warmup=1, target="rpi4", remote=remote))
+    finally:
+        server.__exit__(None, None, None)
+    assert report["where"] == "remote" and report["host"]["machine"] == "aarch64"
+    assert report["models"][0]["p50_ms"] > 0 and report["models"][0]["peak_mem_bytes"] > 0

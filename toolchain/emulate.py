@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import bench_runner, data
@@ -41,8 +43,11 @@ MISSING_OP = re.compile(r"Could not find an implementation for ([\w.]+)\((\d+)\)
                         r"registered function/op")
 
 
+ROOT_VERSION = 2  # 2: openssh-server and the site .pth inside (a root of version 1 is rebuilt)
+
+
 def root_dir() -> Path:
-    return data.CACHE_DIR / "emulate" / f"arm64-{SUITE}"
+    return data.CACHE_DIR / "emulate" / f"arm64-{SUITE}-v{ROOT_VERSION}"
 
 
 def missing_tools() -> list[str]:
@@ -62,8 +67,8 @@ def ensure_root() -> Path:
     shutil.rmtree(building, ignore_errors=True)
     building.parent.mkdir(parents=True, exist_ok=True)
     with task("build the arm64 root (debootstrap, onnxruntime wheel)", 3) as advance:
-        _step(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3", SUITE,
-               str(building)], "debootstrap")
+        _step(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3,openssh-server",
+               SUITE, str(building)], "debootstrap")
         advance()
         for deb in sorted((building / "var/cache/apt/archives").glob("*.deb")):
             _step(["dpkg-deb", "-x", str(deb), str(building)], f"unpacking {deb.name}")
@@ -77,6 +82,7 @@ def ensure_root() -> Path:
     if probe.returncode != 0:
         raise CompressError(f"the arm64 root was built but its onnxruntime does not start under qemu: "
                             f"{(probe.stderr.strip().splitlines() or ['exit ' + str(probe.returncode)])[-1]}")
+    (building / "usr/lib/python3/dist-packages/compress-site.pth").write_text(f"/{SITE}\n")  # for sshd sessions
     (building / ".ready").write_text(json.dumps({"onnxruntime": probe.stdout.strip(), "suite": SUITE,
                                                  "built": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     shutil.rmtree(root, ignore_errors=True)
@@ -172,6 +178,81 @@ def check_target(path: Path, target_name: str, input_shape: list[int] | None = N
         raise CompressError(f"{where} the outputs differ from this host's by {row['parity_max_rel']:.2e} (relative), "
                             f"over {TOLERANCE}")
     return row | {"target": target.name, "onnxruntime": root_facts().get("onnxruntime")}
+
+
+@contextmanager
+def ssh_server(port: int, authorized_key: Path) -> Iterator[Path]:
+    """An OpenSSH server inside the arm64 root, on 127.0.0.1:`port`, for `bench --host` to run its
+    whole path against (scp, the device checks, the runner, memory children). Yields a known_hosts
+    file for it.
+
+    This needs what a chroot of foreign binaries needs: root, the kernel's binfmt_misc with qemu
+    registered for aarch64 (mounted and registered here if missing: a machine-wide change), and
+    /dev and /proc bound into the root (undone on exit)."""
+    import signal
+
+    if os.geteuid() != 0:
+        raise CompressError("an sshd inside the arm64 root needs root (chroot, bind mounts)")
+    root = ensure_root()
+    _binfmt()
+    if not (root / "usr/sbin/sshd").exists():
+        raise CompressError(f"{root} has no sshd (built before openssh-server was included); delete it to rebuild")
+    for rel, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"
+                                     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+                      ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+                      ("etc/shadow", "root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\n")):
+        (root / rel).write_text(text)
+    for d in ("run/sshd", "root/.ssh", "dev", "proc"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "root/.ssh", 0o700)
+    shutil.copyfile(authorized_key, root / "root/.ssh/authorized_keys")
+    key = root / "etc/ssh/ssh_host_ed25519_key"
+    if not key.exists():
+        _step(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], "ssh-keygen")
+    (root / "etc/ssh/sshd_compress_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PidFile /run/sshd.pid\nSubsystem sftp /usr/lib/openssh/sftp-server\n")
+    mounts = []
+    try:
+        for d, how in (("dev", ["--bind", "/dev"]), ("proc", ["-t", "proc", "proc"])):
+            if subprocess.run(["mountpoint", "-q", str(root / d)]).returncode != 0:
+                _step(["mount", *how, str(root / d)], f"mounting /{d} in the root")
+                mounts.append(root / d)
+        server = subprocess.Popen(["chroot", str(root), "/usr/sbin/sshd", "-D", "-e", "-f",
+                                   "/etc/ssh/sshd_compress_config"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        known = root.parent / f"known_hosts-{port}"
+        deadline = time.monotonic() + 120  # sshd starts in seconds under qemu
+        while time.monotonic() < deadline and server.poll() is None:
+            scan = subprocess.run(["ssh-keyscan", "-p", str(port), "127.0.0.1"], capture_output=True, text=True)
+            if scan.stdout.strip():
+                known.write_text(scan.stdout)
+                break
+            time.sleep(1)
+        else:
+            raise CompressError(f"the arm64 sshd did not start: {(server.stderr.read() or '').strip()[-200:]}")
+        try:
+            yield known
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    finally:
+        for m in reversed(mounts):
+            subprocess.run(["umount", "-l", str(m)])
+
+
+def _binfmt() -> None:
+    """qemu registered with the kernel for aarch64 binaries (binfmt_misc), so that a chroot runs them."""
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if entry.exists():
+        return
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], capture_output=True)
+    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
+    if not entry.exists():
+        raise CompressError("cannot register qemu-aarch64 with the kernel's binfmt_misc here "
+                            "(a container without that privilege?)")
 
 
 def _run(root: Path, cfg: dict, cpu: str | None) -> dict:
