@@ -86,3 +86,17 @@ def test_an_unreachable_latency_goal_says_what_the_table_predicts(trained_lenet,
             analysis=analysis, latency_table=table, target_latency=1.0, order=prune.Order.ONESHOT,
             include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_a_target_rounds_pruned_channels_to_its_multiple(trained_lenet, analysis, tmp_path):
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    res = CliRunner().invoke(main, ["prune", str(trained_lenet), "--analysis", str(analysis), "--target-params", "0.5",
+                                    "--include-linear", "--target", "rpi4", "--final-epochs", "0.1",
+                                    "--finetune-epochs", "0.05", "--val-samples", "150", "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 0, res.output
+    layers = json.loads((tmp_path / "p.pt.json").read_text())["report"]["layers"]
+    cut = {n: v["after"] for n, v in layers.items() if v["after"] < v["before"]}
+    assert cut and all(c % 4 == 0 for c in cut.values()), cut  # rpi4: channel_multiple = 4

@@ -113,6 +113,11 @@ class TargetRuntime:
     precision: Precision = Precision.FP32
     input_shape: tuple[int, ...] | None = None
     provider_options: dict[str, dict] = field(default_factory=dict)
+    channel_multiple: int = 1  # channel counts the device's kernels run best at: prune rounds to it
+
+    def validate(self) -> None:
+        if self.channel_multiple < 1:
+            raise CompressError(f"channel_multiple must be >= 1, not {self.channel_multiple}")
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
                    "and --target-latency; the latency table from --latency-table, or profiled now with --target)")
 @click.option("--target-latency", type=float, help="with --objective latency: the p50 to reach, in ms")
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
-@click.option("--target", help="with --objective latency and no table: profile the model with this target profile")
+@click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
+                                "and with --objective latency and no table, the model profiled with its settings")
 @click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
 @click.option("--max-layer-ratio", type=float, default=0.9, show_default=True,
@@ -266,6 +267,12 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
 
     if (objective == "latency") != (target_latency is not None):
         raise CompressError("--objective latency and --target-latency MS go together")
+    if target:  # the device's kernels run best at multiples of this many channels
+        import math
+
+        from .bench import load_target
+
+        round_to = math.lcm(round_to, load_target(target).runtime.channel_multiple)
     profile_now = objective == "latency" and not latency_table
     if profile_now:
         if not target:

@@ -75,11 +75,14 @@ def run(model: str, data_spec: str | None, dst: Path, opts: ProfileOptions, *, f
 
 
 def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
-    from .bench import BenchOptions, Runtime
+    import math
+
+    from .bench import BenchOptions, Runtime, load_target
     from .bench import run as bench
     from .export import ExportOptions, export_onnx
     from .remote import Remote
 
+    step = load_target(opts.target).runtime.channel_multiple if opts.target else 1  # widths prune could choose
     layers = [l for l in surgery.prunable_layers(model, shape, opts.include_linear) if l.skip is None]
     if not layers:
         raise CompressError("no prunable layer to profile" + ("" if opts.include_linear else " (try --include-linear)"))
@@ -88,7 +91,7 @@ def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
         export_onnx(model, shape, files[0], ExportOptions())
         for layer in layers:
             for w in opts.widths:
-                keep = surgery.keep_count(layer.channels, 1 - w, layer.multiple)
+                keep = surgery.keep_count(layer.channels, 1 - w, math.lcm(layer.multiple, step))
                 if keep >= layer.channels or any(v and v[0] == layer.name and v[1] == keep for v in variants):
                     continue
                 files.append(Path(tmp) / f"v{len(files)}.onnx")
