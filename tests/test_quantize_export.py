@@ -149,9 +149,9 @@ def test_parity_is_relative_to_the_output_scale(tmp_path):
 
 def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp_path, monkeypatch):
     """Past 2 GiB (vit_h_14, regnet_y_128gf) the weights go to `<name>.data`; simulated with a low limit."""
-    from toolchain import bench
+    from toolchain import bench, onnxio
 
-    monkeypatch.setattr(export, "PROTOBUF_LIMIT", 1)
+    monkeypatch.setattr(onnxio, "PROTOBUF_LIMIT", 1)
     art = export.run(str(quantized.path), tmp_path / "big.onnx", export.ExportOptions())
     beside = tmp_path / "big.onnx.data"
     assert art.meta["report"]["external_data"] == "big.onnx.data" and beside.stat().st_size > 0

@@ -726,7 +726,8 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     artifact.check_output(dst, force, dst.with_suffix(".png"))
     targets = tuple(sorted(set(targets), reverse=True))
     plans = plans or (opts.plan or (Plan.SENSITIVITY if opts.analysis else Plan.UNIFORM),)
-    plans = tuple(p for p in plans if p is not Plan.SENSITIVITY or opts.analysis)
+    plans = tuple(p for p in plans if (p is not Plan.SENSITIVITY or opts.analysis)
+                  and (p is not Plan.LATENCY or opts.target_latency))
     orders = tuple(o for o in orders if o is not Order.SENSITIVITY or opts.analysis)
     if not plans or not orders:
         raise CompressError("nothing to compare: the sensitivity plan and order need --analysis")
