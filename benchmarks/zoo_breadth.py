@@ -35,7 +35,7 @@ from common import RESULTS, write
 
 from toolchain import data
 
-SIZE, SIZES = 64, {"inception_v3": 96, "maxvit_t": 224}
+SIZE, SIZES = 64, {"inception_v3": 96, "maxvit_t": 224, "vit_h_14": 56}  # ViT-H/14: a multiple of its patch
 TARGET = 0.5
 CELLS = data.CACHE_DIR / "zoo-breadth"
 

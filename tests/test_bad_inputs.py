@@ -80,6 +80,7 @@ CASES = [  # L: model, A: its analysis, Q: int8 model, O: its ONNX, L20: a 20-cl
  ["prune", "corrupt.pt", "--analysis", "{A}", "--target-params", "0.5", "-o", "p.pt"],
  ["train", "torchvision:resnet18?size=abc", "--data", "digits", "-o", "m.pt"],
  ["train", "torchvision:resnet18?size=-5", "--data", "digits", "-o", "m.pt"],
+ ["train", "torchvision:vit_b_16?size=30&image_size=30", "--data", "digits", "-o", "m.pt"],
  ["train", "torchvision:nope", "--data", "digits", "-o", "m.pt"],
  ["train", "zoo:lenet5?bogus=1", "--data", "digits", "-o", "m.pt"],
  ["train", "zoo:a2e?widths=a,b", "--data", "digits", "-o", "m.pt"],

@@ -127,7 +127,7 @@ def build(spec: str, data_shape: tuple[int, ...], num_classes: int) -> Built:
             model, shape = _from_file(path + ".py", factory, data_shape, num_classes, **_coerce(kw))
         else:
             raise CompressError(f"unknown model spec {spec!r}; known: {', '.join(known_specs())}")
-    except (TypeError, ValueError) as e:  # a spec parameter of the wrong type or value (?size=abc)
+    except (TypeError, ValueError, AssertionError) as e:  # a spec parameter of the wrong type or value (?size=abc)
         raise CompressError(f"{spec}: bad model parameter: {str(e).splitlines()[0]}") from e
     if any(int(d) < 1 for d in shape):
         raise CompressError(f"{spec}: the input shape {tuple(shape)} has a dimension below 1")
