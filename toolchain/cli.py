@@ -291,9 +291,9 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
         from . import profile
 
         opts.validate()
-        artifact_out = Path(output)
-        if artifact_out.exists() and not force:
-            raise CompressError(f"{artifact_out} exists; pass --force to overwrite it or choose another -o")
+        from .artifact import check_output
+
+        check_output(Path(output), force)  # before the profile writes anything
         profile.run(model, data_spec, opts.latency_table, profile.ProfileOptions(target=target,
                                                                                  include_linear=include_linear),
                     force=force, trust=trust)

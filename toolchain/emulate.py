@@ -151,11 +151,11 @@ def _check(root: Path, cfg: dict, index: int, cpu: str | None) -> dict:
         row["ops_unsupported"] = sorted({f"{a or c}" + (f"({b or d})" if int(b or d) >= 0 else "")
                                          for a, b, c, d in MISSING_OP.findall(out["error"])})
         return row
+    import numpy as np
+
     here = bench_runner.model_outputs(cfg, index)
     diff, scale = 0.0, 1.0
     for a, b in zip(out["outputs"], here, strict=True):
-        import numpy as np
-
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         diff, scale = max(diff, float(np.abs(a - b).max())), max(scale, float(np.abs(b).max()))
     return row | {"ops_unsupported": [], "parity_max_abs": diff, "parity_max_rel": diff / scale,

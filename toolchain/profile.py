@@ -92,7 +92,7 @@ def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
         for layer in layers:
             for w in opts.widths:
                 keep = surgery.keep_count(layer.channels, 1 - w, math.lcm(layer.multiple, step))
-                if keep >= layer.channels or any(v and v[0] == layer.name and v[1] == keep for v in variants):
+                if keep >= layer.channels or (layer.name, keep) in variants:
                     continue
                 files.append(Path(tmp) / f"v{len(files)}.onnx")
                 export_onnx(surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape), shape, files[-1],
