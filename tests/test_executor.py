@@ -1,6 +1,7 @@
 """Analysis units on a real Ray cluster: a head and a second worker node, as processes on 127.0.0.1."""
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,18 +29,46 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """`ray start --head` plus a second node joining it: two one-CPU nodes, torn down after."""
+    """`ray start --head` plus a second node joining it: two one-CPU nodes, torn down after.
+
+    Hermetic about Ray's token authentication: Ray >= 2.5x turns it on for a head that finds
+    ~/.ray/auth_token (any earlier local `ray.init()` writes one) but not for a node joining it, so
+    the cluster runs with its own token, given to both nodes and to this driver."""
     port, tmp = _free_port(), f"/tmp/rt{os.getpid()}"
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--num-cpus=1", "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp}",
-                    *common], check=True, env=env, capture_output=True)
-    subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], check=True, env=env, capture_output=True)
-    yield f"127.0.0.1:{port}"
-    if ray.is_initialized():
-        ray.shutdown()
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        for key, value in auth.items():
+            mp.setenv(key, value)
+        _reset_ray_auth()
+        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+        common = ["--num-cpus=1", "--disable-usage-stats"]
+        _ray(["start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp}", *common], env)
+        _ray(["start", f"--address=127.0.0.1:{port}", *common], env)
+        yield f"127.0.0.1:{port}"
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _reset_ray_auth()
+
+
+def _reset_ray_auth() -> None:
+    """Make this process re-read RAY_AUTH_* (Ray caches them at import); Ray before token auth has none."""
+    try:
+        from ray._private.authentication_test_utils import reset_auth_token_state
+    except ImportError:
+        return
+    reset_auth_token_state()
+
+
+def _ray(args: list[str], env: dict) -> None:
+    """Run the `ray` CLI; on failure, fail with the last lines it printed (not a bare exit status)."""
+    done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True)
+    if done.returncode:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+        pytest.fail(f"ray {args[0]} {args[1]} exited {done.returncode}:\n{tail}", pytrace=False)
 
 
 def test_ray_is_refused_cleanly_when_asked_for_wrongly():
@@ -90,3 +119,13 @@ def test_a_worker_killed_mid_task_is_retried_and_the_results_are_whole(cluster):
     driver.join(timeout=300)
     assert killed, "no worker was caught running a unit"
     assert sorted(results) == [u * 10 for u in range(6)]
+
+
+def test_a_driver_without_the_clusters_token_gets_one_line_not_a_traceback(cluster, trained_lenet, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "toolchain.cli", "analyze", str(trained_lenet), "--executor", "ray",
+                           "--address", cluster, "--ratios", "0.5", "-o", str(tmp_path / "a.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "cannot reach the Ray cluster" in done.stderr
+    assert not (tmp_path / "a.json").exists()

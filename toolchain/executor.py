@@ -86,8 +86,11 @@ def _on_ray(executor: Executor, fn, shared, units, threads) -> Iterator:
         address = executor.address or os.environ.get("RAY_ADDRESS")
         try:
             ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise CompressError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}") from e
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            token = "token" in str(e).lower()
+            hint = " (the cluster wants its token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN)" if token else ""
+            raise CompressError(f"cannot reach the Ray cluster at {address}: {first}{hint}") from e
     task = ray.remote(num_cpus=threads, max_retries=RETRIES, retry_exceptions=False)(_ray_unit)
     shared_ref, fn_ref = ray.put(shared), ray.put(fn)
     pending = [task.remote(fn_ref, shared_ref, unit, threads) for unit in units]
