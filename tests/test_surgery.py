@@ -27,6 +27,15 @@ def test_prunable_layers_skip_outputs_and_coupled_groups():
     assert "same dependency group" in reasons["layer1.0.conv2"]  # tied to the residual add
 
 
+def test_a_classifier_convolution_pooled_into_the_logits_is_an_output_layer():
+    """SqueezeNet ends in Conv2d(512, classes) -> ReLU -> global pool -> flatten: the conv's output is
+    not the model's output tensor, but its channels are the classes, and no layer reads them."""
+    built = models.build("torchvision:squeezenet1_1?size=32", (3, 32, 32), 10)
+    reasons = {l.name: l.skip for l in surgery.prunable_layers(built.model, (3, 32, 32), include_linear=True)}
+    assert "output layer" in reasons["classifier.1"]
+    assert reasons["features.3.squeeze"] is None
+
+
 def test_residual_pruning_keeps_the_network_consistent():
     built = models.build("torchvision:resnet18?size=32", (3, 32, 32), 10)
     surgery.prune_layer(built.model, "conv1", 32, "l1", (3, 32, 32))

@@ -295,6 +295,9 @@ def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> tuple[str
     owner = next((group_owner[k] for k in group_owner if k & members), None)
     if owner is not None:
         return f"same dependency group as {owner}", members, multiple
+    if not any(isinstance(dep.target.module, (nn.Conv2d, nn.Linear)) and not dg.is_out_channel_pruning_fn(dep.handler)
+               for dep, _ in group):  # SqueezeNet's classifier conv: pooled and flattened into the logits
+        return "output layer: no layer reads its channels, they reach the model's outputs", members, multiple
     if channels % multiple or channels // multiple < 2:
         return f"{channels} channels in {multiple} groups: no whole group position can go", members, multiple
     probe = _pruning_group(dg, m, _symmetric(torch.arange(channels, 0, -1.0), multiple, multiple))
