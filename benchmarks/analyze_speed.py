@@ -35,11 +35,11 @@ def main() -> None:
                                         ("subset_2_workers", 2, args.eval_samples),
                                         ("full_test_set", 2, None)):
             start = time.perf_counter()
-            res = analyze.run(str(model), None, Path(tmp) / f"{label}.json",
+            res = analyze.run(str(model), Path(tmp) / f"{label}.json",
                               analyze.AnalyzeOptions(ratio=0.5, eval_samples=samples, workers=workers, plots=False,
                                                      # timed runs start empty; the full-test-set reference
                                                      # (not timed against the goal) may reuse the user cache
-                                                     cache_dir=cache / label if samples else None))
+                                                     cache_dir=cache / label if samples else None)).meta
             runs[label] = {"wall_s": round(time.perf_counter() - start, 2), "workers": workers,
                            "eval_samples": res["data"]["eval_samples"], "priority": res["priority"],
                            "baseline_accuracy": res["baseline"]["accuracy"],

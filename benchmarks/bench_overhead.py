@@ -61,8 +61,8 @@ def bare_loop(path: Path, runs: int, warmup: int, threads: int | None) -> dict:
 
 
 def compress_loop(path: Path, runs: int, warmup: int, threads: int | None) -> dict:
-    report = bench.run([path], bench.BenchOptions(runs=runs, warmup=warmup, threads=threads,
-                                                  runtime=bench.Runtime(memory=False)))
+    report = bench.run([path], None, bench.BenchOptions(runs=runs, warmup=warmup, threads=threads,
+                                                  runtime=bench.Runtime(memory=False))).meta
     m = report["models"][0]
     return {"p50_ms": m["p50_ms"], "mean_ms": m["mean_ms"], "wall_per_run_ms": 1000 * report["loop_seconds"] / runs}
 

@@ -35,7 +35,7 @@ def trained(spec: str, data_spec: str, opts: train.TrainOptions, device: str = "
     path = data.CACHE_DIR / "bench-models" / f"{stem}-{key}.pt"
     if not path.exists():
         print(f"training {spec} on {data_spec} ({opts}) -> {path}", flush=True)
-        train.run(spec, data_spec, path, dataclasses.replace(opts, device=device), force=True)
+        train.run(spec, path, dataclasses.replace(opts, device=device, data=data_spec), force=True)
     return path
 
 

@@ -33,14 +33,14 @@ def one(name: str, args, tmp: Path) -> dict:
     spec, data = f"torchvision:{name}?size={SIZE}", f"synthetic:3x{SIZE}x{SIZE}:10"
     start = time.perf_counter()
     common = dict(scope=quantize.Scope.ALL, samples=32, eval_samples=64)
-    q_all = quantize.run(spec, data, tmp / f"{name}-all.pt", quantize.QuantizeOptions(**common, allow_slower=True))
-    q_pl = quantize.run(spec, data, tmp / f"{name}-pl.pt", quantize.QuantizeOptions(**common, per_layer=True))
+    q_all = quantize.run(spec, tmp / f"{name}-all.pt", quantize.QuantizeOptions(**common, allow_slower=True, data=data))
+    q_pl = quantize.run(spec, tmp / f"{name}-pl.pt", quantize.QuantizeOptions(**common, per_layer=True, data=data))
     files = [tmp / f"{name}-fp32.onnx", tmp / f"{name}-all.onnx", tmp / f"{name}-pl.onnx"]
-    export.run(spec, files[0], export.ExportOptions(input_shape=(1, 3, SIZE, SIZE)), data_spec=data)
+    export.run(spec, files[0], export.ExportOptions(input_shape=(1, 3, SIZE, SIZE), data=data))
     export.run(str(q_all.path), files[1], export.ExportOptions())
     export.run(str(q_pl.path), files[2], export.ExportOptions())
-    rep = bench.run(files, bench.BenchOptions(runs=args.runs, warmup=50, threads=args.threads,
-                                              runtime=bench.Runtime(memory=False)))
+    rep = bench.run(files, None, bench.BenchOptions(runs=args.runs, warmup=50, threads=args.threads,
+                                              runtime=bench.Runtime(memory=False))).meta
     fp32, all_int8, per_layer = (m["p50_ms"] for m in rep["models"])
     recipe = q_pl.meta["quantization"] or q_pl.meta["report"]["recipe"]
     ratios = recipe.get("per_layer_p50_ratio", {})

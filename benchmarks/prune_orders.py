@@ -60,7 +60,7 @@ def cell(model: Path, an: Path, plan: str, order: str, seed: int, args, cells: P
                               val_samples=args.val_samples, seed=seed, device=args.device)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        res = prune.compare(str(model), None, Path(tmp) / "c.json", opts, targets=(args.target,),
+        res = prune.compare(str(model), Path(tmp) / "c.json", opts, targets=(args.target,),
                             orders=(prune.Order(order),), plans=(prune.Plan(plan),), cells_dir=cells,
                             train_limit=args.train_limit)
     row = res["rows"][0] | {"minutes": round((time.perf_counter() - start) / 60, 2)}
@@ -83,7 +83,7 @@ def _latency(cells: list[dict], model: Path, args) -> dict:
         for c in cells:
             paths.append(Path(tmp) / f"{c['plan']}-{c['order']}.onnx")
             export.run(c["model"], paths[-1], export.ExportOptions())
-        rep = bench.run(paths, bench.BenchOptions(runs=args.runs, warmup=20, threads=args.threads))
+        rep = bench.run(paths, None, bench.BenchOptions(runs=args.runs, warmup=20, threads=args.threads)).meta
     t = {p.stem: {"p50_ms": m["p50_ms"], "p90_ms": m["p90_ms"]} for p, m in zip(paths, rep["models"], strict=True)}
     return {"threads": rep["threads"], "runs": rep["runs"], "load_before": rep["load_before"],
             "load_after": rep["load_after"], "loaded": rep["loaded"], "models": t}
@@ -122,7 +122,7 @@ def main() -> None:
     an = cells_dir / "analysis.json"
     t0 = time.perf_counter()
     if not an.exists():
-        analyze.run(str(model), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=RATIOS, eval_samples=2000,
+        analyze.run(str(model), an, analyze.AnalyzeOptions(ratio=0.5, ratios=RATIOS, eval_samples=2000,
                                                                  include_linear=True, adapt_bn=1000, plots=False,
                                                                  workers=2 if args.executor == "local" else 1,
                                                                  executor=args.executor, address=args.address),

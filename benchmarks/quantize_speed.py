@@ -26,9 +26,9 @@ from toolchain.export import onnx_accuracy, param_bytes
 def pruned(spec: str, args, tmp: Path) -> Path:
     model = trained(spec, args.data, train.TrainOptions(epochs=args.epochs, lr=0.05, train_limit=args.train_limit))
     an = tmp / "analysis.json"
-    analyze.run(str(model), None, an, analyze.AnalyzeOptions(eval_samples=500, include_linear=True, plots=False))
+    analyze.run(str(model), an, analyze.AnalyzeOptions(eval_samples=500, include_linear=True, plots=False))
     out = tmp / "pruned.pt"
-    prune.run(str(model), None, out, prune.PruneOptions(plan=prune.Plan(args.plan), order=prune.Order.ONESHOT,
+    prune.run(str(model), out, prune.PruneOptions(plan=prune.Plan(args.plan), order=prune.Order.ONESHOT,
                                                          analysis=an,
                                                          target_params=args.keep, step=0.5,
                                                          finetune_epochs=0, final_epochs=args.final_epochs,
@@ -46,14 +46,14 @@ def one(spec: str, args, tmp: Path) -> dict:
     for scope, name in ((quantize.Scope.FC, "fc-int8"), (quantize.Scope.ALL, "all-int8")):
         q = tmp / f"{name}.pt"
         # every format is measured as it is: --allow-slower keeps int8 even where it is slower
-        quantize.run(str(src), None, q, quantize.QuantizeOptions(scope=scope, samples=256, allow_slower=True))
+        quantize.run(str(src), q, quantize.QuantizeOptions(scope=scope, samples=256, allow_slower=True))
         export.run(str(q), files[name], export.ExportOptions())
     files["dynamic-conv-int8"] = tmp / "dyn.onnx"
     quantize_dynamic(str(files["fp32"]), str(files["dynamic-conv-int8"]), op_types_to_quantize=["Conv", "MatMul"],
                      weight_type=QuantType.QInt8)
     ds = data.load(args.data, (1, 32, 32))
     test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
-    report = bench.run(list(files.values()), bench.BenchOptions(runs=args.runs, warmup=20))
+    report = bench.run(list(files.values()), None, bench.BenchOptions(runs=args.runs, warmup=20)).meta
     rows = {}
     for (name, path), timing in zip(files.items(), report["models"], strict=True):
         rows[name] = {"bytes": path.stat().st_size, "param_bytes": param_bytes(path)["total"],

@@ -32,10 +32,10 @@ MODEL, DATA = "zoo:vgg16", "fashion-mnist"
 
 
 def _analysis(executor: str, cache: Path, out: Path, eval_samples: int) -> tuple[dict, float]:
-    opts = analyze.AnalyzeOptions(ratio=0.5, eval_samples=eval_samples, plots=False, cache_dir=cache,
+    opts = analyze.AnalyzeOptions(data=DATA, ratio=0.5, eval_samples=eval_samples, plots=False, cache_dir=cache,
                                   workers=2 if executor == "local" else 1, executor=executor)
     start = time.perf_counter()
-    result = analyze.run(MODEL, DATA, out, opts, force=True)
+    result = analyze.run(MODEL, out, opts, force=True).meta
     return result, time.perf_counter() - start
 
 

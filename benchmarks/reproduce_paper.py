@@ -79,7 +79,7 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
     cells = data.CACHE_DIR / "bench-cells" / ("lenet5" if args.quick else name)  # shared with prune_orders.py
     an = cells / "analysis.json"
     if not an.exists():
-        analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratio=0.5, ratios=SWEEP, eval_samples=2000,
+        analyze.run(str(src), an, analyze.AnalyzeOptions(ratio=0.5, ratios=SWEEP, eval_samples=2000,
                                                                include_linear=True, adapt_bn=1000, workers=2,
                                                                plots=False), force=True)
     ds = data.load(data_spec, artifact.Artifact.open(src).input_shape)
@@ -108,14 +108,15 @@ def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
             for scope in scopes:
                 label = f"{scope.value}-int8" if route == "sensitivity" else route
                 q = tmp / f"{name}.{label}.int8.s{seed}.pt"
-                quantize.run(str(pruned), None, q, quantize.QuantizeOptions(scope=scope, allow_slower=True,
+                quantize.run(str(pruned), q, quantize.QuantizeOptions(scope=scope, allow_slower=True,
                                                                             seed=seed))
                 onnx_path = tmp / f"{name}.{label}.s{seed}.onnx"
                 export.run(str(q), onnx_path, export.ExportOptions())
                 per_seed[label].append(onnx_accuracy(onnx_path, test))
                 sizes[label] = artifact.Artifact.open(onnx_path).metrics["param_bytes"]
                 files.setdefault(label, onnx_path)
-    timing = bench.run(list(files.values()), bench.BenchOptions(runs=args.runs, warmup=20, threads=args.threads))
+    timing = bench.run(list(files.values()), None, bench.BenchOptions(runs=args.runs, warmup=20,
+                                                                      threads=args.threads)).meta
     p50 = {label: m["p50_ms"] for label, m in zip(files, timing["models"], strict=True)}
     p90 = {label: m["p90_ms"] for label, m in zip(files, timing["models"], strict=True)}
     base_meta = artifact.Artifact.open(src)
@@ -246,7 +247,7 @@ def a2e(name: str, data_spec: str, widths: str, args, recipe: Recipe, tmp: Path,
     spec = f"zoo:a2e?widths={widths}" + ("&head=reconstruction" if recon else "")
     src = trained(spec, data_spec, train.TrainOptions(epochs=recipe.epochs, lr=0.05, train_limit=recipe.train_limit))
     an = tmp / f"{name}.analysis.json"
-    analyze.run(str(src), None, an, analyze.AnalyzeOptions(ratios=SWEEP, eval_samples=None, include_linear=True,
+    analyze.run(str(src), an, analyze.AnalyzeOptions(ratios=SWEEP, eval_samples=None, include_linear=True,
                                                            plots=False))
     ds = data.load(data_spec, artifact.Artifact.open(src).input_shape)
     test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
@@ -256,7 +257,7 @@ def a2e(name: str, data_spec: str, widths: str, args, recipe: Recipe, tmp: Path,
     runs = []  # (pruned model, its ONNX, its scores) per fine-tune seed
     for seed in args.seeds:
         pruned, after = tmp / f"{name}.pruned.s{seed}.pt", tmp / f"{name}.pruned.s{seed}.onnx"
-        prune.run(str(src), None, pruned, prune.PruneOptions(
+        prune.run(str(src), pruned, prune.PruneOptions(
             analysis=an, order=prune.Order.SENSITIVITY, plan=prune.Plan.FLOORS, target_params=recipe.keep,
             max_drop=recipe.max_drop, step=recipe.step, finetune_epochs=recipe.finetune, final_epochs=recipe.final,
             include_linear=True, val_samples=100_000, max_layer_ratio=recipe.max_layer_ratio, seed=seed),

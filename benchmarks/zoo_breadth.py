@@ -66,29 +66,31 @@ def one(name: str, threads: int) -> dict:
         tmp = Path(tmp)
         try:
             stage = lap("analyze")
-            analyze.run(model, data_spec, tmp / "analysis.json",
-                        analyze.AnalyzeOptions(ratio=0.5, eval_samples=32, include_linear=True, plots=False,
-                                               cache_dir=tmp / "cache"))
+            analyze.run(model, tmp / "analysis.json", analyze.AnalyzeOptions(ratio=0.5, eval_samples=32,
+                                                                             include_linear=True, plots=False,
+                                               cache_dir=tmp / "cache", data=data_spec))
             stage = lap("prune")
-            pruned = prune.run(model, data_spec, tmp / "pruned.pt", prune.PruneOptions(
+            pruned = prune.run(model, tmp / "pruned.pt", prune.PruneOptions(
                 analysis=tmp / "analysis.json", target_params=TARGET, plan=prune.Plan.SENSITIVITY,
-                order=prune.Order.ONESHOT, finetune_epochs=0, final_epochs=0, include_linear=True, val_samples=32))
+                order=prune.Order.ONESHOT, finetune_epochs=0, final_epochs=0, include_linear=True, val_samples=32,
+                data=data_spec))
             report = pruned.meta["report"]
             row |= {"params_before": report["before"]["params"], "params_after": report["after"]["params"],
                     "macs_before": report["before"]["macs"], "macs_after": report["after"]["macs"],
                     "layers_pruned": sum(1 for v in report["layers"].values() if v["after"] < v["before"])}
             stage = lap("quantize")
-            quantize.run(str(tmp / "pruned.pt"), None, tmp / "int8.pt", quantize.QuantizeOptions(
+            quantize.run(str(tmp / "pruned.pt"), tmp / "int8.pt", quantize.QuantizeOptions(
                 scope=quantize.Scope.ALL, samples=16, eval_samples=32, allow_slower=True))
             stage = lap("export")
             opts = export.ExportOptions(eval_samples=32)
             out = export.run(str(tmp / "int8.pt"), tmp / "int8.onnx", opts)
             parity = out.meta["report"]["parity"]
             row |= {"parity_max_abs": parity["max_abs_diff"], "parity_max_rel": parity["max_rel_diff"]}
-            export.run(model, tmp / "fp32.onnx", export.ExportOptions(input_shape=(1, 3, size, size), eval_samples=32),
-                       data_spec=data_spec)
+            export.run(model, tmp / "fp32.onnx", export.ExportOptions(input_shape=(1, 3, size, size), eval_samples=32,
+                                                                      data=data_spec))
             stage = lap("bench")
-            rep = bench.run([tmp / "fp32.onnx", tmp / "int8.onnx"], bench.BenchOptions(runs=20, warmup=3, threads=1))
+            rep = bench.run([tmp / "fp32.onnx", tmp / "int8.onnx"], None, bench.BenchOptions(runs=20, warmup=3,
+                                                                                             threads=1)).meta
             before, after = rep["models"]
             row |= {"p50_before_ms": before["p50_ms"], "p50_after_ms": after["p50_ms"],
                     "bytes_before": before["bytes"], "bytes_after": after["bytes"], "status": "ok"}

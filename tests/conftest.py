@@ -17,7 +17,7 @@ def trained_lenet(tmp_path_factory):
     from toolchain import train
 
     path = tmp_path_factory.mktemp("models") / "lenet.pt"
-    train.run("zoo:lenet5", "digits", path, train.TrainOptions(epochs=15, lr=0.05))
+    train.run("zoo:lenet5", path, train.TrainOptions(epochs=15, lr=0.05, data="digits"))
     return path
 
 
@@ -26,7 +26,7 @@ def trained_a2e(tmp_path_factory):
     from toolchain import train
 
     path = tmp_path_factory.mktemp("models") / "a2e.pt"
-    train.run("zoo:a2e?widths=64,16,64", "digits", path, train.TrainOptions(epochs=15, lr=0.05))
+    train.run("zoo:a2e?widths=64,16,64", path, train.TrainOptions(epochs=15, lr=0.05, data="digits"))
     return path
 
 

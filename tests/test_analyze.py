@@ -9,7 +9,7 @@ from toolchain.errors import CompressError
 def test_analysis_ranks_every_conv_and_writes_plots(trained_lenet, tmp_path):
     out = tmp_path / "analysis.json"
     opts = analyze.AnalyzeOptions(ratios=(0.25, 0.75), eval_samples=200, include_linear=True)
-    result = analyze.run(str(trained_lenet), None, out, opts)
+    result = analyze.run(str(trained_lenet), out, opts).meta
     saved = json.loads(out.read_text())
     assert saved["schema"] == analyze.SCHEMA and saved["kind"] == "compress-analysis"
     names = {l["name"] for l in saved["layers"]}
@@ -28,18 +28,18 @@ def test_analysis_ranks_every_conv_and_writes_plots(trained_lenet, tmp_path):
 
 def test_rerun_with_more_ratios_reuses_the_cache(trained_lenet, tmp_path):
     opts = analyze.AnalyzeOptions(eval_samples=150)
-    first = analyze.run(str(trained_lenet), None, tmp_path / "a.json", opts)
+    first = analyze.run(str(trained_lenet), tmp_path / "a.json", opts).meta
     more = analyze.AnalyzeOptions(eval_samples=150, ratios=(0.3,))
-    second = analyze.run(str(trained_lenet), None, tmp_path / "b.json", more)
+    second = analyze.run(str(trained_lenet), tmp_path / "b.json", more).meta
     assert second["reused_results"] == len(first["layers"])  # only the 0.3 column was computed
     assert first["priority"] == second["priority"]
 
 
 def test_equal_seeds_give_equal_results_across_worker_counts(trained_lenet, tmp_path):
     """Each run has its own cache folder, so the two-worker run measures everything again."""
-    runs = [analyze.run(str(trained_lenet), None, tmp_path / f"{w}.json", analyze.AnalyzeOptions(
+    runs = [analyze.run(str(trained_lenet), tmp_path / f"{w}.json", analyze.AnalyzeOptions(
         eval_samples=120, criterion="l2", seed=3, workers=w, ratios=(0.25,), include_linear=True, plots=False,
-        cache_dir=tmp_path / f"cache{w}")) for w in (1, 2)]
+        cache_dir=tmp_path / f"cache{w}")).meta for w in (1, 2)]
     assert runs[1]["reused_results"] == 0 and runs[1]["workers"] == 2
     assert [r["accuracy"] for r in runs[0]["layers"]] == [r["accuracy"] for r in runs[1]["layers"]]
     assert [r["sweep"] for r in runs[0]["layers"]] == [r["sweep"] for r in runs[1]["layers"]]
@@ -59,9 +59,9 @@ def test_bad_options(opts, match):
 
 def test_a_model_without_convs_needs_include_linear(trained_a2e, tmp_path):
     with pytest.raises(CompressError, match="include-linear"):
-        analyze.run(str(trained_a2e), None, tmp_path / "a.json", analyze.AnalyzeOptions(eval_samples=100))
-    result = analyze.run(str(trained_a2e), None, tmp_path / "b.json",
-                         analyze.AnalyzeOptions(eval_samples=100, include_linear=True, plots=False))
+        analyze.run(str(trained_a2e), tmp_path / "a.json", analyze.AnalyzeOptions(eval_samples=100))
+    result = analyze.run(str(trained_a2e), tmp_path / "b.json",
+                         analyze.AnalyzeOptions(eval_samples=100, include_linear=True, plots=False)).meta
     assert len(result["priority"]) == 3
 
 
@@ -83,8 +83,8 @@ def test_adaptive_bn_reestimates_the_statistics():
 
 def test_adapt_bn_changes_what_is_measured(trained_a2e, tmp_path):
     base = dict(eval_samples=200, include_linear=True, plots=False, cache_dir=tmp_path / "cache")
-    plain = analyze.run(str(trained_a2e), None, tmp_path / "a.json", analyze.AnalyzeOptions(**base))
-    adapted = analyze.run(str(trained_a2e), None, tmp_path / "b.json", analyze.AnalyzeOptions(**base, adapt_bn=256))
+    plain = analyze.run(str(trained_a2e), tmp_path / "a.json", analyze.AnalyzeOptions(**base)).meta
+    adapted = analyze.run(str(trained_a2e), tmp_path / "b.json", analyze.AnalyzeOptions(**base, adapt_bn=256)).meta
     assert adapted["options"]["adapt_bn"] == 256
     assert [r["accuracy"] for r in plain["layers"]] != [r["accuracy"] for r in adapted["layers"]]
     with pytest.raises(CompressError, match="adapt-bn"):

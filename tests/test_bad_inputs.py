@@ -18,12 +18,12 @@ def fx(trained_lenet, tmp_path_factory):
     from toolchain import analyze, export, quantize, train
 
     d = tmp_path_factory.mktemp("bad-input-fixtures")
-    analyze.run(str(trained_lenet), "digits", d / "analysis.json",
-                analyze.AnalyzeOptions(eval_samples=150, include_linear=True, plots=False))
-    quantize.run(str(trained_lenet), None, d / "q.pt", quantize.QuantizeOptions(samples=32, allow_slower=True))
+    analyze.run(str(trained_lenet), d / "analysis.json", analyze.AnalyzeOptions(eval_samples=150, include_linear=True,
+                                                                                plots=False, data="digits"))
+    quantize.run(str(trained_lenet), d / "q.pt", quantize.QuantizeOptions(samples=32, allow_slower=True))
     export.run(str(d / "q.pt"), d / "q.onnx", export.ExportOptions())
-    train.run("zoo:lenet5", "synthetic:1x32x32:20", d / "lenet20.pt",
-              train.TrainOptions(epochs=1, lr=0.05, train_limit=64))
+    train.run("zoo:lenet5", d / "lenet20.pt", train.TrainOptions(epochs=1, lr=0.05, train_limit=64,
+                                                                 data="synthetic:1x32x32:20"))
     return {"L": str(trained_lenet), "A": str(d / "analysis.json"), "Q": str(d / "q.pt"), "O": str(d / "q.onnx"),
             "L20": str(d / "lenet20.pt")}
 

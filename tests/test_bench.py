@@ -76,7 +76,7 @@ def test_cli_json_schema_and_ratios_to_the_first(models, tmp_path):
 
 def test_pipeline_contract_runs_warmup_and_fields(models):
     """pipeline.py calls run(paths, BenchOptions(runs=, warmup=)) and reads these fields."""
-    report = bench.run(list(models), bench.BenchOptions(runs=5, warmup=1))
+    report = bench.run(list(models), None, bench.BenchOptions(runs=5, warmup=1)).meta
     assert report["host"]["cpu"] and len(report["models"]) == 2
     for m in report["models"]:
         assert m["p50_ms"] > 0 and m["p90_ms"] >= m["p50_ms"] and m["bytes"] > 0 and m["runs"] == 5
@@ -114,7 +114,7 @@ def test_bench_result_derives_statistics_and_flags_noise():
 
 
 def test_peak_memory_is_measured_per_model_in_a_child(models):
-    report = bench.run(list(models), bench.BenchOptions(runs=3, warmup=1))
+    report = bench.run(list(models), None, bench.BenchOptions(runs=3, warmup=1)).meta
     small, big = report["models"]
     assert report["memory_method"]
     assert small["peak_mem_bytes"] > 0 and small["peak_rss_bytes"] > small["peak_mem_bytes"]
@@ -124,15 +124,15 @@ def test_peak_memory_is_measured_per_model_in_a_child(models):
 
 
 def test_seconds_replaces_runs(models):
-    report = bench.run(models[:1], bench.BenchOptions(seconds=0.2, warmup=0,
-                                                      runtime=bench.Runtime(memory=False)))
+    report = bench.run(models[:1], None, bench.BenchOptions(seconds=0.2, warmup=0,
+                                                      runtime=bench.Runtime(memory=False))).meta
     assert report["seconds"] == 0.2 and report["loop_seconds"] >= 0.2
     assert report["models"][0]["runs"] == report["runs"] >= bench_runner.INTERLEAVE_BLOCK
 
 
 def test_batch_and_threads_are_applied(models):
-    report = bench.run(models[:1], bench.BenchOptions(runs=3, warmup=0, batch=4, threads=1,
-                                                      runtime=bench.Runtime(memory=False)))
+    report = bench.run(models[:1], None, bench.BenchOptions(runs=3, warmup=0, batch=4, threads=1,
+                                                      runtime=bench.Runtime(memory=False))).meta
     assert report["threads"] == 1 and report["batch"] == 4 and report["models"][0]["batch"] == 4
 
 
@@ -231,8 +231,8 @@ def test_target_from_a_file_and_its_errors(models, tmp_path):
     board = tmp_path / "board.toml"
     board.write_text('name = "board"\narch = "%s"\n[runtime]\nproviders = ["cpu"]\nthreads = 1\n'
                      'graph_optimization = "basic"\n[ssh]\nuser = "me"\n' % platform.machine())
-    report = bench.run(models[:1], bench.BenchOptions(runs=3, warmup=0, target=str(board),
-                                                      runtime=bench.Runtime(memory=False)))
+    report = bench.run(models[:1], None, bench.BenchOptions(runs=3, warmup=0, target=str(board),
+                                                      runtime=bench.Runtime(memory=False))).meta
     assert report["threads"] == 1 and report["graph_optimization"] == "basic" and not report["target_mismatch"]
     assert bench.load_target(str(board)).ssh.user == "me"
     board.write_text('[runtime]\nthread = 1\n')
@@ -276,8 +276,8 @@ def test_missing_provider_under_strict_is_an_error(models):
 
 @needs_no_cuda
 def test_jetson_profile_on_a_cpu_box_falls_back_to_cpu(models):
-    report = bench.run(models[:1], bench.BenchOptions(runs=3, warmup=0, target="jetson-orin-nano",
-                                                      runtime=bench.Runtime(memory=False)))
+    report = bench.run(models[:1], None, bench.BenchOptions(runs=3, warmup=0, target="jetson-orin-nano",
+                                                      runtime=bench.Runtime(memory=False))).meta
     assert report["models"][0]["providers"] == ["CPUExecutionProvider"]
     assert report["provider_options"]["TensorrtExecutionProvider"]["trt_fp16_enable"] is True
     assert any("TensorrtExecutionProvider, CUDAExecutionProvider are not available" in w

@@ -20,7 +20,7 @@ def models(trained_lenet, tmp_path_factory):
     emulate.ensure_root()
     d = tmp_path_factory.mktemp("arm")
     export.run(str(trained_lenet), d / "fp32.onnx", export.ExportOptions())
-    q = quantize.run(str(trained_lenet), None, d / "q.pt", quantize.QuantizeOptions(
+    q = quantize.run(str(trained_lenet), d / "q.pt", quantize.QuantizeOptions(
         scope=quantize.Scope.ALL, samples=32, allow_slower=True, target="rpi4"))
     export.run(str(q.path), d / "int8.onnx", export.ExportOptions())
     return d
@@ -70,7 +70,7 @@ def test_quantize_takes_the_recipe_from_the_target_and_never_times_another_arch(
     profile = tmp_path / "pi.toml"
     profile.write_text('name = "pi"\narch = "aarch64"\ncpu = "Cortex-A72"\n[int8]\nformat = "qoperator"\n'
                        'activation_type = "uint8"\nper_channel = false\nop_types = ["Gemm"]\n')
-    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(
         scope=quantize.Scope.ALL, samples=32, target=str(profile)))
     recipe = q.meta["quantization"]
     assert recipe["format"] == "qoperator" and recipe["per_channel"] is False and list(recipe["op_types"]) == ["Gemm"]
@@ -83,7 +83,7 @@ def test_quantize_takes_the_recipe_from_the_target_and_never_times_another_arch(
 def test_a_target_with_emulate_in_its_profile_is_emulated(models, tmp_path):
     profile = tmp_path / "emu.toml"
     profile.write_text('name = "emu"\narch = "aarch64"\ncpu = "Cortex-A76"\nemulate = "qemu-aarch64"\n')
-    report = bench.run([models / "fp32.onnx"], bench.BenchOptions(runs=5, warmup=1, target=str(profile)))
+    report = bench.run([models / "fp32.onnx"], None, bench.BenchOptions(runs=5, warmup=1, target=str(profile))).meta
     assert report["emulated"] and report["emulation"]["qemu_cpu"] == "cortex-a76"
     assert np.isfinite(report["models"][0]["p50_ms"])
 
@@ -108,7 +108,8 @@ def test_bench_host_runs_its_whole_path_against_an_sshd_inside_the_arm64_root(mo
         pytest.skip(str(e))
     try:
         remote = Remote(host="root@127.0.0.1", port=port, key=key, known_hosts=known)
-        report = bench.run([models / "int8.onnx"], bench.BenchOptions(runs=5, warmup=1, target="rpi4", remote=remote))
+        report = bench.run([models / "int8.onnx"], None, bench.BenchOptions(runs=5, warmup=1, target="rpi4",
+                                                                            remote=remote)).meta
     finally:
         server.__exit__(None, None, None)
     assert report["where"] == "remote" and report["host"]["machine"] == "aarch64"

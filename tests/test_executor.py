@@ -80,10 +80,11 @@ def test_ray_is_refused_cleanly_when_asked_for_wrongly():
 
 def test_an_analysis_on_ray_equals_the_local_one(cluster, trained_lenet, tmp_path):
     common = dict(eval_samples=150, ratios=(0.25, 0.75), include_linear=True, plots=False)
-    local = analyze.run(str(trained_lenet), None, tmp_path / "local.json",
-                        analyze.AnalyzeOptions(**common, cache_dir=tmp_path / "c1"))
-    remote = analyze.run(str(trained_lenet), None, tmp_path / "ray.json",
-                         analyze.AnalyzeOptions(**common, cache_dir=tmp_path / "c2", executor="ray", address=cluster))
+    local = analyze.run(str(trained_lenet), tmp_path / "local.json",
+                        analyze.AnalyzeOptions(**common, cache_dir=tmp_path / "c1")).meta
+    remote = analyze.run(str(trained_lenet), tmp_path / "ray.json",
+                         analyze.AnalyzeOptions(**common, cache_dir=tmp_path / "c2", executor="ray",
+                                                address=cluster)).meta
     assert remote["executor"] == "ray" and remote["reused_results"] == 0
     measured = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731 - wall time
     assert measured(remote["layers"]) == measured(local["layers"])

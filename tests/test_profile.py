@@ -11,23 +11,23 @@ from toolchain.errors import CompressError
 @pytest.fixture(scope="module")
 def analysis(trained_lenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("lat") / "analysis.json"
-    analyze.run(str(trained_lenet), None, out, analyze.AnalyzeOptions(eval_samples=200, ratios=(0.25, 0.75),
+    analyze.run(str(trained_lenet), out, analyze.AnalyzeOptions(eval_samples=200, ratios=(0.25, 0.75),
                                                                       include_linear=True, plots=False))
     return out
 
 
 def test_profile_times_each_layer_at_each_width_and_caches_the_table(trained_lenet, tmp_path):
     opts = profile.ProfileOptions(widths=(0.5,), runs=20, warmup=2, include_linear=True)
-    first = profile.run(str(trained_lenet), None, tmp_path / "lat.json", opts)
+    first = profile.run(str(trained_lenet), tmp_path / "lat.json", opts).meta
     assert set(first["layers"]) == {"features.0", "features.3", "classifier.1", "classifier.3"}
     for row in first["layers"].values():
         assert set(row["ms"]) == {str(row["channels"]), str(row["channels"] // 2)}
         assert all(v > 0 for v in row["ms"].values())
     assert (tmp_path / "lat.png").exists() and first["base_ms"] > 0
-    again = profile.run(str(trained_lenet), None, tmp_path / "again.json", opts)
+    again = profile.run(str(trained_lenet), tmp_path / "again.json", opts).meta
     assert again["layers"] == first["layers"] and again["cached"] == first["cached"]
     with pytest.raises(CompressError, match="exists"):
-        profile.run(str(trained_lenet), None, tmp_path / "lat.json", opts)
+        profile.run(str(trained_lenet), tmp_path / "lat.json", opts)
 
 
 def test_the_additive_latency_model_interpolates_between_widths():
@@ -53,7 +53,7 @@ def test_the_latency_objective_spends_accuracy_only_where_milliseconds_are(train
     saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
     table = tmp_path / "lat.json"
     table.write_text(json.dumps(_table(an, saves)))
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt", prune.PruneOptions(
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=table, target_latency=7.5, order=prune.Order.ONESHOT,
         include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
     rep = art.meta["report"]
@@ -82,7 +82,7 @@ def test_an_unreachable_latency_goal_says_what_the_table_predicts(trained_lenet,
     table.write_text(json.dumps(_table(an, {n: 0.5 for n in ("features.0", "features.3", "classifier.1",
                                                              "classifier.3")})))
     with pytest.raises(CompressError, match="out of reach"):
-        prune.run(str(trained_lenet), None, tmp_path / "p.pt", prune.PruneOptions(
+        prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
             analysis=analysis, latency_table=table, target_latency=1.0, order=prune.Order.ONESHOT,
             include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
     assert not (tmp_path / "p.pt").exists()

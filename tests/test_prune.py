@@ -11,7 +11,7 @@ from toolchain.errors import CompressError
 @pytest.fixture(scope="module")
 def analysis(trained_lenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("an") / "analysis.json"
-    analyze.run(str(trained_lenet), None, out, analyze.AnalyzeOptions(eval_samples=200, include_linear=True,
+    analyze.run(str(trained_lenet), out, analyze.AnalyzeOptions(eval_samples=200, include_linear=True,
                                                                       plots=False))
     return out
 
@@ -22,7 +22,7 @@ def _opts(**kw):
 
 
 def test_prune_to_a_size_goal_removes_filters_physically(trained_lenet, analysis, tmp_path):
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.4))
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.4))
     rep = art.meta["report"]
     assert rep["goal_met"] and rep["after"]["params"] <= 0.4 * rep["before"]["params"]
     assert rep["order"] == json.loads(analysis.read_text())["priority"]
@@ -39,8 +39,8 @@ def test_prune_to_a_size_goal_removes_filters_physically(trained_lenet, analysis
 
 
 def test_accuracy_budget_rolls_back_steps(trained_lenet, tmp_path):
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(order=prune.Order.SEQUENTIAL, max_drop=0.0, finetune_epochs=0, include_linear=True))
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(order=prune.Order.SEQUENTIAL, max_drop=0.0,
+                                                                 finetune_epochs=0, include_linear=True))
     steps = art.meta["report"]["steps"]
     before = art.meta["report"]["layers"]
     for s in steps:
@@ -50,8 +50,8 @@ def test_accuracy_budget_rolls_back_steps(trained_lenet, tmp_path):
 
 
 def test_round_to_keeps_multiples(trained_lenet, tmp_path):
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(order=prune.Order.REVERSE, target_params=0.5, round_to=4, include_linear=True,
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(order=prune.Order.REVERSE, target_params=0.5,
+                                                                 round_to=4, include_linear=True,
                           finetune_epochs=0))
     for name, v in art.meta["report"]["layers"].items():
         if v["after"] != v["before"]:
@@ -86,14 +86,14 @@ def test_bad_inputs(trained_lenet, trained_a2e, analysis, tmp_path):
         with pytest.raises(CompressError, match=match):
             _opts(order=prune.Order.SEQUENTIAL, max_drop=1.0, **bad).validate()
     with pytest.raises(CompressError, match="not this model"):
-        prune.run(str(trained_a2e), None, tmp_path / "x.pt", _opts(analysis=analysis, target_params=0.5))
+        prune.run(str(trained_a2e), tmp_path / "x.pt", _opts(analysis=analysis, target_params=0.5))
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(CompressError, match="out of reach"):  # the floors leave more than 0.1%
-        prune.run(str(trained_lenet), None, tmp_path / "z.pt", _opts(analysis=analysis, target_params=0.001))
+        prune.run(str(trained_lenet), tmp_path / "z.pt", _opts(analysis=analysis, target_params=0.001))
     assert not (tmp_path / "z.pt").exists()
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(CompressError, match="not an analysis"):
-        prune.run(str(trained_lenet), None, tmp_path / "y.pt", _opts(analysis=tmp_path / "junk.json",
+        prune.run(str(trained_lenet), tmp_path / "y.pt", _opts(analysis=tmp_path / "junk.json",
                                                                     target_params=0.5))
 
 
@@ -101,8 +101,8 @@ def test_different_plans_allocate_differently(trained_lenet, analysis, tmp_path)
     """The three allocations at one size goal: all on target, no two keeping the same channels."""
     kept = {}
     for plan in (prune.Plan.SENSITIVITY, prune.Plan.UNIFORM, prune.Plan.GLOBAL):
-        art = prune.run(str(trained_lenet), None, tmp_path / f"{plan.value}.pt",
-                        _opts(order=prune.Order.ONESHOT, plan=plan, analysis=analysis, target_params=0.3,
+        art = prune.run(str(trained_lenet), tmp_path / f"{plan.value}.pt", _opts(order=prune.Order.ONESHOT, plan=plan,
+                                                                                 analysis=analysis, target_params=0.3,
                               include_linear=True, finetune_epochs=0, final_epochs=0))
         rep = art.meta["report"]
         assert 0.3 * (1 - prune.PLAN_TOLERANCE) <= rep["params_kept"] <= 0.3
@@ -112,8 +112,8 @@ def test_different_plans_allocate_differently(trained_lenet, analysis, tmp_path)
 
 @pytest.mark.parametrize("plan", [prune.Plan.UNIFORM, prune.Plan.GLOBAL])
 def test_one_shot_plans_land_on_the_target(trained_lenet, tmp_path, plan):
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(order=prune.Order.ONESHOT, plan=plan, target_params=0.3, include_linear=True,
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(order=prune.Order.ONESHOT, plan=plan,
+                                                                 target_params=0.3, include_linear=True,
                           finetune_epochs=0.1))
     rep = art.meta["report"]
     assert rep["goal_met"] and 0.3 * (1 - prune.PLAN_TOLERANCE) <= rep["params_kept"] <= 0.3
@@ -125,8 +125,8 @@ def test_one_shot_plans_land_on_the_target(trained_lenet, tmp_path, plan):
 
 
 def test_rounds_respect_the_layer_floor(trained_lenet, tmp_path):
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(order=prune.Order.SEQUENTIAL, target_params=0.27, include_linear=True, finetune_epochs=0,
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(order=prune.Order.SEQUENTIAL, target_params=0.27,
+                                                                 include_linear=True, finetune_epochs=0,
                           max_layer_ratio=0.5))
     for name, v in art.meta["report"]["layers"].items():
         assert v["after"] >= round(v["before"] * 0.5), name
@@ -158,8 +158,8 @@ def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_le
                       for x in (0.25, 0.5, 0.75)]
     path = tmp_path / "an.json"
     path.write_text(json.dumps(an))
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt",
-                    _opts(analysis=path, target_params=0.5, include_linear=True, finetune_epochs=0, final_epochs=0))
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(analysis=path, target_params=0.5, include_linear=True,
+                                                                 finetune_epochs=0, final_epochs=0))
     rep = art.meta["report"]
     assert rep["goal_met"] and rep["plan_cap"] is not None and rep["plan_lambda"] > 0
     kept = {n: v["after"] / v["before"] for n, v in rep["layers"].items()}
@@ -172,9 +172,9 @@ def test_accordion_autoencoder_loses_whole_layers(tmp_path):
     from toolchain import train
 
     src = tmp_path / "a2e.pt"
-    train.run("zoo:a2e?widths=256,32,256,32", "digits", src, train.TrainOptions(epochs=6))
-    art = prune.run(str(src), None, tmp_path / "p.pt",
-                    _opts(order=prune.Order.SEQUENTIAL, target_params=0.2, include_linear=True))
+    train.run("zoo:a2e?widths=256,32,256,32", src, train.TrainOptions(epochs=6, data="digits"))
+    art = prune.run(str(src), tmp_path / "p.pt", _opts(order=prune.Order.SEQUENTIAL, target_params=0.2,
+                                                       include_linear=True))
     actions = {(s["layer"], s["action"]) for s in art.meta["report"]["steps"] if s["accepted"]}
     assert ("hidden.0.0", "remove") in actions
     model, loaded = artifact.load_model(art.path)
@@ -185,7 +185,7 @@ def test_accordion_autoencoder_loses_whole_layers(tmp_path):
 
 def test_compare_crosses_plans_and_orders_on_one_target(trained_lenet, analysis, tmp_path):
     out = tmp_path / "orders.json"
-    result = prune.compare(str(trained_lenet), None, out, _opts(analysis=analysis, include_linear=True,
+    result = prune.compare(str(trained_lenet), out, _opts(analysis=analysis, include_linear=True,
                                                                  finetune_epochs=0.05, final_epochs=0.2, step=0.5),
                            targets=(0.3,), orders=(prune.Order.SENSITIVITY, prune.Order.REVERSE),
                            plans=(prune.Plan.SENSITIVITY, prune.Plan.UNIFORM, prune.Plan.GLOBAL),
@@ -202,7 +202,7 @@ def test_compare_crosses_plans_and_orders_on_one_target(trained_lenet, analysis,
     assert result["decisions_split"] == "validation"
     assert out.exists() and out.with_suffix(".png").exists()
     with pytest.raises(CompressError, match="targets"):
-        prune.compare(str(trained_lenet), None, tmp_path / "x.json", _opts(), targets=(1.5,))
+        prune.compare(str(trained_lenet), tmp_path / "x.json", _opts(), targets=(1.5,))
 
 
 def test_no_deciding_stage_reads_the_test_split(trained_lenet, tmp_path, monkeypatch):
@@ -218,10 +218,10 @@ def test_no_deciding_stage_reads_the_test_split(trained_lenet, tmp_path, monkeyp
 
     monkeypatch.setattr(data.Dataset, "test", property(spy))
     an = tmp_path / "a.json"
-    analyze.run(str(trained_lenet), None, an, analyze.AnalyzeOptions(eval_samples=100, include_linear=True,
+    analyze.run(str(trained_lenet), an, analyze.AnalyzeOptions(eval_samples=100, include_linear=True,
                                                                      plots=False, adapt_bn=64))
     assert reads == []
-    prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=an, target_params=0.5, max_drop=2.0))
+    prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(analysis=an, target_params=0.5, max_drop=2.0))
     assert reads and all(r == [] for r in reads)  # only to report the finished model
 
 
@@ -229,8 +229,8 @@ def test_the_last_hidden_layer_of_an_accordion_is_never_removed(tmp_path):
     from toolchain import train
 
     src = tmp_path / "a2e.pt"
-    train.run("zoo:a2e?widths=16,8", "digits", src, train.TrainOptions(epochs=2))
-    art = prune.run(str(src), None, tmp_path / "p.pt", _opts(order=prune.Order.REVERSE, target_params=0.05,
+    train.run("zoo:a2e?widths=16,8", src, train.TrainOptions(epochs=2, data="digits"))
+    art = prune.run(str(src), tmp_path / "p.pt", _opts(order=prune.Order.REVERSE, target_params=0.05,
                                                               include_linear=True, finetune_epochs=0,
                                                               final_epochs=0, max_layer_ratio=0.95))
     model, _ = artifact.load_model(art.path)
@@ -239,7 +239,7 @@ def test_the_last_hidden_layer_of_an_accordion_is_never_removed(tmp_path):
 
 def test_distilled_fine_tuning_runs_through_the_walk(trained_lenet, analysis, tmp_path, monkeypatch):
     monkeypatch.setattr("toolchain.data.CACHE_DIR", tmp_path / "cache")
-    art = prune.run(str(trained_lenet), None, tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.4,
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.4,
                                                                       distill=0.7, finetune_epochs=0.1))
     assert art.meta["lineage"][-1]["options"]["distill"] == 0.7 and art.meta["report"]["goal_met"]
     assert len(list((tmp_path / "cache" / "teacher").glob("*.pt"))) == 1  # the teacher ran once
@@ -303,12 +303,13 @@ def test_every_plan_and_order_prunes_a_network_with_grouped_convs(tmp_path):
     (tmp_path / "net.py").write_text(MIXED_NET)
     spec, data_spec = f"{tmp_path / 'net.py'}:mixed", "synthetic:3x16x16:10"
     an = tmp_path / "analysis.json"
-    analyze.run(spec, data_spec, an, analyze.AnalyzeOptions(eval_samples=64, plots=False, cache_dir=tmp_path / "c"))
+    analyze.run(spec, an, analyze.AnalyzeOptions(eval_samples=64, plots=False, cache_dir=tmp_path / "c",
+                                                 data=data_spec))
     for plan, order in [("sensitivity", "sensitivity"), ("sensitivity", "reverse"), ("uniform", "sequential"),
                         ("uniform", "oneshot"), ("global", "random"), ("global", "oneshot")]:
-        art = prune.run(spec, data_spec, tmp_path / f"{plan}-{order}.pt", _opts(
+        art = prune.run(spec, tmp_path / f"{plan}-{order}.pt", _opts(
             analysis=an, plan=prune.Plan(plan), order=prune.Order(order), target_params=0.4, finetune_epochs=0,
-            final_epochs=0, val_samples=64))
+            final_epochs=0, val_samples=64, data=data_spec))
         rep = art.meta["report"]
         assert 0.99 * 0.4 <= rep["params_kept"] <= 0.4, (plan, order, rep["params_kept"])
         model, _ = artifact.load_model(art.path)

@@ -10,7 +10,7 @@ from toolchain.errors import CompressError
 @pytest.fixture(scope="module")
 def quantized(trained_lenet, tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "q.pt"
-    return quantize.run(str(trained_lenet), None, out, quantize.QuantizeOptions(samples=64, allow_slower=True))
+    return quantize.run(str(trained_lenet), out, quantize.QuantizeOptions(samples=64, allow_slower=True))
 
 
 def test_quantize_measures_int8_in_onnxruntime(quantized):
@@ -36,8 +36,8 @@ def test_export_after_quantize_stores_int8_fc_weights_and_float_convs(quantized,
 
 
 def test_scope_all_quantizes_convolutions_too(trained_lenet, tmp_path):
-    q = quantize.run(str(trained_lenet), None, tmp_path / "qa.pt",
-                     quantize.QuantizeOptions(scope=quantize.Scope.ALL, samples=64, allow_slower=True,
+    q = quantize.run(str(trained_lenet), tmp_path / "qa.pt", quantize.QuantizeOptions(scope=quantize.Scope.ALL,
+                                                                                      samples=64, allow_slower=True,
                                               calibrate=quantize.Calibrate.PERCENTILE))
     art = export.run(str(q.path), tmp_path / "qa.onnx", export.ExportOptions())
     assert art.meta["report"]["param_bytes"]["by_op"]["Conv"].get("int8", 0) > 0
@@ -53,12 +53,10 @@ def test_export_a_spec_with_dynamic_batch(tmp_path):
 def test_calibration_file_of_the_wrong_shape(trained_lenet, tmp_path):
     np.savez(tmp_path / "c.npz", x=np.zeros((4, 3, 8, 8), np.float32))
     with pytest.raises(CompressError, match="shape"):
-        quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
-                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz"))
+        quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(calibration=tmp_path / "c.npz"))
     np.savez(tmp_path / "e.npz", x=np.zeros((0, 1, 32, 32), np.float32))
     with pytest.raises(CompressError, match="empty"):
-        quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
-                     quantize.QuantizeOptions(calibration=tmp_path / "e.npz"))
+        quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(calibration=tmp_path / "e.npz"))
     assert not (tmp_path / "q.pt").exists()
 
 
@@ -78,8 +76,8 @@ def test_calibrate_makes_a_stratified_set_that_quantize_accepts(trained_lenet, t
     assert x.shape == (50, 1, 32, 32) and x.dtype == np.float16
     assert set(np.unique(y)) == set(range(10)) and np.bincount(y).max() - np.bincount(y).min() <= 1
     assert meta["data"] == "digits" and info["samples"] == 50
-    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt",
-                     quantize.QuantizeOptions(calibration=tmp_path / "c.npz", allow_slower=True))
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(calibration=tmp_path / "c.npz",
+                                                                                     allow_slower=True))
     assert q.meta["quantization"]["samples"] == 50
     with pytest.raises(CompressError, match="--force"):
         quantize.make_calibration("digits", (1, 32, 32), 50, tmp_path / "c.npz")
@@ -96,13 +94,12 @@ def test_shipped_calibration_sets_match_their_recipe():
 
 def test_the_default_never_makes_a_model_slower(trained_lenet, tmp_path, monkeypatch):
     monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8, opts=None: 1.4)
-    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(samples=32))
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(samples=32))
     assert q.meta["quantization"] is None and q.meta["report"]["kept_fp32_because_int8_was_slower"]
     assert q.metrics["param_bytes"] == q.metrics["param_bytes_fp32"]
     art = export.run(str(q.path), tmp_path / "q.onnx", export.ExportOptions())
     assert art.metrics["int8_param_bytes"] == 0  # the exported file stays fp32
-    kept = quantize.run(str(trained_lenet), None, tmp_path / "k.pt",
-                        quantize.QuantizeOptions(samples=32, allow_slower=True))
+    kept = quantize.run(str(trained_lenet), tmp_path / "k.pt", quantize.QuantizeOptions(samples=32, allow_slower=True))
     assert kept.meta["quantization"]["int8_vs_fp32_p50"] == 1.4 and kept.metrics["param_bytes"] < 4 * 61706
 
 
@@ -157,7 +154,7 @@ def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp
     assert art.meta["report"]["external_data"] == "big.onnx.data" and beside.stat().st_size > 0
     assert export.external_data(tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx").stat().st_size < beside.stat().st_size
-    rep = bench.run([tmp_path / "big.onnx"], bench.BenchOptions(runs=5, warmup=1, threads=1))
+    rep = bench.run([tmp_path / "big.onnx"], None, bench.BenchOptions(runs=5, warmup=1, threads=1)).meta
     assert rep["models"][0]["bytes"] == (tmp_path / "big.onnx").stat().st_size + beside.stat().st_size
     recipe = quantized.meta["quantization"]
     fp32 = export.run("zoo:lenet5", tmp_path / "fp32.onnx", export.ExportOptions(input_shape=(1, 1, 32, 32)))
@@ -171,7 +168,7 @@ def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp
 def test_a_target_profiles_int8_table_sets_the_activation_type(trained_lenet, tmp_path, target, activations):
     from onnx import numpy_helper
 
-    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(
         scope=quantize.Scope.ALL, samples=32, allow_slower=True, target=target))
     assert q.meta["quantization"]["activation_type"] == np.dtype(activations).name
     export.run(str(q.path), tmp_path / "q.onnx", export.ExportOptions())
@@ -191,13 +188,13 @@ def test_per_layer_precision_keeps_int8_only_where_it_measured_faster(trained_le
     goes int8, every other stays fp32, and the per-layer ratios are recorded."""
     from toolchain import bench
 
-    def timed(files, opts):  # fp32 first and last at 1.0 ms; layer 0 alone in int8 0.8 ms, the rest 1.2 ms
+    def timed(files, **_):  # fp32 first and last at 1.0 ms; layer 0 alone in int8 0.8 ms, the rest 1.2 ms
         p50 = [1.0] + [0.8] + [1.2] * (len(files) - 3) + [1.0]
         return {"models": [{"p50_ms": v} for v in p50]}
 
-    monkeypatch.setattr(bench, "run", timed)
+    monkeypatch.setattr(bench, "interleaved", timed)
     monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8, opts=None: 0.95)
-    q = quantize.run(str(trained_lenet), None, tmp_path / "q.pt", quantize.QuantizeOptions(
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(
         scope=quantize.Scope.ALL, samples=32, per_layer=True))
     recipe = q.meta["quantization"]
     ratios = recipe["per_layer_p50_ratio"]

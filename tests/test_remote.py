@@ -142,7 +142,7 @@ def _one_line_error(result, *needles):
 def test_bench_on_the_device_over_ssh_end_to_end(sshd, model, tmp_path):
     second = tmp_path / "copy.onnx"
     shutil.copyfile(model, second)
-    report = bench.run([model, second], bench.BenchOptions(runs=15, warmup=2, remote=_remote(sshd)))
+    report = bench.run([model, second], None, bench.BenchOptions(runs=15, warmup=2, remote=_remote(sshd))).meta
     assert report["where"] == "remote" and report["ssh"]["host"] == sshd.host
     assert report["measured_on"].startswith(f"measured on {sshd.host} (")
     host = report["host"]
@@ -188,7 +188,7 @@ def test_strict_error_on_the_device_comes_back_as_one_line(sshd, model):
 @needs_sshd
 def test_refused_key(sshd, model):
     with pytest.raises(CompressError, match="refused the key.*--key"):
-        bench.run([model], bench.BenchOptions(runs=2, remote=_remote(sshd, key=sshd.stranger)))
+        bench.run([model], None, bench.BenchOptions(runs=2, remote=_remote(sshd, key=sshd.stranger)))
 
 
 @needs_sshd
@@ -204,7 +204,7 @@ def test_device_without_onnxruntime_says_what_to_install(sshd, model, tmp_path):
     bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
     bare.chmod(0o755)
     with pytest.raises(CompressError, match="lacks numpy.*onnxruntime.*pip install onnxruntime numpy"):
-        bench.run([model], bench.BenchOptions(runs=2, remote=_remote(sshd, python=str(bare))))
+        bench.run([model], None, bench.BenchOptions(runs=2, remote=_remote(sshd, python=str(bare))))
 
 
 @needs_sshd
@@ -215,12 +215,12 @@ def test_remote_arguments_are_quoted(sshd, model, tmp_path):
     wrapper = spaced / "py"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
-    report = bench.run([model], bench.BenchOptions(runs=3, warmup=0, runtime=bench.Runtime(memory=False),
-                                                   remote=_remote(sshd, python=str(wrapper))))
+    report = bench.run([model], None, bench.BenchOptions(runs=3, warmup=0, runtime=bench.Runtime(memory=False),
+                                                   remote=_remote(sshd, python=str(wrapper)))).meta
     assert report["models"][0]["runs"] == 3
     canary = tmp_path / "pwned"
     with pytest.raises(CompressError, match="not found on the device"):
-        bench.run([model], bench.BenchOptions(runs=2, remote=_remote(sshd, python=f"python3; touch {canary}")))
+        bench.run([model], None, bench.BenchOptions(runs=2, remote=_remote(sshd, python=f"python3; touch {canary}")))
     assert not canary.exists()
 
 

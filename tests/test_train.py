@@ -40,11 +40,11 @@ def test_a_reconstruction_head_learns_normal_samples_and_scores_anomalies(tmp_pa
     error ranks the other classes (digits 1-9 here, frauds on the real data) as anomalies."""
     from toolchain import export, prune
 
-    art = train.run("zoo:a2e?widths=32,8,32&head=reconstruction", "digits", tmp_path / "ae.pt",
-                    train.TrainOptions(epochs=20))
+    art = train.run("zoo:a2e?widths=32,8,32&head=reconstruction", tmp_path / "ae.pt", train.TrainOptions(epochs=20,
+                                                                                                         data="digits"))
     assert art.metrics["metric"] == "roc_auc_x100"
     assert art.metrics["accuracy"] > 75 and art.metrics["val_accuracy"] > 75  # ROC-AUC x100, not top-1
-    pruned = prune.run(str(art.path), None, tmp_path / "p.pt", prune.PruneOptions(
+    pruned = prune.run(str(art.path), tmp_path / "p.pt", prune.PruneOptions(
         order=prune.Order.SEQUENTIAL, target_params=0.6, include_linear=True, finetune_epochs=0.5, final_epochs=1,
         val_samples=200))
     assert pruned.metrics["metric"] == "roc_auc_x100" and pruned.metrics["accuracy"] > 60

@@ -36,6 +36,7 @@ SCHEMA = 1
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
+    data: str | None = None  # data spec; None: the one the model file's sidecar names
     ratio: float = 0.5
     ratios: tuple[float, ...] = ()
     criterion: str = "l1"
@@ -159,15 +160,15 @@ def priority(layers: list[dict]) -> list[str]:
     return [l["name"] for l in sorted(layers, key=lambda l: (-l["accuracy"], -l["params_removed"]))]
 
 
-def run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, *, force: bool = False,
-        trust: bool = False) -> dict:
-    """Analyze every prunable layer and write analysis.json (plus PNG plots beside it)."""
+def run(src: str, dst: Path, opts: AnalyzeOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
+    """Analyze every prunable layer and write analysis.json (plus PNG plots beside it); the
+    returned artifact's `meta` is the analysis itself."""
     opts.validate()
     dst = Path(dst)
     plots = (dst.with_suffix(".curves.png"), dst.with_suffix(".bars.png")) if opts.plots else ()
     artifact.check_output(dst, force, *plots)
     with data.deciding("analyze"):
-        return _run(model, data_spec, dst, opts, trust)
+        return artifact.Artifact(dst, _run(src, opts.data, dst, opts, trust))
 
 
 def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, trust: bool) -> dict:

@@ -9,11 +9,8 @@ user says `--trust-model`.
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CompressError
-from .fileio import atomic_path, check_outputs, read_json, sha256_of, write_text  # noqa: F401 - re-exported: stages use artifact.*
+from .fileio import Artifact, atomic_path, check_outputs, now, read_json, sha256_of, sidecar_of, write_json, write_text  # noqa: F401 - re-exported: stages use artifact.*
 
 logger = logging.getLogger(__name__)
 
@@ -29,75 +26,10 @@ MODEL_FORMAT = "compress-model/1"
 SIDECAR_FORMAT = "compress-artifact/1"
 
 
-def sidecar_of(path: Path) -> Path:
-    """`q.pt` -> `q.pt.json`: the whole file name, so q.pt and q.onnx side by side keep their own."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class Artifact:
-    """A model file on disk plus its sidecar metadata (a handle: the model loads on demand)."""
-
-    path: Path
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def stage(self) -> str:
-        return self.meta.get("stage", "unknown")
-
-    @property
-    def spec(self) -> str | None:
-        return self.meta.get("model", {}).get("spec")
-
-    @property
-    def data_spec(self) -> str | None:
-        return self.meta.get("data", {}).get("spec")
-
-    @property
-    def input_shape(self) -> tuple[int, ...] | None:
-        shape = self.meta.get("input_shape")
-        return tuple(shape) if shape else None
-
-    @property
-    def metrics(self) -> dict:
-        return self.meta.get("metrics", {})
-
-    @classmethod
-    def open(cls, path: str | Path) -> Artifact:
-        """Read a model path's sidecar (an empty one when the file came from elsewhere)."""
-        path = Path(path)
-        if not path.exists():
-            raise CompressError(f"{path}: no such file")
-        side = sidecar_of(path)
-        meta: dict = {}
-        if side.exists():
-            meta = read_json(side, "sidecar")
-        return cls(path, meta)
-
-
 def check_output(dst: Path, force: bool, *also: Path) -> None:
     """Refuse to overwrite an existing output (its sidecar, or the files in `also` written beside it,
     such as plots) unless forced, and refuse an output that cannot be written at all."""
     check_outputs(force, dst, sidecar_of(dst), *also)
-
-
-def write_json(obj: dict, dst: Path) -> None:
-    write_text(dst, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 # --- model files ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import bench_runner, remote
 from .errors import CompressError
-from .fileio import save_figure
+from .fileio import Artifact, check_outputs, save_figure, write_json
 from .options import from_table, unknown_keys
 from .progress import task
 from .remote import Remote, SSHDefaults
@@ -277,16 +277,19 @@ class BenchResult:
 
 # ---------------------------------------------------------------- running
 
-def run(paths: list[Path], opts: BenchOptions) -> dict:
-    """Measure every model, interleaved, here or on `opts.remote`; return the report.
+def run(src: list[Path], dst: Path | None, opts: BenchOptions, *, force: bool = False) -> Artifact:
+    """Measure every model in `src`, interleaved, here or on `opts.remote`; write the report to
+    `dst` (JSON; None: not written) and return it as the artifact's `meta`.
 
     The report: `models` (path, bytes, p50_ms, p90_ms, p99_ms, mean/std/min, throughput, peak
     memory, ratios to the first, raw latencies), `host` (the machine measured), `measured_on`
     (a sentence that names it), the settings used and any warnings.
     """
     opts.validate()
+    if dst is not None:
+        check_outputs(force, Path(dst))
     target = load_target(opts.target) if opts.target else None
-    files = [Path(p) for p in paths]
+    files = [Path(p) for p in src]
     if not files:
         raise CompressError("no models to bench")
     for f in files:
@@ -304,7 +307,21 @@ def run(paths: list[Path], opts: BenchOptions) -> dict:
         raw = remote.run(opts.remote, target.ssh if target else SSHDefaults(), files, cfg)
     else:
         raw = _measure_here(cfg)
-    return _report(raw, cfg, opts, target)
+    report = _report(raw, cfg, opts, target)
+    if dst is not None:
+        write_json(report, Path(dst))
+    return Artifact(Path(dst) if dst is not None else None, report)
+
+
+def interleaved(files: list[Path], *, runs: int = 300, warmup: int = 30, host: str | None = None,
+                target: str | None = None) -> dict:
+    """The report of one interleaved latency run, no memory figures, here or on `host` over SSH:
+    what quantize's speed guard and profile's latency table are timed with."""
+    from .remote import Remote
+
+    opts = BenchOptions(runs=runs, warmup=warmup, target=target, runtime=Runtime(memory=False),
+                        remote=Remote(host=host) if host else None)
+    return run(files, None, opts).meta
 
 
 def _runner_config(files: list[Path], opts: BenchOptions, target: Target | None) -> dict:

@@ -155,10 +155,11 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, o
     """
     from . import train as stage
 
-    opts = stage.TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_limit=train_limit,
+    opts = stage.TrainOptions(data=data_spec, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                              train_limit=train_limit,
                               device=device)
     out = Path(output) if output else _default_out("train", "model.pt")
-    art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    art = stage.run(model, out, opts, force=force, trust=trust)
     _summary(art, "trained")
 
 
@@ -195,12 +196,12 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
     """
     from . import analyze as stage
 
-    opts = stage.AnalyzeOptions(ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
+    opts = stage.AnalyzeOptions(data=data_spec, ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
                                 eval_samples=eval_samples or None, include_linear=include_linear,
                                 workers=workers, seed=seed, adapt_bn=adapt_bn, plots=not no_plots,
                                 executor=executor, address=address)
     out = Path(output) if output else _default_out("analyze", "analysis.json")
-    result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    result = stage.run(model, out, opts, force=force, trust=trust).meta
     con = _console()
     con.print(stage.table(result))
     for s in result["skipped"]:
@@ -279,13 +280,13 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
             raise CompressError("--objective latency needs --latency-table (compress profile) or --target to profile")
         output = output or str(_default_out("prune", "pruned.pt"))
         latency_table = str(Path(output).with_suffix(".latency.json"))
-    opts = stage.PruneOptions(order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
+    opts = stage.PruneOptions(data=data_spec, order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
                               finetune_epochs=finetune_epochs, final_epochs=final_epochs, lr=lr, distill=distill,
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
                               remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed,
-                              target_latency=target_latency,
+                              target_latency=target_latency, train_limit=train_limit,
                               latency_table=Path(latency_table) if latency_table else None)
     if profile_now:  # the table this prune needs, measured with the target's settings (cached per model)
         from . import profile
@@ -294,20 +295,19 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
         from .artifact import check_output
 
         check_output(Path(output), force)  # before the profile writes anything
-        profile.run(model, data_spec, opts.latency_table, profile.ProfileOptions(target=target,
-                                                                                 include_linear=include_linear),
+        profile.run(model, opts.latency_table,
+                    profile.ProfileOptions(data=data_spec, target=target, include_linear=include_linear),
                     force=force, trust=trust)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
         chosen = tuple(_choice(stage.Plan, p, "--plans") for p in plans.split(",") if p) if plans else None
-        result = stage.compare(model, data_spec, out, opts, fractions, plans=chosen, force=force, trust=trust,
-                               train_limit=train_limit)
+        result = stage.compare(model, out, opts, fractions, plans=chosen, force=force, trust=trust)
         _console().print(stage.compare_table(result))
         _console().print(f"wrote {out} and {result['plot']}")
         return
     out = Path(output) if output else _default_out("prune", "pruned.pt")
-    art = stage.run(model, data_spec, out, opts, force=force, trust=trust, train_limit=train_limit)
+    art = stage.run(model, out, opts, force=force, trust=trust)
     rep = art.meta["report"]
     for table in stage.tables(rep):
         _console().print(table)
@@ -337,10 +337,10 @@ def profile(model, data_spec, widths, target, host, runs, include_linear, output
     """
     from . import profile as stage
 
-    opts = stage.ProfileOptions(widths=_ratios(widths), target=target, host=host, runs=runs,
+    opts = stage.ProfileOptions(data=data_spec, widths=_ratios(widths), target=target, host=host, runs=runs,
                                 include_linear=include_linear)
     out = Path(output) if output else _default_out("profile", "latency.json")
-    result = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    result = stage.run(model, out, opts, force=force, trust=trust).meta
     _console().print(stage.table(result))
     _console().print(f"wrote {out} and {result['plot']}")
 
@@ -377,12 +377,12 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
     """
     from . import quantize as stage
 
-    opts = stage.QuantizeOptions(scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
+    opts = stage.QuantizeOptions(data=data_spec, scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
                                  eval_samples=eval_samples, allow_slower=allow_slower, target=target, host=host,
                                  per_layer=per_layer)
     out = Path(output) if output else _default_out("quantize", "quantized.pt")
-    art = stage.run(model, data_spec, out, opts, force=force, trust=trust)
+    art = stage.run(model, out, opts, force=force, trust=trust)
     rep = art.meta["report"]
     if rep["kept_fp32_because_int8_was_slower"]:
         _summary(art, f"kept fp32: int8 ({scope}) ran {rep['recipe']['int8_vs_fp32_p50']:.2f}x the fp32 latency here")
@@ -445,10 +445,10 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
     """
     from . import export as stage
 
-    opts = stage.ExportOptions(opset=opset, simplify=not no_simplify, input_shape=_shape(input_shape),
+    opts = stage.ExportOptions(data=data_spec, opset=opset, simplify=not no_simplify, input_shape=_shape(input_shape),
                                tolerance=tolerance, eval_samples=eval_samples, check_target=check_target)
     out = Path(output) if output else _default_out("export", "model.onnx")
-    art = stage.run(model, out, opts, data_spec=data_spec, force=force, trust=trust)
+    art = stage.run(model, out, opts, force=force, trust=trust)
     _summary(art, f"exported (parity max abs diff {art.meta['report']['parity']['max_abs_diff']:.1e})")
 
 
@@ -497,7 +497,7 @@ def bench(models, runs, seconds, warmup, threads, batch, target, providers, grap
     from .fileio import check_outputs
     from .remote import Remote
 
-    check_outputs(force, *(Path(p) for p in (json_path, plot_path) if p))
+    check_outputs(force, *(Path(p) for p in (json_path, plot_path) if p))  # before minutes of timing
     remote = Remote.from_options(host, port=port, key=key, options=ssh_options, known_hosts=known_hosts,
                                  python=remote_python)
     runtime = stage.Runtime(providers=tuple(providers), strict=strict,
@@ -505,9 +505,8 @@ def bench(models, runs, seconds, warmup, threads, batch, target, providers, grap
                             input_shape=_shape(input_shape), memory=not no_memory)
     opts = stage.BenchOptions(runs=runs, warmup=warmup, seconds=seconds, threads=threads, batch=batch,
                               target=target, runtime=runtime, remote=remote, emulate=emulate)
-    report = stage.run([Path(m) for m in models], opts)
+    report = stage.run([Path(m) for m in models], Path(json_path) if json_path else None, opts, force=force).meta
     _console().print(stage.table(report))
-    _write_json(report, json_path)
     if plot_path:
         click.echo(f"wrote {stage.plot(report, Path(plot_path))}")
 

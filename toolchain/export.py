@@ -38,6 +38,7 @@ INPUT, OUTPUT = "input", "output"
 
 @dataclass(frozen=True)
 class ExportOptions:
+    data: str | None = None  # data spec; None: the sidecar's (accuracy is measured when there is one)
     opset: int = 17
     simplify: bool = True
     input_shape: tuple[int, ...] | None = None
@@ -170,8 +171,7 @@ def test_arrays(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray,
     return x.numpy(), y.numpy()
 
 
-def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = None, force: bool = False,
-        trust: bool = False) -> artifact.Artifact:
+def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """Export a model file or spec to ONNX (int8 if it went through `quantize`) and verify it."""
     import onnx
 
@@ -181,25 +181,25 @@ def run(model: str, dst: Path, opts: ExportOptions, *, data_spec: str | None = N
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
-    if Path(model).is_file():
-        net, parent = artifact.load_model(model, trust=trust)
+    if Path(src).is_file():
+        net, parent = artifact.load_model(src, trust=trust)
         shape = tuple(opts.input_shape[1:]) if opts.input_shape else parent.input_shape
         spec, num_classes = parent.spec, parent.meta.get("num_classes")
     else:
         if not opts.input_shape:
             raise CompressError("--input-shape is required to export a model spec (e.g. 1,3,32,32)")
         shape = tuple(opts.input_shape[1:])
-        built = models.build(model, shape, int(data.num_classes(data_spec)) if data_spec else 10)
+        built = models.build(src, shape, int(data.num_classes(opts.data)) if opts.data else 10)
         net, parent, spec, num_classes = built.model.eval(), None, built.spec, None
     if not shape:
-        raise CompressError(f"{model}: the input shape is unknown; pass --input-shape 1,C,H,W")
+        raise CompressError(f"{src}: the input shape is unknown; pass --input-shape 1,C,H,W")
     try:
         with torch.inference_mode():
             net.eval()(torch.zeros(1, *shape))
     except RuntimeError as e:
-        raise CompressError(f"{model} does not run on inputs of shape {tuple(shape)}: {str(e).splitlines()[0]}") from e
+        raise CompressError(f"{src} does not run on inputs of shape {tuple(shape)}: {str(e).splitlines()[0]}") from e
     recipe = parent.meta.get("quantization") if parent else None
-    data_spec = data_spec or (parent.data_spec if parent else None)
+    data_spec = opts.data or (parent.data_spec if parent else None)
     test = test_arrays(data.load(data_spec, shape), opts.eval_samples, opts.seed) if data_spec else None
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"

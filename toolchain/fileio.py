@@ -1,7 +1,9 @@
-"""Atomic file writes and hashing, with no heavy imports (the check gate starts without torch)."""
+"""Atomic file writes, hashing and the artifact handle, with no heavy imports (the check gate and
+bench start without torch)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -9,6 +11,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CompressError
@@ -102,8 +105,74 @@ def write_text(dst: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_json(obj: dict, dst: Path) -> None:
+    write_text(dst, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
 def save_figure(fig, dst: Path, dpi: int = 110) -> Path:
     """A matplotlib figure as PNG, atomically."""
     with atomic_path(dst) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     return Path(dst)
+
+
+def sidecar_of(path: Path) -> Path:
+    """`q.pt` -> `q.pt.json`: the whole file name, so q.pt and q.onnx side by side keep their own."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Artifact:
+    """What a stage made: a model file and its sidecar metadata (a handle: the model loads on
+    demand), or a JSON result (an analysis, a latency table, a bench report) and its content."""
+
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        return self.meta.get("stage", "unknown")
+
+    @property
+    def spec(self) -> str | None:
+        return self.meta.get("model", {}).get("spec")
+
+    @property
+    def data_spec(self) -> str | None:
+        return self.meta.get("data", {}).get("spec")
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        shape = self.meta.get("input_shape")
+        return tuple(shape) if shape else None
+
+    @property
+    def metrics(self) -> dict:
+        return self.meta.get("metrics", {})
+
+    @classmethod
+    def open(cls, path: str | Path) -> Artifact:
+        """Read a model path's sidecar (an empty one when the file came from elsewhere)."""
+        path = Path(path)
+        if not path.exists():
+            raise CompressError(f"{path}: no such file")
+        side = sidecar_of(path)
+        meta: dict = {}
+        if side.exists():
+            meta = read_json(side, "sidecar")
+        return cls(path, meta)

@@ -83,15 +83,16 @@ def stage_options(cfg: dict) -> dict:
         p_cfg |= {"finetune_epochs": q["finetune_epochs"], "final_epochs": q["final_epochs"],
                   "val_samples": q["eval_samples"]}
     b_cfg = dict(cfg["bench"]) | ({"runs": q["runs"]} if quick else {})
-    opts = {"train": from_table(train.TrainOptions, t_cfg, "[train]"),
-            "analyze": from_table(analyze.AnalyzeOptions, a_cfg, "[analyze]"),
-            "prune": from_table(prune.PruneOptions, p_cfg, "[prune]", analysis=Path("analysis.json")),
-            "quantize": from_table(quantize.QuantizeOptions, dict(cfg["quantize"]), "[quantize]"),
+    spec, data_spec = cfg["model"]["spec"], cfg["data"]["spec"]
+    opts = {"train": from_table(train.TrainOptions, t_cfg, "[train]", data=data_spec),
+            "analyze": from_table(analyze.AnalyzeOptions, a_cfg, "[analyze]", data=data_spec),
+            "prune": from_table(prune.PruneOptions, p_cfg, "[prune]", data=data_spec, analysis=Path("analysis.json"),
+                                train_limit=q["train_limit"] if quick else None),
+            "quantize": from_table(quantize.QuantizeOptions, dict(cfg["quantize"]), "[quantize]", data=data_spec),
             "export": from_table(export.ExportOptions, dict(cfg.get("export", {})), "[export]"),
             "bench": from_table(bench.BenchOptions, b_cfg, "[bench]")}
     if opts["bench"].target:
         bench.load_target(opts["bench"].target)
-    spec, data_spec = cfg["model"]["spec"], cfg["data"]["spec"]
     if spec.endswith((".pt", ".pth")):
         train.prepare(spec, data_spec, train_limit=64, test_limit=64)
     else:
@@ -111,7 +112,7 @@ def _trained(cfg: dict, run_dir: Path, opts: train.TrainOptions) -> tuple[Path, 
     cached = data.CACHE_DIR / "models" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}-{key}.pt"
     reused = cached.exists() and artifact.sidecar_of(cached).exists()
     if not reused:
-        train.run(spec, cfg["data"]["spec"], cached, opts, force=True)
+        train.run(spec, cached, opts, force=True)
     dst = run_dir / "trained.pt"
     shutil.copyfile(cached, dst)
     shutil.copyfile(artifact.sidecar_of(cached), artifact.sidecar_of(dst))
@@ -157,7 +158,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
     With `resume`, continue the run in `out` (killed at any point): finished stages whose inputs
     did not change are reused, the rest run again."""
     opts = stage_options(cfg)  # the whole config is checked before anything is written
-    quick, q = cfg.get("quick_mode", False), cfg["quick"]
+    quick = cfg.get("quick_mode", False)
     if resume:
         if out is None or not (out / CONFIG_FILE).exists():
             raise CompressError(f"{out}: not a run folder to resume")
@@ -188,21 +189,19 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
     reused = bool(trained_reused and trained_reused[0][1]) or "train" in reused_stages
 
     timed("analyze", opts["analyze"], [out / "analysis.json"],
-          lambda: analyze.run(str(trained), data_spec, out / "analysis.json", opts["analyze"], force=force))
+          lambda: analyze.run(str(trained), out / "analysis.json", opts["analyze"], force=force))
     p_opts = dataclasses.replace(opts["prune"], analysis=out / "analysis.json")
-    timed("prune", [opts["prune"], q["train_limit"] if quick else None], [out / "pruned.pt"],
-          lambda: prune.run(str(trained), data_spec, out / "pruned.pt", p_opts, force=force,
-                            train_limit=q["train_limit"] if quick else None))
+    timed("prune", opts["prune"], [out / "pruned.pt"],
+          lambda: prune.run(str(trained), out / "pruned.pt", p_opts, force=force))
     timed("quantize", opts["quantize"], [out / "quantized.pt"],
-          lambda: quantize.run(str(out / "pruned.pt"), data_spec, out / "quantized.pt", opts["quantize"],
-                               force=force))
+          lambda: quantize.run(str(out / "pruned.pt"), out / "quantized.pt", opts["quantize"], force=force))
     onnx_files = {"trained": out / "original.onnx", "pruned": out / "pruned.fp32.onnx", "quantized": out / "model.onnx"}
     sources = {"trained": trained, "pruned": out / "pruned.pt", "quantized": out / "quantized.pt"}
     timed("export", opts["export"], list(onnx_files.values()),
           lambda: [export.run(str(sources[n]), onnx_files[n], opts["export"], force=force) for n in onnx_files])
     arts = {n: artifact.Artifact.open(onnx_files[n]) for n in onnx_files}
     timed("bench", opts["bench"], [out / "bench.json"],
-          lambda: artifact.write_json(bench.run(list(onnx_files.values()), opts["bench"]), out / "bench.json"))
+          lambda: bench.run(list(onnx_files.values()), out / "bench.json", opts["bench"], force=True))
     report = json.loads((out / "bench.json").read_text())
 
     original = artifact.Artifact.open(trained).metrics

@@ -25,6 +25,7 @@ SCHEMA = 1
 
 @dataclass(frozen=True)
 class ProfileOptions:
+    data: str | None = None  # data spec; None: the one the model file's sidecar names
     widths: tuple[float, ...] = (0.75, 0.5, 0.25)  # fractions of each layer's channels kept
     target: str | None = None  # a bench target profile: threads, graph optimization, providers
     host: str | None = None  # measure on this device over SSH
@@ -47,17 +48,18 @@ class ProfileOptions:
             Remote(host=self.host).validate()
 
 
-def run(model: str, data_spec: str | None, dst: Path, opts: ProfileOptions, *, force: bool = False,
-        trust: bool = False) -> dict:
-    """Write the latency table (JSON, and a PNG beside it) for every prunable layer of `model`."""
+def run(src: str, dst: Path, opts: ProfileOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
+    """Write the latency table (JSON, and a PNG beside it) for every prunable layer of `src`; the
+    returned artifact's `meta` is the table."""
     from .analyze import model_digest
 
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force, dst.with_suffix(".png"))
-    prep = prepare(model, data_spec, trust=trust)
+    prep = prepare(src, opts.data, trust=trust)
     shape = prep.input_shape
-    key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), asdict(opts)]).encode()).hexdigest()[:24]
+    timing = {k: v for k, v in asdict(opts).items() if k != "data"}  # the data only sets the shape, keyed already
+    key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), timing]).encode()).hexdigest()[:24]
     cached = data.CACHE_DIR / "latency" / f"{key}.json"
     if cached.exists():
         table = json.loads(cached.read_text())
@@ -71,16 +73,14 @@ def run(model: str, data_spec: str | None, dst: Path, opts: ProfileOptions, *, f
 
     result["plot"] = plot_latency(result, dst.with_suffix(".png"))
     artifact.write_json(result, dst)
-    return result
+    return artifact.Artifact(dst, result)
 
 
 def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
     import math
 
-    from .bench import BenchOptions, Runtime, load_target
-    from .bench import run as bench
+    from .bench import interleaved, load_target
     from .export import ExportOptions, export_onnx
-    from .remote import Remote
 
     step = load_target(opts.target).runtime.channel_multiple if opts.target else 1  # widths prune could choose
     layers = [l for l in surgery.prunable_layers(model, shape, opts.include_linear) if l.skip is None]
@@ -99,9 +99,7 @@ def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
                             ExportOptions())
                 variants.append((layer.name, keep))
         files.append(files[0])  # the unpruned model again, last: the first slot of a run can read slow
-        report = bench(files, BenchOptions(runs=opts.runs, warmup=opts.warmup, target=opts.target,
-                                           runtime=Runtime(memory=False),
-                                           remote=Remote(host=opts.host) if opts.host else None))
+        report = interleaved(files, runs=opts.runs, warmup=opts.warmup, host=opts.host, target=opts.target)
     base = min(report["models"][0]["p50_ms"], report["models"][-1]["p50_ms"])
     rows: dict[str, dict] = {l.name: {"channels": l.channels, "kind": l.kind, "ms": {str(l.channels): base}}
                              for l in layers}

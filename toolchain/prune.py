@@ -63,6 +63,8 @@ PLAN_TOLERANCE = 0.01  # a fitted plan lands within 1% below its parameter goal
 
 @dataclass(frozen=True)
 class PruneOptions:
+    data: str | None = None  # data spec; None: the one the model file's sidecar names
+    train_limit: int | None = None  # fine-tune on this many training images (the pipeline's --quick)
     order: Order = Order.SENSITIVITY
     plan: Plan | None = None  # None: sensitivity with an analysis and a size goal, else floors
     analysis: Path | None = None
@@ -115,6 +117,8 @@ class PruneOptions:
             raise CompressError(f"--val-samples must be >= 1, not {self.val_samples}")
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise CompressError(f"train_limit must be >= 1, not {self.train_limit}")
         self.finetune(1.0).validate()  # --lr, --distill and --device, as the fine-tunes will check them
         if Order.SENSITIVITY in (self.order, self.plan) and self.analysis is None:
             raise CompressError("--order sensitivity and --plan sensitivity need --analysis analysis.json "
@@ -595,8 +599,8 @@ class _Setup:
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
 
 
-def _setup(model: str, data_spec: str | None, opts: PruneOptions, trust: bool, train_limit: int | None) -> _Setup:
-    prep = prepare(model, data_spec, trust=trust, train_limit=train_limit, seed=opts.seed)
+def _setup(src: str, opts: PruneOptions, trust: bool) -> _Setup:
+    prep = prepare(src, opts.data, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
     analysis = _load_analysis(opts.analysis, prep) if opts.analysis else None
     include_linear = opts.include_linear or bool(analysis and analysis["options"].get("include_linear"))
     layers = surgery.prunable_layers(prep.model, prep.input_shape, include_linear)
@@ -663,15 +667,14 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
     return s
 
 
-def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, force: bool = False,
-        trust: bool = False, train_limit: int | None = None) -> artifact.Artifact:
+def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """Prune a model toward the goal and write the smaller model with its step log."""
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
     start = time.perf_counter()
     with data.deciding("prune"):
-        st = _setup(model, data_spec, opts, trust, train_limit)
+        st = _setup(src, opts, trust)
         _check_reachable(st, opts)
         s = _search(st, opts)
         final_stats = fit(s.net, st.fine, opts.finetune(opts.final_epochs), description="final fine-tune",
@@ -713,9 +716,9 @@ def run(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, *, for
     return artifact.save(s.net, dst, meta, force=force)
 
 
-def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
+def compare(src: str, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
             orders: tuple[Order, ...] = ORDERED, plans: tuple[Plan, ...] | None = None, *, force: bool = False,
-            trust: bool = False, train_limit: int | None = None, cells_dir: Path | None = None) -> dict:
+            trust: bool = False, cells_dir: Path | None = None) -> dict:
     """The plan x order ablation at one seed: every cell is fitted to the same parameter goal, walked,
     then given the same final fine-tuning; the finished model is reported on the test split.
 
@@ -735,7 +738,7 @@ def compare(model: str, data_spec: str | None, dst: Path, opts: PruneOptions, ta
     first.validate()
     start = time.perf_counter()
     with data.deciding("prune --compare-orders"):
-        st = _setup(model, data_spec, first, trust, train_limit)
+        st = _setup(src, first, trust)
     shape, rows = st.prep.input_shape, []
     for plan in plans:
         for order in orders:

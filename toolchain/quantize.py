@@ -47,6 +47,7 @@ SLOWER_TOLERANCE = 0.05  # int8 p50 more than 5% above fp32 (same run, interleav
 
 @dataclass(frozen=True)
 class QuantizeOptions:
+    data: str | None = None  # data spec; None: the one the model file's sidecar names
     scope: Scope = Scope.FC
     calibrate: Calibrate = Calibrate.MINMAX
     calibration: Path | None = None
@@ -153,7 +154,7 @@ def make_calibration(data_spec: str, input_shape: tuple[int, ...] | None, sample
     return info | {"path": str(dst), "bytes": dst.stat().st_size}
 
 
-def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, force: bool = False,
+def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
         trust: bool = False) -> artifact.Artifact:
     """Record the int8 recipe with the model and measure the int8 model in onnxruntime."""
     from .export import ExportOptions, export_onnx, onnx_accuracy, param_bytes, test_arrays
@@ -161,7 +162,7 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
-    prep = prepare(model, data_spec, trust=trust, seed=opts.seed)
+    prep = prepare(src, opts.data, trust=trust, seed=opts.seed)
     calib = (load_calibration(opts.calibration, prep.input_shape) if opts.calibration
              else calibration_set(prep.dataset, opts.samples, opts.seed))
     recipe = {"scope": opts.scope.value, "calibrate": opts.calibrate.value, "samples": len(calib),
@@ -219,10 +220,8 @@ def run(model: str, data_spec: str | None, dst: Path, opts: QuantizeOptions, *, 
 def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOptions, tmp: Path) -> tuple[list, dict]:
     """Each quantizable layer alone in int8, every variant timed against fp32 interleaved in one run
     (fp32 first and last): the layers whose int8 variant runs faster, and each variant's p50 ratio."""
-    from .bench import BenchOptions, Runtime
-    from .bench import run as bench
+    from .bench import interleaved
     from .onnxio import quantizable_nodes
-    from .remote import Remote
 
     names = quantizable_nodes(fp32, recipe)
     files = [fp32]
@@ -230,9 +229,7 @@ def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOption
         files.append(tmp / f"layer{i}.onnx")
         quantize_onnx(fp32, files[-1], recipe | {"nodes": [name]}, calib)
     files.append(fp32)
-    remote = Remote(host=opts.host) if opts.host else None
-    report = bench(files, BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False), remote=remote,
-                                       target=opts.target if remote else None))
+    report = interleaved(files, host=opts.host, target=opts.target if opts.host else None)
     p50 = [m["p50_ms"] for m in report["models"]]
     base = min(p50[0], p50[-1])
     ratios = {name: round(p / base, 4) for name, p in zip(names, p50[1:-1], strict=True)}
@@ -242,11 +239,8 @@ def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOption
 def _latency_ratio(fp32: Path, int8: Path, opts: QuantizeOptions | None = None) -> float:
     """p50 of the int8 model over p50 of the fp32 one, timed interleaved in one run (on the
     device over SSH with `opts.host`)."""
-    from .bench import BenchOptions, Runtime
-    from .bench import run as bench
-    from .remote import Remote
+    from .bench import interleaved
 
-    remote = Remote(host=opts.host) if opts is not None and opts.host else None
-    report = bench([fp32, int8], BenchOptions(runs=300, warmup=30, runtime=Runtime(memory=False), remote=remote,
-                                              target=opts.target if remote else None))
+    host = opts.host if opts is not None else None
+    report = interleaved([fp32, int8], host=host, target=opts.target if host else None)
     return round(report["models"][1]["p50_ms"] / report["models"][0]["p50_ms"], 4)

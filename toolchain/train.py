@@ -60,6 +60,7 @@ def anomaly_score(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainOptions:
+    data: str | None = None  # data spec; None: the one the model file's sidecar names
     epochs: float = 3
     lr: float = 0.05
     batch_size: int = 128
@@ -294,13 +295,12 @@ def data_meta(ds: data.Dataset) -> dict:
             "validation": ds.val_info}
 
 
-def run(model_spec: str, data_spec: str | None, dst: Path, opts: TrainOptions, *, force: bool = False,
-        trust: bool = False) -> artifact.Artifact:
+def run(src: str, dst: Path, opts: TrainOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """`compress train`: train a model spec (or continue a saved model) and write the artifact."""
     opts.validate()
     artifact.check_output(Path(dst), force)
-    prep = prepare(model_spec, data_spec, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
-    stats = fit(prep.model, prep.dataset.train, opts, checkpoint=_checkpoint_path(model_spec, prep, Path(dst), opts))
+    prep = prepare(src, opts.data, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
+    stats = fit(prep.model, prep.dataset.train, opts, checkpoint=_checkpoint_path(src, prep, Path(dst), opts))
     metrics = artifact.count(prep.model, prep.input_shape) | {
         "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test),
         "val_accuracy": evaluate(prep.model, prep.dataset.val), "metric": metric_name(prep.model)}
