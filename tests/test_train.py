@@ -35,6 +35,14 @@ def test_prepare_reads_the_data_spec_from_the_sidecar(trained_lenet):
     assert train.evaluate(prep.model, prep.dataset.test) > 60
 
 
+def test_eval_samples_reports_on_stratified_subsets_of_both_splits(tmp_path):
+    full = train.run("zoo:lenet5", tmp_path / "a.pt", train.TrainOptions(epochs=0.2, data="digits")).metrics
+    some = train.run("zoo:lenet5", tmp_path / "b.pt", train.TrainOptions(epochs=0.2, data="digits",
+                                                                          eval_samples=50)).metrics
+    assert some["eval_samples"] == 50 and some["val_samples"] == 50
+    assert full["eval_samples"] > 50 and full["val_samples"] > 50
+
+
 def test_a_reconstruction_head_learns_normal_samples_and_scores_anomalies(tmp_path):
     """The accordion autoencoder as an anomaly detector: trained on class 0 only, its reconstruction
     error ranks the other classes (digits 1-9 here, frauds on the real data) as anomalies."""

@@ -140,13 +140,15 @@ def main(verbose: int) -> None:
 @click.option("--lr", type=float, default=0.05, show_default=True, help="peak learning rate (one-cycle)")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--train-limit", type=int, help="train on a class-stratified subset of N samples")
+@click.option("--eval-samples", type=int, help="report accuracy on class-stratified subsets of N test and N "
+                                               "validation samples (default: all of both)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU is available")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="model file (default: a fresh runs/ folder)")
 @force_opt
 @trust_opt
 @_friendly
-def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, output, force, trust):
+def train(model, data_spec, epochs, lr, batch_size, train_limit, eval_samples, seed, device, output, force, trust):
     """Train a model spec (or continue a saved model) on a data set.
 
     \b
@@ -156,8 +158,7 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, seed, device, o
     from . import train as stage
 
     opts = stage.TrainOptions(data=data_spec, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                              train_limit=train_limit,
-                              device=device)
+                              train_limit=train_limit, eval_samples=eval_samples, device=device)
     out = Path(output) if output else _default_out("train", "model.pt")
     art = stage.run(model, out, opts, force=force, trust=trust)
     _summary(art, "trained")
@@ -191,8 +192,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 
     \b
     compress analyze model.pt --ratio 0.5 -o analysis.json
-    compress analyze model.pt --ratios 0.1,0.3,0.5,0.7,0.9 --workers 2 -o analysis.json
-    compress analyze model.pt --executor ray --address ray://head:10001 -o analysis.json
+    compress analyze model.pt --ratios 0.1,0.3,0.5,0.7,0.9 --workers 2 -o sweep.json
+    compress analyze model.pt --executor ray --address ray://head:10001 -o on-ray.json
     """
     from . import analyze as stage
 
@@ -259,8 +260,8 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
 
     \b
     compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
-    compress prune model.pt --plan global --order oneshot --target-params 0.1 -o pruned.pt
-    compress prune model.pt --order sequential --max-drop 1.0 -o pruned.pt
+    compress prune model.pt --plan global --order oneshot --target-params 0.3 --include-linear -o global.pt
+    compress prune model.pt --order sequential --max-drop 1.0 -o budget.pt
     compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
     compress prune model.pt --analysis analysis.json --objective latency --target-latency 2.5 --target rpi4 -o p.pt
     """

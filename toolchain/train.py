@@ -68,6 +68,7 @@ class TrainOptions:
     label_smoothing: float = 0.1
     seed: int = 0
     train_limit: int | None = None
+    eval_samples: int | None = None  # report on stratified subsets of N test and N validation samples
     device: str = "cpu"  # "cuda" where a GPU is lent: the same recipe, the long baselines in minutes
     distill: float = 0.0  # weight of the teacher's soft targets (0: plain training); fit() needs `teacher`
     temperature: float = 4.0  # of the softened distributions (Hinton et al. 2015)
@@ -79,6 +80,8 @@ class TrainOptions:
             raise CompressError(f"--lr must be in (0, 10], not {self.lr}")
         if self.batch_size < 1:
             raise CompressError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if self.eval_samples is not None and self.eval_samples < 10:
+            raise CompressError(f"--eval-samples must be at least 10, not {self.eval_samples}")
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         if self.train_limit is not None and self.train_limit < 1:
@@ -299,11 +302,17 @@ def run(src: str, dst: Path, opts: TrainOptions, *, force: bool = False, trust: 
     """`compress train`: train a model spec (or continue a saved model) and write the artifact."""
     opts.validate()
     artifact.check_output(Path(dst), force)
-    prep = prepare(src, opts.data, trust=trust, train_limit=opts.train_limit, seed=opts.seed)
+    prep = prepare(src, opts.data, trust=trust, train_limit=opts.train_limit, test_limit=opts.eval_samples,
+                   seed=opts.seed)
     stats = fit(prep.model, prep.dataset.train, opts, checkpoint=_checkpoint_path(src, prep, Path(dst), opts))
+    val = prep.dataset.val
+    if opts.eval_samples and opts.eval_samples < len(val):
+        x, y = val.tensors
+        idx = data.stratified_indices(y, opts.eval_samples, seed=opts.seed)
+        val = torch.utils.data.TensorDataset(x[idx], y[idx])
     metrics = artifact.count(prep.model, prep.input_shape) | {
         "accuracy": evaluate(prep.model, prep.dataset.test), "eval_samples": len(prep.dataset.test),
-        "val_accuracy": evaluate(prep.model, prep.dataset.val), "metric": metric_name(prep.model)}
+        "val_accuracy": evaluate(prep.model, val), "val_samples": len(val), "metric": metric_name(prep.model)}
     meta = artifact.new_meta("train", asdict(opts), parent=prep.parent, spec=prep.spec,
                              data=data_meta(prep.dataset), input_shape=prep.input_shape,
                              num_classes=prep.dataset.num_classes, metrics=metrics, report=stats)
