@@ -269,18 +269,6 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
 
     if (objective == "latency") != (target_latency is not None):
         raise CompressError("--objective latency and --target-latency MS go together")
-    if target:  # the device's kernels run best at multiples of this many channels
-        import math
-
-        from .bench import load_target
-
-        round_to = math.lcm(round_to, load_target(target).runtime.channel_multiple)
-    profile_now = objective == "latency" and not latency_table
-    if profile_now:
-        if not target:
-            raise CompressError("--objective latency needs --latency-table (compress profile) or --target to profile")
-        output = output or str(_default_out("prune", "pruned.pt"))
-        latency_table = str(Path(output).with_suffix(".latency.json"))
     opts = stage.PruneOptions(data=data_spec, order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
@@ -288,17 +276,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
                               remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed,
                               target_latency=target_latency, train_limit=train_limit,
-                              latency_table=Path(latency_table) if latency_table else None)
-    if profile_now:  # the table this prune needs, measured with the target's settings (cached per model)
-        from . import profile
-
-        opts.validate()
-        from .artifact import check_output
-
-        check_output(Path(output), force)  # before the profile writes anything
-        profile.run(model, opts.latency_table,
-                    profile.ProfileOptions(data=data_spec, target=target, include_linear=include_linear),
-                    force=force, trust=trust)
+                              latency_table=Path(latency_table) if latency_table else None, target=target)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")

@@ -84,6 +84,8 @@ class PruneOptions:
     distill: float = 0.0  # weight of the unpruned model's soft targets in every fine-tune (0: plain)
     target_latency: float | None = None  # ms: the latency objective (needs analysis and latency_table)
     latency_table: Path | None = None  # from `compress profile` (per layer, ms at each width, on the target)
+    target: str | None = None  # a bench target profile: widths round to its channel_multiple; with the latency
+    #                            objective and no latency_table, the table is profiled with its settings
 
     def validate(self) -> None:
         if self.target_latency is not None:
@@ -91,7 +93,7 @@ class PruneOptions:
                 raise CompressError(f"--target-latency must be > 0 ms, not {self.target_latency}")
             if self.target_params is not None:
                 raise CompressError("give one size goal: --target-latency (ms) or --target-params (fraction)")
-            if self.analysis is None or self.latency_table is None:
+            if self.analysis is None or (self.latency_table is None and self.target is None):
                 raise CompressError("--objective latency needs --analysis (accuracy per layer) and a latency "
                                     "table (--latency-table from `compress profile`, or --target to make one)")
             if self.plan not in (None, Plan.LATENCY):
@@ -120,6 +122,9 @@ class PruneOptions:
         if self.train_limit is not None and self.train_limit < 1:
             raise CompressError(f"train_limit must be >= 1, not {self.train_limit}")
         self.finetune(1.0).validate()  # --lr, --distill and --device, as the fine-tunes will check them
+        if self.target:
+            from .bench import load_target
+            load_target(self.target)
         if Order.SENSITIVITY in (self.order, self.plan) and self.analysis is None:
             raise CompressError("--order sensitivity and --plan sensitivity need --analysis analysis.json "
                                 "(from `compress analyze`)")
@@ -667,11 +672,35 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
     return s
 
 
+def _for_target(src: str, dst: Path, opts: PruneOptions, *, force: bool, trust: bool) -> PruneOptions:
+    """What `opts.target` implies: widths in multiples of the device's channel step, and for the
+    latency objective without a table, the table, profiled now with the target's settings (cached
+    per model) and written beside `dst`."""
+    if not opts.target:
+        return opts
+    from .bench import load_target
+
+    opts = replace(opts, round_to=math.lcm(opts.round_to, load_target(opts.target).runtime.channel_multiple))
+    if opts.target_latency is not None and opts.latency_table is None:
+        from . import profile
+
+        table = dst.with_suffix(".latency.json")
+        profile.run(src, table, profile.ProfileOptions(data=opts.data, target=opts.target,
+                                                       include_linear=opts.include_linear), force=force, trust=trust)
+        opts = replace(opts, latency_table=table)
+    return opts
+
+
+def _profiles_beside(dst: Path, opts: PruneOptions) -> list[Path]:
+    return [dst.with_suffix(".latency.json")] if opts.target and opts.target_latency and not opts.latency_table else []
+
+
 def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """Prune a model toward the goal and write the smaller model with its step log."""
     opts.validate()
     dst = Path(dst)
-    artifact.check_output(dst, force)
+    artifact.check_output(dst, force, *_profiles_beside(dst, opts))
+    opts = _for_target(src, dst, opts, force=force, trust=trust)
     start = time.perf_counter()
     with data.deciding("prune"):
         st = _setup(src, opts, trust)
@@ -726,7 +755,8 @@ def compare(src: str, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
     if not targets or any(not 0 < t < 1 for t in targets):
         raise CompressError("--targets must be fractions in (0, 1), e.g. 0.1,0.05,0.03")
     dst = Path(dst)
-    artifact.check_output(dst, force, dst.with_suffix(".png"))
+    artifact.check_output(dst, force, dst.with_suffix(".png"), *_profiles_beside(dst, opts))
+    opts = _for_target(src, dst, opts, force=force, trust=trust)
     targets = tuple(sorted(set(targets), reverse=True))
     plans = plans or (opts.plan or (Plan.SENSITIVITY if opts.analysis else Plan.UNIFORM),)
     plans = tuple(p for p in plans if (p is not Plan.SENSITIVITY or opts.analysis)
