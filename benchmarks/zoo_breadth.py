@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated model names (default: every classification model)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--fresh", action="store_true", help="rerun models a previous run already measured")
+    ap.add_argument("--since", help="rerun models last measured before this date (YYYY-MM-DD), keep the rest")
     ap.add_argument("--max-minutes", type=float, help="start no model after this long; the rest are listed as not run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per model (1 leaves a core to anything else running: oversubscribed "
@@ -148,9 +149,9 @@ def main() -> None:
         if late and not cell.exists():
             not_run.append(name)
             return None
-        if cell.exists() and (not args.fresh or late):
-            row = json.loads(cell.read_text())
-        else:
+        row = json.loads(cell.read_text()) if cell.exists() else None
+        stale = row is not None and args.since is not None and row.get("measured", "") < args.since
+        if row is None or (args.fresh or stale) and not late:
             try:
                 child = [sys.executable, __file__, "--one", name, "--threads", str(args.threads)]
                 done = subprocess.run(child, capture_output=True, text=True, timeout=args.timeout)

@@ -1,4 +1,5 @@
 import json
+from contextlib import contextmanager
 
 import pytest
 
@@ -89,3 +90,25 @@ def test_adapt_bn_changes_what_is_measured(trained_a2e, tmp_path):
     assert [r["accuracy"] for r in plain["layers"]] != [r["accuracy"] for r in adapted["layers"]]
     with pytest.raises(CompressError, match="adapt-bn"):
         analyze.AnalyzeOptions(adapt_bn=-1).validate()
+
+
+@pytest.mark.parametrize("adapt_bn", [0, 256])
+def test_the_masked_analysis_equals_the_one_on_pruned_copies(trained_a2e, tmp_path, monkeypatch, adapt_bn):
+    """Every figure of an analysis measured on the network itself equals the one measured on a
+    physically pruned copy per cut (adaptive BatchNorm included: its statistics are put back)."""
+    opts = dict(eval_samples=120, ratios=(0.25, 0.75), include_linear=True, plots=False, adapt_bn=adapt_bn)
+    masked = analyze.run(str(trained_a2e), tmp_path / "m.json",
+                         analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c1")).meta
+
+    class _Copies:  # every cut on a copy
+        model = None
+
+        @contextmanager
+        def cut(self, *_):
+            yield None
+    monkeypatch.setattr(analyze, "_masked_cuts", lambda model, shape: _Copies())
+    copies = analyze.run(str(trained_a2e), tmp_path / "c.json",
+                         analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c2")).meta
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731 - wall time
+    assert strip(masked["layers"]) == strip(copies["layers"])
+    assert masked["priority"] == copies["priority"]

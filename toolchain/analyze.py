@@ -17,6 +17,8 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -131,17 +133,51 @@ def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
     model.eval()
 
 
+_MASKED: list[surgery.MaskedCuts] = []  # this process's, for the model it was made for
+
+
+def _masked_cuts(model: nn.Module, shape: tuple[int, ...]) -> surgery.MaskedCuts:
+    if not _MASKED or _MASKED[0].model is not model:
+        _MASKED[:] = [surgery.MaskedCuts(model, shape)]
+    return _MASKED[0]
+
+
+@contextmanager
+def _batchnorm_kept(model: nn.Module) -> Iterator[None]:
+    """Adaptive BatchNorm re-estimates statistics in place: put the network's own back after."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
+    try:
+        yield
+    finally:
+        for m, (momentum, buffers) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
+        model.eval()
+
+
 def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts, adapt=None) -> dict:
+    """One layer cut alone to `ratio`: masked on the network itself where the cut allows (exactly the
+    pruned network's outputs and counts, without a copy, a new dependency graph or a recount:
+    `surgery.MaskedCuts`), else physically on a copy."""
     start = time.perf_counter()
     keep = surgery.keep_count(layer.channels, ratio, layer.multiple)
-    clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
-    _adapt_bn(clone, adapt)
-    counts = artifact.count(clone, shape, throwaway=True)
-    acc, acc_a, acc_b = _accuracies(clone, x, y, half)
+    with _masked_cuts(model, shape).cut(layer.name, keep, opts.criterion) as removed:
+        if removed is not None:
+            with _batchnorm_kept(model):
+                _adapt_bn(model, adapt)
+                acc, acc_a, acc_b = _accuracies(model, x, y, half)
+            params_removed, macs_removed = removed
+    if removed is None:
+        clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
+        _adapt_bn(clone, adapt)
+        counts = artifact.count(clone, shape, throwaway=True)
+        acc, acc_a, acc_b = _accuracies(clone, x, y, half)
+        params_removed, macs_removed = base_counts["params"] - counts["params"], base_counts["macs"] - counts["macs"]
     return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep,
             "accuracy": acc, "accuracy_a": acc_a, "accuracy_b": acc_b,
-            "params_removed": base_counts["params"] - counts["params"],
-            "macs_removed": base_counts["macs"] - counts["macs"],
+            "params_removed": params_removed, "macs_removed": macs_removed,
             "seconds": round(time.perf_counter() - start, 3)}
 
 

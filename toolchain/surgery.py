@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -321,20 +322,17 @@ def keep_count(channels: int, ratio: float, round_to: int = 1) -> int:
     return min(channels, keep)
 
 
-def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_shape: tuple[int, ...],
-                dg=None) -> dict[str, list[int]]:
-    """Physically remove output channels of layer `name` (and its whole dependency group) in
-    place, keeping the `keep` most important by `criterion` (the same positions in every block
-    when grouped convolutions read them). Returns the input channels each layer that read them
-    lost, by layer name: what a test needs to check the cut against masking those inputs."""
+def _chosen_group(dg, model: nn.Module, name: str, keep: int, criterion: str):
+    """The dependency group that cuts layer `name` to `keep` channels, keeping the most important by
+    `criterion` (the same positions in every block when grouped convolutions read them); None when
+    nothing would go. Refuses, with the reason, a cut the network cannot take."""
     m = dict(model.named_modules()).get(name)
     if not isinstance(m, (nn.Conv2d, nn.Linear)):
         raise CompressError(f"no convolution or linear layer named {name!r} in the model")
-    dg = dg or graph(model, input_shape)
     channels = out_channels(m)
     n_remove = channels - keep
     if n_remove <= 0:
-        return {}
+        return None
     try:
         group = _pruning_group(dg, m, list(range(channels)))
     except _Unmappable as e:
@@ -351,11 +349,200 @@ def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_sh
         raise CompressError(f"cannot prune {name!r}: {reason}")
     if not dg.check_pruning_group(group):
         raise CompressError(f"pruning {n_remove} channels of {name!r} would empty a layer")
+    return group
+
+
+def _lost_inputs(dg, model: nn.Module, group) -> dict[str, list[int]]:
     names = {mod: n for n, mod in model.named_modules()}
-    lost = {names[dep.target.module]: sorted(int(i) for i in idxs) for dep, idxs in group
+    return {names[dep.target.module]: sorted(int(i) for i in idxs) for dep, idxs in group
             if isinstance(dep.target.module, (nn.Conv2d, nn.Linear)) and not dg.is_out_channel_pruning_fn(dep.handler)}
+
+
+def prune_layer(model: nn.Module, name: str, keep: int, criterion: str, input_shape: tuple[int, ...],
+                dg=None) -> dict[str, list[int]]:
+    """Physically remove output channels of layer `name` (and its whole dependency group) in
+    place, keeping the `keep` most important by `criterion`. Returns the input channels each layer
+    that read them lost, by layer name: masking exactly those is the same network (`mask_inputs`)."""
+    dg = dg or graph(model, input_shape)
+    group = _chosen_group(dg, model, name, keep, criterion)
+    if group is None:
+        return {}
+    lost = _lost_inputs(dg, model, group)
     group.prune()
     return lost
+
+
+@contextmanager
+def mask_inputs(model: nn.Module, lost: dict[str, list[int]]) -> Iterator[None]:
+    """Within the block, the channels in `lost` get zero weight where they are read (a grouped
+    convolution: in its own group); the weights come back after. The network then computes what the
+    pruned one computes, without a copy of it."""
+    modules = dict(model.named_modules())
+    saved = {name: modules[name].weight.detach().clone() for name in lost}
+    try:
+        with torch.no_grad():
+            for name, idxs in lost.items():
+                m = modules[name]
+                if isinstance(m, nn.Linear):
+                    m.weight[:, idxs] = 0
+                    continue
+                width, out_per_group = m.in_channels // m.groups, m.out_channels // m.groups
+                for i in idxs:
+                    g = i // width
+                    m.weight[g * out_per_group:(g + 1) * out_per_group, i % width] = 0
+        yield
+    finally:
+        with torch.no_grad():
+            for name, w in saved.items():
+                modules[name].weight.copy_(w)
+
+
+# Layers a masked cut can pass through and still equal the physical one: per-channel arithmetic only.
+# (LayerNorm, GroupNorm mix the channels they normalize: a cut through them is measured on a copy.)
+_CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.ELU,
+                nn.LeakyReLU, nn.Mish, nn.Dropout, nn.Identity, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+class MaskedCuts:
+    """One-layer cuts measured on the network itself (what `analyze` does for every layer and ratio):
+    one dependency graph, no copy, no recount. A cut masks the channels it removes where they are
+    read (`mask_inputs`), and its parameters and MACs removed follow from each layer's shape, with
+    the formulas torch-pruning's counter uses, so they equal counting the physically pruned copy.
+    A cut that reaches a layer whose arithmetic mixes channels returns None: measure it on a copy."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
+        self.model, self.shape, self.dg = model, input_shape, graph(model, input_shape)
+        self.io = _io_sizes(model, input_shape)
+
+    @contextmanager
+    def cut(self, name: str, keep: int, criterion: str) -> Iterator[tuple[int, int] | None]:
+        """Yield (parameters removed, MACs removed) with the cut masked in place, or None."""
+        group = _chosen_group(self.dg, self.model, name, keep, criterion)
+        removed = self._removed(group) if group is not None else (0, 0)
+        if removed is None:
+            yield None
+            return
+        lost = _lost_inputs(self.dg, self.model, group) if group is not None else {}
+        if group is not None:
+            removed = (removed[0], removed[1] + self._between(group, lost))
+        with mask_inputs(self.model, lost):
+            yield removed
+
+    def _between(self, group, lost: dict[str, list[int]]) -> int:
+        """MACs the counter gives the parameter-free layers (activations, pools) on the removed
+        channels between the cut layers and their readers: found by one batch-1 pass in which the
+        removed channels are NaN from the cut layers on and zero again where they are read."""
+        cut = {}
+        for dep, idxs in group:
+            m = dep.target.module
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)) and m in self.io and \
+                    (not isinstance(m, (nn.Conv2d, nn.Linear)) or self.dg.is_out_channel_pruning_fn(dep.handler)):
+                cut.setdefault(m, set()).update(int(i) for i in idxs)
+        modules = dict(self.model.named_modules())
+        readers = {modules[n]: idxs for n, idxs in lost.items()}
+        macs = [0]
+
+        def poison(m, inputs, output):  # a linear layer's features are the last dimension, a conv's the second
+            output = output.clone()
+            output[(..., sorted(cut[m])) if isinstance(m, nn.Linear) else (slice(None), sorted(cut[m]))] = float("nan")
+            return output
+
+        def clean(m, inputs):
+            x = inputs[0].clone()
+            x[(..., readers[m]) if isinstance(m, nn.Linear) else (slice(None), readers[m])] = 0
+            return (x, *inputs[1:])
+
+        def count(m, inputs, output):  # a removed channel is NaN everywhere, a kept one nowhere: any layout
+            x = inputs[0]  # per call: ResNet's blocks call one ReLU module on tensors of different sizes
+            if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+                return
+            full = output.numel() if isinstance(m, activations) else x.numel()  # the counter's hooks
+            macs[0] += full - full * (x.numel() - torch.isnan(x).sum().item()) // x.numel()
+        activations = (nn.ReLU, nn.ReLU6, nn.ELU, nn.LeakyReLU, nn.GELU)
+        counted = (*activations, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+        hooks = [m.register_forward_hook(poison) for m in cut]
+        hooks += [m.register_forward_pre_hook(clean) for m in readers]
+        hooks += [m.register_forward_hook(count) for m in self.model.modules() if isinstance(m, counted)]
+        try:
+            with torch.inference_mode():
+                self.model.eval()(torch.zeros(1, *self.shape))
+        finally:
+            for h in hooks:
+                h.remove()
+        return macs[0]
+
+    def _removed(self, group) -> tuple[int, int] | None:
+        cuts: dict[nn.Module, dict[str, set[int]]] = {}
+        for dep, idxs in group:
+            m = dep.target.module
+            if m not in self.io:  # torch-pruning's own nodes (adds, concatenations): no parameters, no count
+                if isinstance(m, nn.Module) and any(True for _ in m.parameters()):
+                    return None
+                continue
+            if not isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, *_CHANNELWISE)):
+                return None
+            if self.io[m][3] > 1 and not isinstance(m, _CHANNELWISE):  # one module called twice: count it on a copy
+                return None
+            side = "out" if isinstance(m, (nn.Conv2d, nn.Linear)) and self.dg.is_out_channel_pruning_fn(dep.handler) \
+                else "in"
+            cuts.setdefault(m, {"in": set(), "out": set()})[side].update(int(i) for i in idxs)
+        params = macs = 0
+        for m, cut in cuts.items():
+            if isinstance(m, _CHANNELWISE):
+                continue  # their MACs: `_between`
+            full, kept = _cost(m, self.io[m], 0, 0), _cost(m, self.io[m], len(cut["in"]), len(cut["out"]))
+            params, macs = params + full[0] - kept[0], macs + full[1] - kept[1]
+        return params, macs
+
+
+def _io_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[nn.Module, tuple[int, int, int, int]]:
+    """Each module's input size along dim 1, input and output element counts (batch 1, first call)
+    and how many times it is called."""
+    sizes: dict[nn.Module, tuple[int, int, int, int]] = {}
+
+    def hook(m, inputs, output):
+        x = inputs[0]
+        if m in sizes:
+            sizes[m] = (*sizes[m][:3], sizes[m][3] + 1)
+        elif isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor):
+            sizes[m] = (x.shape[1] if x.dim() > 1 else x.shape[0], x.numel(), output.numel(), 1)
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def _cost(m: nn.Module, io: tuple[int, int, int, int], cut_in: int, cut_out: int) -> tuple[int, int]:
+    """(parameters, MACs) of module `m` with `cut_in` input and `cut_out` output channels removed,
+    by torch-pruning's op counter's formulas (utils/op_counter.py)."""
+    channels, n_in, n_out, _ = io
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
+        if depthwise:
+            c = m.out_channels - max(cut_in, cut_out)
+            i, o, g = c, c, c
+        else:
+            i, o, g = m.in_channels - cut_in, m.out_channels - cut_out, m.groups
+        positions = n_out // m.out_channels
+        bias = m.bias is not None
+        return o * (i // g) * k + (o if bias else 0), k * i * (o // g) * positions + (o * positions if bias else 0)
+    if isinstance(m, nn.Linear):
+        i, o = m.in_features - cut_in, m.out_features - cut_out
+        rows = n_in // m.in_features
+        bias = m.bias is not None
+        return i * o + (o if bias else 0), rows * i * o + (o if bias else 0)
+    kept = (channels - cut_in) / channels
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return (2 * (channels - cut_in) if m.affine else 0), round(n_in * (2 if m.affine else 1) * kept)
+    counted = isinstance(m, (nn.ReLU, nn.ReLU6, nn.ELU, nn.LeakyReLU, nn.GELU))  # the counter's hooks: output size
+    pooled = isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))  # input size
+    return 0, round((n_out if counted else n_in if pooled else 0) * kept)
 
 
 def pruned_copy(model: nn.Module, name: str, keep: int, criterion: str, input_shape) -> nn.Module:
