@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated model names (default: every classification model)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--fresh", action="store_true", help="rerun models a previous run already measured")
-    ap.add_argument("--since", help="rerun models last measured before this date (YYYY-MM-DD), keep the rest")
+    ap.add_argument("--since", help="rerun models last measured before this time (YYYY-MM-DD[THH:MM]), keep the rest")
     ap.add_argument("--max-minutes", type=float, help="start no model after this long; the rest are listed as not run")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per model (1 leaves a core to anything else running: oversubscribed "
@@ -161,7 +161,7 @@ def main() -> None:
                     "reason": f"crashed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}"}
             except subprocess.TimeoutExpired:
                 row = {"model": name, "status": "skipped", "reason": f"over the {args.timeout} s limit per model"}
-            row["measured"] = time.strftime("%Y-%m-%d")
+            row["measured"] = time.strftime("%Y-%m-%dT%H:%M")
             cell.write_text(json.dumps(row))
         with lock:
             finished[name] = row
