@@ -196,3 +196,25 @@ def test_a_masked_cut_equals_the_physical_one_in_outputs_and_counts(name):
     with torch.no_grad():
         assert torch.equal(model(x), before)
     assert masked >= (1 if name == "convnext_tiny" else len(offered[::max(1, len(offered) // 8)]))
+
+
+class _FunctionalNorm(nn.Module):
+    """conv -> a norm over the channels written as a function (no module the graph could show) -> conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.fc = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.nn.functional.normalize(torch.relu(self.conv1(x)), dim=1)
+        return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_a_cut_whose_channels_something_unseen_mixes_is_left_to_a_copy():
+    """Masking is not pruning when a function mixes the channels before their reader: the NaN pass
+    sees it reach the outputs and the cut goes to a pruned copy instead."""
+    model, shape = _FunctionalNorm().eval(), (3, 16, 16)
+    with surgery.MaskedCuts(model, shape).cut("conv1", 4, "l1") as removed:
+        assert removed is None
+    with surgery.MaskedCuts(model, shape).cut("conv2", 4, "l1") as removed:
+        assert removed is not None  # its channels meet nothing but their reader

@@ -424,15 +424,18 @@ class MaskedCuts:
             yield None
             return
         lost = _lost_inputs(self.dg, self.model, group) if group is not None else {}
-        if group is not None:
-            removed = (removed[0], removed[1] + self._between(group, lost))
+        between = self._between(group, lost) if group is not None else 0
+        if between is None:
+            yield None
+            return
         with mask_inputs(self.model, lost):
-            yield removed
+            yield removed[0], removed[1] + between
 
-    def _between(self, group, lost: dict[str, list[int]]) -> int:
+    def _between(self, group, lost: dict[str, list[int]]) -> int | None:
         """MACs the counter gives the parameter-free layers (activations, pools) on the removed
         channels between the cut layers and their readers: found by one batch-1 pass in which the
-        removed channels are NaN from the cut layers on and zero again where they are read."""
+        removed channels are NaN from the cut layers on and zero again where they are read. None when
+        a NaN reaches the outputs: something the graph does not show (a functional norm) mixed them."""
         cut = {}
         for dep, idxs in group:
             m = dep.target.module
@@ -466,11 +469,12 @@ class MaskedCuts:
         hooks += [m.register_forward_hook(count) for m in self.model.modules() if isinstance(m, counted)]
         try:
             with torch.inference_mode():
-                self.model.eval()(torch.zeros(1, *self.shape))
+                out = self.model.eval()(torch.zeros(1, *self.shape))
         finally:
             for h in hooks:
                 h.remove()
-        return macs[0]
+        leaked = any(torch.isnan(o).any() for o in (out if isinstance(out, (tuple, list)) else [out]))
+        return None if leaked else macs[0]
 
     def _removed(self, group) -> tuple[int, int] | None:
         cuts: dict[nn.Module, dict[str, set[int]]] = {}
