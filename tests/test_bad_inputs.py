@@ -87,6 +87,7 @@ CASES = [  # L: model, A: its analysis, Q: int8 model, O: its ONNX, L20: a 20-cl
  ["train", "zoo:lenet5", "--data", "digits", "--epochs", "-1", "-o", "m.pt"],
  ["train", "zoo:lenet5", "--data", "digits", "--epochs", "0", "-o", "m.pt"],
  ["train", "zoo:lenet5", "--data", "digits", "--batch-size", "0", "-o", "m.pt"],
+ ["train", "zoo:lenet5", "--data", "digits", "--eval-samples", "5", "-o", "m.pt"],
  ["train", "zoo:lenet5", "--data", "digits", "--lr", "0", "-o", "m.pt"],
  ["train", "zoo:lenet5", "--data", "digits", "--device", "tpu", "-o", "m.pt"],
  ["train", "zoo:lenet5", "--data", "digits", "--device", "cuda", "-o", "m.pt"],
