@@ -404,6 +404,11 @@ _CHANNELWISE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoi
                 nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
+# The parameter-free layers torch-pruning's counter gives MACs: by output size, by input size.
+_COUNTED_OUT = (nn.ReLU, nn.ReLU6, nn.ELU, nn.LeakyReLU, nn.GELU)
+_COUNTED_IN = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 class MaskedCuts:
     """One-layer cuts measured on the network itself (what `analyze` does for every layer and ratio):
     one dependency graph, no copy, no recount. A cut masks the channels it removes where they are
@@ -419,29 +424,27 @@ class MaskedCuts:
     def cut(self, name: str, keep: int, criterion: str) -> Iterator[tuple[int, int] | None]:
         """Yield (parameters removed, MACs removed) with the cut masked in place, or None."""
         group = _chosen_group(self.dg, self.model, name, keep, criterion)
-        removed = self._removed(group) if group is not None else (0, 0)
-        if removed is None:
-            yield None
+        if group is None:  # nothing to cut
+            yield 0, 0
             return
-        lost = _lost_inputs(self.dg, self.model, group) if group is not None else {}
-        between = self._between(group, lost) if group is not None else 0
+        cuts = self._cuts(group)
+        lost = _lost_inputs(self.dg, self.model, group)
+        between = self._between(cuts, lost) if cuts is not None else None
         if between is None:
             yield None
             return
+        params, macs = self._removed(cuts)
         with mask_inputs(self.model, lost):
-            yield removed[0], removed[1] + between
+            yield params, macs + between
 
-    def _between(self, group, lost: dict[str, list[int]]) -> int | None:
+    def _between(self, cuts: dict[nn.Module, dict[str, set[int]]], lost: dict[str, list[int]]) -> int | None:
         """MACs the counter gives the parameter-free layers (activations, pools) on the removed
         channels between the cut layers and their readers: found by one batch-1 pass in which the
         removed channels are NaN from the cut layers on and zero again where they are read. None when
         a NaN reaches the outputs: something the graph does not show (a functional norm) mixed them."""
-        cut = {}
-        for dep, idxs in group:
-            m = dep.target.module
-            if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)) and m in self.io and \
-                    (not isinstance(m, (nn.Conv2d, nn.Linear)) or self.dg.is_out_channel_pruning_fn(dep.handler)):
-                cut.setdefault(m, set()).update(int(i) for i in idxs)
+        cut = {m: c["out"] if isinstance(m, (nn.Conv2d, nn.Linear)) else c["in"] for m, c in cuts.items()
+               if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))}
+        cut = {m: idxs for m, idxs in cut.items() if idxs}
         modules = dict(self.model.named_modules())
         readers = {modules[n]: idxs for n, idxs in lost.items()}
         macs = [0]
@@ -460,13 +463,12 @@ class MaskedCuts:
             x = inputs[0]  # per call: ResNet's blocks call one ReLU module on tensors of different sizes
             if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
                 return
-            full = output.numel() if isinstance(m, activations) else x.numel()  # the counter's hooks
+            full = output.numel() if isinstance(m, _COUNTED_OUT) else x.numel()  # the counter's hooks
             macs[0] += full - full * (x.numel() - torch.isnan(x).sum().item()) // x.numel()
-        activations = (nn.ReLU, nn.ReLU6, nn.ELU, nn.LeakyReLU, nn.GELU)
-        counted = (*activations, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
         hooks = [m.register_forward_hook(poison) for m in cut]
         hooks += [m.register_forward_pre_hook(clean) for m in readers]
-        hooks += [m.register_forward_hook(count) for m in self.model.modules() if isinstance(m, counted)]
+        hooks += [m.register_forward_hook(count) for m in self.model.modules()
+                  if isinstance(m, (*_COUNTED_OUT, *_COUNTED_IN))]
         try:
             with torch.inference_mode():
                 out = self.model.eval()(torch.zeros(1, *self.shape))
@@ -476,7 +478,9 @@ class MaskedCuts:
         leaked = any(torch.isnan(o).any() for o in (out if isinstance(out, (tuple, list)) else [out]))
         return None if leaked else macs[0]
 
-    def _removed(self, group) -> tuple[int, int] | None:
+    def _cuts(self, group) -> dict[nn.Module, dict[str, set[int]]] | None:
+        """The input and output channels the group removes from each of the network's layers; None
+        when it reaches a layer a mask cannot stand in for."""
         cuts: dict[nn.Module, dict[str, set[int]]] = {}
         for dep, idxs in group:
             m = dep.target.module
@@ -491,6 +495,10 @@ class MaskedCuts:
             side = "out" if isinstance(m, (nn.Conv2d, nn.Linear)) and self.dg.is_out_channel_pruning_fn(dep.handler) \
                 else "in"
             cuts.setdefault(m, {"in": set(), "out": set()})[side].update(int(i) for i in idxs)
+        return cuts
+
+    def _removed(self, cuts: dict[nn.Module, dict[str, set[int]]]) -> tuple[int, int]:
+        """Parameters and MACs the cut takes from the convolution, linear and BatchNorm layers."""
         params = macs = 0
         for m, cut in cuts.items():
             if isinstance(m, _CHANNELWISE):
@@ -522,8 +530,8 @@ def _io_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[nn.Module,
 
 
 def _cost(m: nn.Module, io: tuple[int, int, int, int], cut_in: int, cut_out: int) -> tuple[int, int]:
-    """(parameters, MACs) of module `m` with `cut_in` input and `cut_out` output channels removed,
-    by torch-pruning's op counter's formulas (utils/op_counter.py)."""
+    """(parameters, MACs) of a convolution, linear or BatchNorm layer with `cut_in` input and `cut_out`
+    output channels removed, by torch-pruning's op counter's formulas (utils/op_counter.py)."""
     channels, n_in, n_out, _ = io
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
@@ -541,12 +549,8 @@ def _cost(m: nn.Module, io: tuple[int, int, int, int], cut_in: int, cut_out: int
         rows = n_in // m.in_features
         bias = m.bias is not None
         return i * o + (o if bias else 0), rows * i * o + (o if bias else 0)
-    kept = (channels - cut_in) / channels
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        return (2 * (channels - cut_in) if m.affine else 0), round(n_in * (2 if m.affine else 1) * kept)
-    counted = isinstance(m, (nn.ReLU, nn.ReLU6, nn.ELU, nn.LeakyReLU, nn.GELU))  # the counter's hooks: output size
-    pooled = isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))  # input size
-    return 0, round((n_out if counted else n_in if pooled else 0) * kept)
+    kept = (channels - cut_in) / channels  # BatchNorm: per channel
+    return (2 * (channels - cut_in) if m.affine else 0), round(n_in * (2 if m.affine else 1) * kept)
 
 
 def pruned_copy(model: nn.Module, name: str, keep: int, criterion: str, input_shape) -> nn.Module:
