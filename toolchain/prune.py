@@ -680,19 +680,19 @@ def _for_target(src: str, dst: Path, opts: PruneOptions, *, force: bool, trust: 
         return opts
     from .bench import load_target
 
-    opts = replace(opts, round_to=math.lcm(opts.round_to, load_target(opts.target).runtime.channel_multiple))
-    if opts.target_latency is not None and opts.latency_table is None:
+    for table in _profiles_beside(dst, opts):
         from . import profile
 
-        table = dst.with_suffix(".latency.json")
         profile.run(src, table, profile.ProfileOptions(data=opts.data, target=opts.target,
                                                        include_linear=opts.include_linear), force=force, trust=trust)
         opts = replace(opts, latency_table=table)
-    return opts
+    return replace(opts, round_to=math.lcm(opts.round_to, load_target(opts.target).runtime.channel_multiple))
 
 
 def _profiles_beside(dst: Path, opts: PruneOptions) -> list[Path]:
-    return [dst.with_suffix(".latency.json")] if opts.target and opts.target_latency and not opts.latency_table else []
+    """The latency table `_for_target` will profile and write beside `dst`, if it must."""
+    needed = opts.target and opts.target_latency is not None and opts.latency_table is None
+    return [dst.with_suffix(".latency.json")] if needed else []
 
 
 def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
