@@ -2,7 +2,8 @@
 
 Measures the wall time with 1 and 2 workers (each with an empty cache), 1 worker again with every
 cut on a pruned copy (the analysis before masked cuts: the A/B, in one run), and how the ranking on the
-class-stratified subset compares with the ranking on the full test set (Spearman, and whether the
+class-stratified subset compares with the ranking on the whole validation split (the analysis never
+reads the test split; the key `full_test_set` is an old name for that run) (Spearman, and whether the
 top/bottom layers agree). Goal: under 60 s on 2 cores.
 
     python benchmarks/analyze_speed.py [--eval-samples 1000] [--train-limit 20000 --epochs 2]
