@@ -301,8 +301,40 @@ def latency_section(r: dict) -> list[str]:
         lines.append(f"| {m['model']} ({m['input']} px) | {m['convs']} | {m['layers_int8']} / {m['layers']} | "
                      f"{_ms(m['p50_fp32_ms'])} | {_ms(m['p50_all_int8_ms'])} | {_ms(m['p50_per_layer_ms'])} | "
                      f"{m['per_layer_vs_fp32']:.2f}x |")
-    return lines + ["", "Part 2 (the latency objective against the parameter objective on trained VGG16 and "
-                        "MobileNetV2) is not measured yet.", ""]
+    return lines + [""] + objectives_section(r.get("objectives"))
+
+
+def objectives_section(o: dict | None) -> list[str]:
+    lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
+    if not o or not o.get("models"):
+        return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
+    lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
+              f"{o['data']} ({o['train_limit']:,} training images); every pruned model fine-tuned {o['epochs']} "
+              f"epoch(s); p50 with the x86-cpu target at {o['threads']} thread, base and plans interleaved in one "
+              f"run. `latency-matched` aims at the latency the table predicts for the `params` plan, "
+              f"`latency-faster` at {o['faster_fraction']}x of it. Verdicts are paired by seed (ahead/behind "
+              f"only beyond twice the standard error).", "",
+              "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, m in o["models"].items():
+        b = m["base"]
+        lines.append(f"| {name} | unpruned | - | {b['top1']:.2f} | {_ms(b['p50_ms'])} | 1.00x | 100% | 100% |")
+        for row in m["rows"]:
+            t = row["top1_summary"]
+            goal = f"{row['goal']} ms" if row["objective"] == "latency" else f"{row['goal']:.0%} params"
+            lines.append(f"| {name} | {row['config']} | {goal} | {_pm(t['mean'], t['std'])} (n={t['n']}) | "
+                         f"{_ms(row['p50_ms'])} | {row['speedup_vs_unpruned']:.2f}x | {row['params_kept']:.1%} | "
+                         f"{row['macs_kept']:.1%} |")
+    lines += ["", "| model | comparison | p50 latency / params | top-1 difference (pts, paired) | verdict |",
+              "|---|---|---|---|---|"]
+    for name, m in o["models"].items():
+        for key, label in (("matched_latency", "latency-matched vs params"),
+                           ("equal_top1", "latency-faster vs params")):
+            c = m[key]
+            se = "" if c["top1"]["se_pts"] is None else f" ± {c['top1']['se_pts']:.2f}"
+            lines.append(f"| {name} | {label} | {c['p50_ratio']:.2f}x | {c['top1']['diff_pts']:+.2f}{se} | "
+                         f"{c['top1']['verdict']} |")
+    return lines + [""]
 
 
 def main() -> None:
