@@ -18,7 +18,7 @@ each fine-tuned the same epochs with the same seeds (equal budgets), top-1 on th
 the seed changes weights, not shapes) in one interleaved run.
 
     python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--threads 1]
-        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 1]
+        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--untimed]
 """
 
 from __future__ import annotations
@@ -126,14 +126,16 @@ def objectives(args) -> dict:
             analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=(0.25, 0.5, 0.75),
                                                                     eval_samples=args.eval_samples, plots=False),
                         force=True)
-        table_path = CELLS / f"{base.stem}-latency.json"
-        table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
-                            force=True).meta
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0,
                       final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
         configs = {"params": dict(target_params=setup["target_params"], plan=prune.Plan.SENSITIVITY)}
-        first = _pruned(base, name, "params", seeds[0],
-                        prune.PruneOptions(**common, **configs["params"], seed=seeds[0]))
+        first, *_ = [_pruned(base, name, "params", s, prune.PruneOptions(**common, **configs["params"], seed=s))
+                     for s in seeds]
+        if args.untimed:
+            continue
+        table_path = CELLS / f"{base.stem}-latency.json"
+        table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
+                            force=True).meta
         goal_ms = table["base_ms"] * _measured_ratio(base, first.path, args.runs, target)  # the table's scale
         configs |= {"latency-matched": dict(target_latency=round(goal_ms, 4), latency_table=table_path),
                     "latency-faster": dict(target_latency=round(FASTER * goal_ms, 4), latency_table=table_path)}
@@ -186,8 +188,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default=",".join(SETUPS), help="objectives: which trained models")
     ap.add_argument("--seeds", default="0,1,2", help="objectives: fine-tune seeds")
-    ap.add_argument("--epochs", type=float, default=1.0, help="objectives: final fine-tune epochs of every model")
+    ap.add_argument("--epochs", type=float, default=0.5, help="objectives: final fine-tune epochs of every model")
     ap.add_argument("--eval-samples", type=int, default=1000, help="objectives: validation images of the analysis")
+    ap.add_argument("--untimed", action="store_true",
+                    help="objectives: only train, analyse and prune the parameter objective's models (nothing is "
+                         "timed: for a busy machine; a later run finds them cached)")
     args = ap.parse_args()
     import torch
 
@@ -207,6 +212,8 @@ def main() -> None:
                    "what": "latency, not accuracy: random weights, synthetic data", "rows": rows}
     if args.part in ("objectives", "all"):
         measured = objectives(args)
+        if args.untimed:
+            return
         result["objectives"] = {
             "what": "the latency objective against the parameter objective at equal budgets: same analysis, "
                     "one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
