@@ -2,7 +2,8 @@
 
 This measures structure, not accuracy: random weights, `synthetic:` data and small inputs (64 px;
 inception_v3 96, MaxViT 224, the size its attention windows need). Each model, in its own process
-with a time limit:
+with a time limit (`--jobs` at a time; models over 400M parameters alone, after the rest: two of
+them at once outgrow 24 GiB):
 
 1. analyze at one ratio (0.5) on 32 validation images, fully-connected layers included (a vision
    transformer's prunable channels are its MLPs');
@@ -37,6 +38,7 @@ from toolchain import data
 
 SIZE, SIZES = 64, {"inception_v3": 96, "maxvit_t": 224, "vit_h_14": 56}  # ViT-H/14: a multiple of its patch
 TARGET = 0.5
+ALONE_PARAMS = 400_000_000  # models this large run alone, after the rest (memory, not time)
 CELLS = data.CACHE_DIR / "zoo-breadth"
 
 
@@ -158,7 +160,8 @@ def main() -> None:
                 lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
                 row = json.loads(lines[-1]) if lines else {
                     "model": name, "status": "skipped", "traceback": True,
-                    "reason": f"crashed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}"}
+                    "reason": f"crashed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}"
+                    if done.returncode != -9 else "killed by the system (signal 9: out of memory)"}
             except subprocess.TimeoutExpired:
                 row = {"model": name, "status": "skipped", "reason": f"over the {args.timeout} s limit per model"}
             row["measured"] = time.strftime("%Y-%m-%dT%H:%M")
@@ -187,8 +190,11 @@ def main() -> None:
 
     from concurrent.futures import ThreadPoolExecutor
 
+    big = [n for n in names if _size(n) > ALONE_PARAMS]
     with ThreadPoolExecutor(args.jobs) as pool:  # each model is its own process: threads only wait
-        list(pool.map(measure, names))
+        list(pool.map(measure, [n for n in names if n not in big]))
+    for name in big:  # one at a time: two of them at once outgrow 24 GiB (ViT-H/14 was killed beside RegNetY-128GF)
+        measure(name)
 
 
 if __name__ == "__main__":
