@@ -100,3 +100,45 @@ def test_a_target_rounds_pruned_channels_to_its_multiple(trained_lenet, analysis
     layers = json.loads((tmp_path / "p.pt.json").read_text())["report"]["layers"]
     cut = {n: v["after"] for n, v in layers.items() if v["after"] < v["before"]}
     assert cut and all(c % 4 == 0 for c in cut.values()), cut  # rpi4: channel_multiple = 4
+
+
+def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trained_lenet, analysis, tmp_path,
+                                                                             monkeypatch):
+    """A measured table (one `compress profile` wrote) is additive and over-promises on deep plans:
+    the plan is timed against the unpruned model and re-planned with the goal rescaled by the miss."""
+    from toolchain import bench
+
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
+                                 "measured_on": "this host"}
+    (tmp_path / "lat.json").write_text(json.dumps(table))
+    measured = iter([8.5, 7.4])  # the first plan measures 1 ms slower than its 7.5 ms goal, the second meets it
+    timed = []
+
+    def fake_interleaved(files, **kw):
+        timed.append((files, kw))
+        return {"models": [{"p50_ms": 10.0}, {"p50_ms": next(measured)}]}
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+    rounds = art.meta["report"]["latency_rounds"]
+    assert [r["measured_ms"] for r in rounds] == [8.5, 7.4] and len(timed) == 2
+    assert rounds[1]["goal_ms"] == pytest.approx(7.5 * 7.5 / 8.5, abs=1e-3)
+    assert rounds[1]["predicted_ms"] < rounds[0]["predicted_ms"] and rounds[1].get("chosen")
+    assert all(kw["runs"] == 5 and kw["host"] is None for _, kw in timed)  # the table's own settings
+    keep = {n: v["after"] for n, v in art.meta["report"]["layers"].items() if n in saves}
+    assert profile.predicted_ms(table, keep) == pytest.approx(rounds[1]["predicted_ms"], abs=1e-3)
+
+
+def test_a_real_table_plans_on_measurements(trained_lenet, analysis, tmp_path):
+    lat = profile.run(str(trained_lenet), tmp_path / "lat.json",
+                      profile.ProfileOptions(widths=(0.5,), runs=20, warmup=2, include_linear=True)).meta
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=lat["base_ms"] * 1.5,
+        order=prune.Order.ONESHOT, include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+    rounds = art.meta["report"]["latency_rounds"]  # met without a cut: timed once, and a higher goal changes nothing
+    assert len(rounds) == 1 and rounds[0]["chosen"] and rounds[0]["measured_ms"] > 0
+    assert rounds[0]["predicted_ms"] == pytest.approx(lat["base_ms"])
