@@ -211,6 +211,9 @@ def main() -> None:
         result |= {"part": "per-layer precision (part 1 of issue 17)", "threads": args.threads,
                    "what": "latency, not accuracy: random weights, synthetic data", "rows": rows}
     if args.part in ("objectives", "all"):
+        import os
+
+        torch.set_num_threads(os.cpu_count() or 1)  # fine-tuning; the timing keeps --threads (the target's)
         measured = objectives(args)
         if args.untimed:
             return

@@ -142,3 +142,12 @@ def test_a_real_table_plans_on_measurements(trained_lenet, analysis, tmp_path):
     rounds = art.meta["report"]["latency_rounds"]  # met without a cut: timed once, and a higher goal changes nothing
     assert len(rounds) == 1 and rounds[0]["chosen"] and rounds[0]["measured_ms"] > 0
     assert rounds[0]["predicted_ms"] == pytest.approx(lat["base_ms"])
+
+
+def test_the_next_latency_goal_follows_the_secant_of_the_measured_rounds():
+    one = [{"goal_ms": 3.38, "measured_ms": 4.38}]
+    assert prune._next_goal(one, 3.38) == pytest.approx(3.38 * 3.38 / 4.38)
+    two = one + [{"goal_ms": 2.61, "measured_ms": 3.88}]  # measured falls 0.65 ms per ms of goal
+    assert prune._next_goal(two, 3.38) == pytest.approx(2.61 + (3.38 - 3.88) * (2.61 - 3.38) / (3.88 - 4.38))
+    flat = one + [{"goal_ms": 2.61, "measured_ms": 4.40}]  # noise: no upward slope, scale instead
+    assert prune._next_goal(flat, 3.38) == pytest.approx(2.61 * 3.38 / 4.40)

@@ -509,6 +509,18 @@ LATENCY_ROUNDS = 4  # measured re-plans of the latency objective, at most
 LATENCY_TOLERANCE = 0.03  # a measured plan within 3% over its goal is taken
 
 
+def _next_goal(rounds: list[dict], target_ms: float) -> float:
+    """The goal to plan at next: the secant through the last two (goal, measured) rounds, where it
+    slopes upward; after one round, the goal scaled by the miss. (Measured time falls slower than
+    the table's prediction: scaling alone took four rounds to come within 4% on VGG16.)"""
+    g1, m1 = rounds[-1]["goal_ms"], rounds[-1]["measured_ms"]
+    if len(rounds) > 1:
+        g0, m0 = rounds[-2]["goal_ms"], rounds[-2]["measured_ms"]
+        if g1 != g0 and (m1 - m0) / (g1 - g0) > 0:
+            return max(1e-6, g1 + (target_ms - m1) * (g1 - g0) / (m1 - m0))
+    return g1 * target_ms / m1
+
+
 def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> tuple[dict, list]:
     """The latency plan, measured and re-planned until it meets `target_ms` on the table's target.
 
@@ -542,7 +554,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             plans.append(plan)
             if abs(measured / target_ms - 1) <= LATENCY_TOLERANCE:
                 break
-            goal *= target_ms / measured  # aim lower when it measured slow, higher when fast
+            goal = _next_goal(rounds, target_ms)
             try:
                 plan = latency_plan(s, analysis, table, goal)
             except CompressError:  # the table has nothing left to cut: the measured plans stand
