@@ -249,10 +249,11 @@ def breadth_section(r: dict) -> list[str]:
              f"({r['input']['default']} px; {', '.join(f'{k} {v}' for k, v in r['input'].items() if k != 'default')}). "
              f"p50: onnxruntime, 1 thread, fp32 unpruned vs pruned all-int8, interleaved; {r.get('jobs', 1)} "
              f"model(s) at a time, so under load (the pair of a row shares it). Host: {_host(r)}. "
-             + (f"Time: {r['model_seconds'] / 3600:.1f} h summed over the models run, about "
-                f"{r['model_seconds'] / 3600 / max(1, r.get('jobs', 1)):.1f} h of wall time with {r.get('jobs', 1)} "
-                f"at a time (goal: all 80 in 3 h on 2 cores); rows were measured across sessions (`measured`)."
-                if r.get("model_seconds") else ""), "",
+             + (f"Time: {r['model_seconds'] / 3600:.1f} h summed over the models run; one run of all of them "
+                f"takes about {r['estimated_wall_s'] / 3600:.1f} h of wall time ({r.get('jobs', 1)} at a time, "
+                f"{', '.join(r.get('alone') or []) or 'none'} alone; goal: all 80 in 3 h on 2 cores). Rows were "
+                f"measured from {min(m['measured'] for m in rows)} to {max(m['measured'] for m in rows)} "
+                f"(`measured`)." if r.get("estimated_wall_s") else ""), "",
              "| model | params before | after | MACs kept | parity max abs | p50 before ms | p50 after ms | status |",
              "|---|---|---|---|---|---|---|---|"]
     for m in rows:

@@ -144,6 +144,7 @@ def main() -> None:
             if not (CELLS / f"{row['model']}.json").exists():
                 (CELLS / f"{row['model']}.json").write_text(json.dumps(row))
     start, not_run, done_count, finished, lock = time.perf_counter(), [], [0], {}, threading.Lock()
+    big = [n for n in names if _size(n) > ALONE_PARAMS]
 
     def measure(name: str) -> dict | None:
         cell = CELLS / f"{name}.json"
@@ -177,20 +178,22 @@ def main() -> None:
     def save(rows: list[dict], not_run: list[str]) -> None:
         ok = [r for r in rows if r["status"] == "ok"]  # the fraction is of the models run; not_run lists the rest
         cpu_s = sum(r.get("seconds", args.timeout) for r in rows)
+        alone_s = sum(r.get("seconds", args.timeout) for r in rows if r["model"] in big)
         write("zoo_breadth", {
             "what": "structure, not accuracy: random weights, synthetic data, small inputs",
             "input": {"default": SIZE, **SIZES}, "target_params": TARGET,
             "models": len(rows), "ok": len(ok), "ok_fraction": round(len(ok) / max(1, len(rows)), 3),
             "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
             "rows": rows, "not_run": not_run, "jobs": args.jobs, "threads": args.threads,
-            "model_seconds": round(cpu_s, 1),
-            "note": "model_seconds sums each model's own wall time (all stages); with --jobs 2 on 2 cores the "
-                    "whole run takes about half that, rows measured in earlier sessions included",
+            "model_seconds": round(cpu_s, 1), "alone": big,
+            "estimated_wall_s": round((cpu_s - alone_s) / args.jobs + alone_s, 1),
+            "note": "model_seconds sums each model's own wall time (all stages; a model over the time limit counts "
+                    "the limit); estimated_wall_s is what one run of every row takes: the rest --jobs at a time, "
+                    "the models in `alone` one by one; wall_s is this invocation's (cached rows cost nothing)",
             "wall_s": round(time.perf_counter() - start, 1)})
 
     from concurrent.futures import ThreadPoolExecutor
 
-    big = [n for n in names if _size(n) > ALONE_PARAMS]
     with ThreadPoolExecutor(args.jobs) as pool:  # each model is its own process: threads only wait
         list(pool.map(measure, [n for n in names if n not in big]))
     for name in big:  # one at a time: two of them at once outgrow 24 GiB (ViT-H/14 was killed beside RegNetY-128GF)
