@@ -238,8 +238,10 @@ def bench_section(r: dict) -> list[str]:
 def breadth_section(r: dict) -> list[str]:
     rows = r["rows"]
     lines = ["## Every torchvision classifier through every stage (issue 14)", "",
-             f"`python benchmarks/zoo_breadth.py`: {len(r.get('not_run') or [])} of "
-             f"{r['models'] + len(r.get('not_run') or [])} models were not run yet (the largest; listed below). "
+             "`python benchmarks/zoo_breadth.py`: "
+             + (f"{len(r['not_run'])} of {r['models'] + len(r['not_run'])} models were not run yet (the largest; "
+                f"listed below). " if r.get("not_run") else "")
+             +
              f"Of the {r['models']} run, {r['ok']} ({100 * r['ok_fraction']:.1f}%; goal "
              f"{100 * r['goal_ok_fraction']:.0f}% of all) went through analyze (one ratio, 32 validation images), "
              f"prune to {r['target_params']:.0%} of the parameters (sensitivity plan, one shot), all-int8 "
