@@ -11,11 +11,12 @@ MobileNetV2 (64 px) trained on Fashion-MNIST (20,000 training images; cached out
 Each model is analysed (3 ratios, validation images only) and profiled (`compress profile`, the
 x86-cpu target at one thread). Then, from the same analysis, one-shot cuts:
 - `params`: the sensitivity plan at the parameter goal (VGG16 25%, MobileNetV2 50%);
-- `latency-matched`: the latency plan at the latency the table predicts for `params`' plan;
+- `latency-matched`: the latency objective at `params`' measured latency (its p50 over the
+  unpruned model's, timed interleaved, in the table's scale; measured once and cached);
 - `latency-faster`: the latency plan at 0.8x that;
 each fine-tuned the same epochs with the same seeds (equal budgets), top-1 on the test split
-(mean, std, and paired by seed against `params`), p50 of the base and the three plans (seed 0;
-the seed changes weights, not shapes) in one interleaved run.
+(mean, std, and paired by seed against `params`), p50 of the base and of every seed's model (a
+measured latency plan can differ from seed to seed) in one interleaved run.
 
     python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--threads 1]
         [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--untimed]
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -111,8 +113,19 @@ def _measured_ratio(base: Path, pruned: Path, runs: int, target: Path) -> float:
     return after / before
 
 
+def _goal(base: Path, first: Path, table: dict, runs: int, target: Path) -> float:
+    """The matched latency goal in the table's scale, measured once and cached (the latency plans'
+    cells are keyed by it)."""
+    cell = CELLS / f"{first.stem}-goal.json"
+    if not cell.exists():
+        ratio = _measured_ratio(base, first, runs, target)
+        cell.write_text(json.dumps({"goal_ms": round(table["base_ms"] * ratio, 4), "ratio": ratio,
+                                    "table_base_ms": table["base_ms"]}))
+    return json.loads(cell.read_text())["goal_ms"]
+
+
 def objectives(args) -> dict:
-    """Per model: the parameter objective at its goal, the latency objective at the same predicted
+    """Per model: the parameter objective at its goal, the latency objective at the same measured
     latency (matched) and at FASTER of it; every model the same one-shot cut and the same final
     fine-tune, per seed; top-1 on the test split, p50 of all of them in one interleaved run."""
     target = _target(args.threads)
@@ -136,34 +149,41 @@ def objectives(args) -> dict:
         table_path = CELLS / f"{base.stem}-latency.json"
         table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
                             force=True).meta
-        goal_ms = table["base_ms"] * _measured_ratio(base, first.path, args.runs, target)  # the table's scale
+        goal_ms = _goal(base, first.path, table, args.runs, target)
         configs |= {"latency-matched": dict(target_latency=round(goal_ms, 4), latency_table=table_path),
                     "latency-faster": dict(target_latency=round(FASTER * goal_ms, 4), latency_table=table_path)}
         rows = {}
         for label, cfg in configs.items():
             arts = [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
-            m = arts[0].metrics
+            kept = [a.meta["report"] for a in arts]  # a measured latency plan can differ from seed to seed
             rows[label] = {"objective": "latency" if label.startswith("latency") else "params", "config": label,
                            "model": name, "goal": cfg.get("target_latency", cfg.get("target_params")),
-                           "goal_unit": "ms (predicted by the table)" if "target_latency" in cfg else
-                           "fraction of parameters", "predicted_ms": round(profile.predicted_ms(
-                               table, arts[0].meta["report"]["plan"]), 4),
+                           "goal_unit": "ms (in the table's scale)" if "target_latency" in cfg else
+                           "fraction of parameters",
+                           "predicted_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],
+                           "latency_rounds": [r.get("latency_rounds") for r in kept],
                            "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
                            "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),
-                           "params": m["params"], "macs": m["macs"],
-                           "params_kept": arts[0].meta["report"]["params_kept"],
-                           "macs_kept": arts[0].meta["report"]["macs_kept"], "files": [str(a.path) for a in arts]}
+                           "params": [a.metrics["params"] for a in arts], "macs": [a.metrics["macs"] for a in arts],
+                           "params_kept": statistics.fmean(r["params_kept"] for r in kept),
+                           "macs_kept": statistics.fmean(r["macs_kept"] for r in kept),
+                           "files": [str(a.path) for a in arts]}
             rows[label]["top1_summary"] = summary(rows[label]["top1"])
-        files = [CELLS / f"{base.stem}-base.onnx"] + [CELLS / f"{base.stem}-{c}.onnx" for c in configs]
+        files = [CELLS / f"{base.stem}-base.onnx"]
         export.run(str(base), files[0], export.ExportOptions(), force=True)
-        for label, f in zip(configs, files[1:], strict=True):
-            export.run(rows[label]["files"][0], f, export.ExportOptions(), force=True)
+        for row in rows.values():  # every seed's model: their shapes can differ
+            for f in row["files"]:
+                files.append(CELLS / f"{Path(f).stem}.onnx")
+                export.run(f, files[-1], export.ExportOptions(), force=True)
         rep = bench.run(files, None, bench.BenchOptions(runs=args.runs, warmup=50, target=str(target),
                                                         runtime=bench.Runtime(memory=False))).meta
         p50 = [m["p50_ms"] for m in rep["models"]]
-        for label, ms in zip(configs, p50[1:], strict=True):
-            rows[label]["p50_ms"] = ms
-            rows[label]["speedup_vs_unpruned"] = round(p50[0] / ms, 3)
+        at = 1
+        for row in rows.values():
+            row["p50_ms_per_seed"] = p50[at:at + len(seeds)]
+            row["p50_ms"] = round(statistics.fmean(row["p50_ms_per_seed"]), 4)
+            row["speedup_vs_unpruned"] = round(p50[0] / row["p50_ms"], 3)
+            at += len(seeds)
         par, matched, faster = rows["params"], rows["latency-matched"], rows["latency-faster"]
         out[name] = {
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
