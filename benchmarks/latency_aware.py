@@ -102,24 +102,23 @@ def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptio
     return artifact.Artifact.open(dst)
 
 
-def _measured_ratio(base: Path, pruned: Path, runs: int, target: Path) -> float:
-    """p50 of `pruned` over the base's, timed interleaved: the latency goal the matched plan aims at
-    (the table's additive prediction of a whole plan is a model; this is a measurement)."""
-    files = [CELLS / f"{base.stem}-ratio-base.onnx", CELLS / f"{pruned.stem}-ratio.onnx"]
-    export.run(str(base), files[0], export.ExportOptions(), force=True)
-    export.run(str(pruned), files[1], export.ExportOptions(), force=True)
-    before, after = (m["p50_ms"] for m in bench.interleaved(files, runs=runs, warmup=50, target=str(target))
-                     ["models"])
-    return after / before
+def _onnx(model: Path) -> Path:
+    """`model` exported beside it in the cells (once: the base and the parameter model serve both
+    the goal's measurement and the final bench)."""
+    out = CELLS / f"{model.stem}.onnx"
+    if not out.exists():
+        export.run(str(model), out, export.ExportOptions())
+    return out
 
 
-def _goal(base: Path, first: Path, table: dict, runs: int, target: Path) -> float:
-    """The matched latency goal in the table's scale, measured once and cached (the latency plans'
-    cells are keyed by it)."""
+def _goal(base: Path, first: Path, table: dict, runs: int) -> float:
+    """The matched latency goal: `first`'s p50 over the unpruned model's, timed interleaved, in the
+    table's scale (the table's additive prediction of a whole plan is a model; this is a
+    measurement). Measured once and cached: the latency plans' cells are keyed by it."""
     cell = CELLS / f"{first.stem}-goal.json"
     if not cell.exists():
-        ratio = _measured_ratio(base, first, runs, target)
-        cell.write_text(json.dumps({"goal_ms": round(table["base_ms"] * ratio, 4), "ratio": ratio,
+        goal = profile.timed_ms(table, _onnx(base), _onnx(first), runs=runs, warmup=50)
+        cell.write_text(json.dumps({"goal_ms": round(goal, 4), "ratio": goal / table["base_ms"],
                                     "table_base_ms": table["base_ms"]}))
     return json.loads(cell.read_text())["goal_ms"]
 
@@ -149,7 +148,7 @@ def objectives(args) -> dict:
         table_path = CELLS / f"{base.stem}-latency.json"
         table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
                             force=True).meta
-        goal_ms = _goal(base, first.path, table, args.runs, target)
+        goal_ms = _goal(base, first.path, table, args.runs)
         configs |= {"latency-matched": dict(target_latency=round(goal_ms, 4), latency_table=table_path),
                     "latency-faster": dict(target_latency=round(FASTER * goal_ms, 4), latency_table=table_path)}
         rows = {}
@@ -169,12 +168,7 @@ def objectives(args) -> dict:
                            "macs_kept": statistics.fmean(r["macs_kept"] for r in kept),
                            "files": [str(a.path) for a in arts]}
             rows[label]["top1_summary"] = summary(rows[label]["top1"])
-        files = [CELLS / f"{base.stem}-base.onnx"]
-        export.run(str(base), files[0], export.ExportOptions(), force=True)
-        for row in rows.values():  # every seed's model: their shapes can differ
-            for f in row["files"]:
-                files.append(CELLS / f"{Path(f).stem}.onnx")
-                export.run(f, files[-1], export.ExportOptions(), force=True)
+        files = [_onnx(base)] + [_onnx(Path(f)) for row in rows.values() for f in row["files"]]  # every seed's
         rep = bench.run(files, None, bench.BenchOptions(runs=args.runs, warmup=50, target=str(target),
                                                         runtime=bench.Runtime(memory=False))).meta
         p50 = [m["p50_ms"] for m in rep["models"]]
@@ -185,11 +179,11 @@ def objectives(args) -> dict:
             row["speedup_vs_unpruned"] = round(p50[0] / row["p50_ms"], 3)
             at += len(seeds)
         par, matched, faster = rows["params"], rows["latency-matched"], rows["latency-faster"]
+        trained_metrics = artifact.Artifact.open(base).metrics
         out[name] = {
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
-                     "top1": artifact.Artifact.open(base).metrics["accuracy"], "p50_ms": p50[0],
-                     "params": artifact.Artifact.open(base).metrics["params"],
-                     "macs": artifact.Artifact.open(base).metrics["macs"], "table_base_ms": table["base_ms"]},
+                     "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
+                     "macs": trained_metrics["macs"], "table_base_ms": table["base_ms"]},
             "rows": list(rows.values()),
             "matched_latency": {"p50_ratio": round(matched["p50_ms"] / par["p50_ms"], 3),
                                 "top1": paired_verdict(matched, par)},

@@ -120,6 +120,19 @@ def predicted_ms(table: dict, channels: dict[str, int]) -> float:
     return total
 
 
+def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None) -> float:
+    """`candidate`'s p50 in the table's scale: timed interleaved against the unpruned model `base`
+    with the table's own settings (target, host; its runs and warmup unless given), as a ratio."""
+    from .bench import interleaved
+
+    settings = table["options"]
+    rep = interleaved([base, candidate], runs=runs or settings.get("runs", 100),
+                      warmup=settings.get("warmup", 10) if warmup is None else warmup,
+                      host=settings.get("host"), target=settings.get("target"))
+    before, after = (m["p50_ms"] for m in rep["models"])
+    return table["base_ms"] * after / before
+
+
 def layer_ms(table: dict, name: str, keep: int) -> float:
     """The whole model's p50 with only layer `name` at `keep` channels (interpolated)."""
     points = sorted((int(k), v) for k, v in table["layers"][name]["ms"].items())

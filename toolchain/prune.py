@@ -531,12 +531,10 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     unpruned model, interleaved, with the table's own settings (target, host, runs), and the goal
     is rescaled by what the plan missed. A hand-written table (no `options`) is taken as it is."""
     plan = latency_plan(s, analysis, table, target_ms)
-    settings = table.get("options")
-    if not settings or "measured_on" not in table:
+    if not table.get("options") or "measured_on" not in table:
         return plan, []
-    from .bench import interleaved
     from .export import ExportOptions, export_onnx
-    from .profile import predicted_ms
+    from .profile import predicted_ms, timed_ms
 
     goal, rounds, plans = target_ms, [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -545,10 +543,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
         for i in range(LATENCY_ROUNDS):
             candidate = Path(tmp) / f"plan{i}.onnx"
             export_onnx(_apply(s.net, plan, s.shape), s.shape, candidate, ExportOptions())
-            rep = interleaved([base, candidate], runs=settings.get("runs", 100), warmup=settings.get("warmup", 10),
-                              host=settings.get("host"), target=settings.get("target"))
-            before, after = (m["p50_ms"] for m in rep["models"])
-            measured = table["base_ms"] * after / before  # in the table's scale
+            measured = timed_ms(table, base, candidate)
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(table, plan), 4),
                            "measured_ms": round(measured, 4)})
             plans.append(plan)
