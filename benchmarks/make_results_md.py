@@ -314,9 +314,11 @@ def objectives_section(o: dict | None) -> list[str]:
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
               f"{o['data']} ({o['train_limit']:,} training images); every pruned model fine-tuned {o['epochs']} "
               f"epoch(s); p50 with the x86-cpu target at {o['threads']} thread, base and plans interleaved in one "
-              f"run. `latency-matched` aims at the latency the table predicts for the `params` plan, "
-              f"`latency-faster` at {o['faster_fraction']}x of it. Verdicts are paired by seed (ahead/behind "
-              f"only beyond twice the standard error).", "",
+              f"run. `latency-matched` aims at the `params` model's measured latency (seed 0's p50 over the "
+              f"unpruned model's, in the table's scale), `latency-faster` at {o['faster_fraction']}x of it; "
+              f"`prune --objective latency` times each plan and re-plans (at most 4 rounds), so a plan can "
+              f"differ by seed. Verdicts are paired by seed (ahead/behind only beyond twice the standard "
+              f"error).", "",
               "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
               "|---|---|---|---|---|---|---|---|"]
     for name, m in o["models"].items():
