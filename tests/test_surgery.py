@@ -218,3 +218,24 @@ def test_a_cut_whose_channels_something_unseen_mixes_is_left_to_a_copy():
         assert removed is None
     with surgery.MaskedCuts(model, shape).cut("conv2", 4, "l1") as removed:
         assert removed is not None  # its channels meet nothing but their reader
+
+
+def test_index_maps_are_rebuilt_only_after_a_cut_changes_a_width(monkeypatch):
+    """torch-pruning remaps every concatenation before each group lookup (quadratic in its inputs:
+    most of DenseNet-201's analysis); the maps follow from the layers' widths alone."""
+    from torch_pruning.dependency import index_mapping
+
+    net, shape = _randomize(Mixed()), (3, 32, 32)
+    layers = [l for l in surgery.prunable_layers(net, shape) if l.skip is None]  # installs the wrappers
+    remaps, concat = [], index_mapping.update_concat_index_mapping
+    monkeypatch.setattr(index_mapping, "update_concat_index_mapping", lambda g, n: (remaps.append(n), concat(g, n)))
+    dg = surgery.graph(net, shape)
+    assert len(remaps) == 1  # built: the one concatenation mapped
+    first, second = layers[0], layers[-1]
+    for layer in (first, second, first):
+        surgery._chosen_group(dg, net, layer.name, surgery.keep_count(layer.channels, 0.5, layer.multiple), "l1")
+    assert len(remaps) == 1  # lookups on unchanged widths keep the maps
+    surgery.prune_layer(net, first.name, surgery.keep_count(first.channels, 0.5, first.multiple), "l1", shape, dg=dg)
+    surgery._chosen_group(dg, net, second.name, surgery.keep_count(second.channels, 0.5, second.multiple), "l1")
+    assert len(remaps) == 2  # the cut changed widths: mapped again, once
+    assert net(torch.zeros(1, *shape)).shape == (1, 10)

@@ -136,10 +136,35 @@ def _tolerate_channel_shuffles() -> None:
 MAX_MAPPED = 1 << 18  # indices one flatten may map a cut to (VGG16 at 224 px: 512 x 7 x 7 = 25,088)
 
 
+def _map_once_per_shape() -> None:
+    """Let torch-pruning rebuild its index maps only when a cut has changed some layer's shape.
+
+    It rebuilds every concatenation's, split's and reshape's map before each group lookup, and a
+    concatenation's rebuild is quadratic in its inputs: on DenseNet-201 that was 300 s of the
+    490 s an analyze and prune took. The maps follow from the layers' widths alone, so a lookup on
+    a network whose parameter shapes are those of the last rebuild (an analysis's masked cuts,
+    `prunable_layers`) keeps them; a physical cut changes a shape and rebuilds them."""
+    from torch_pruning.dependency import index_mapping
+
+    rebuild = index_mapping.update_index_mapping
+    if getattr(rebuild, "compress_wrapped", False):
+        return
+
+    def update(graph):
+        shapes = tuple(tuple(p.shape) for p in graph.model.parameters())
+        if graph.__dict__.get("mapped_for") != shapes:
+            rebuild(graph)
+            graph.mapped_for = shapes
+
+    update.compress_wrapped = True
+    index_mapping.update_index_mapping = update
+
+
 def graph(model: nn.Module, input_shape: tuple[int, ...]):
     import torch_pruning as tp
 
     _tolerate_channel_shuffles()
+    _map_once_per_shape()
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, *input_shape),
                                                      verbose=False)
