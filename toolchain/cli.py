@@ -337,7 +337,8 @@ def profile(model, data_spec, widths, target, host, runs, include_linear, output
 @click.option("--samples", type=int, default=256, show_default=True, help="calibration samples drawn from --data")
 @click.option("--eval-samples", type=int, help="evaluate on a stratified test subset")
 @click.option("--allow-slower", is_flag=True,
-              help="keep int8 even when it runs slower than fp32 on this machine (e.g. tuned for another device)")
+              help="keep int8 even when it would run slower than fp32 on this machine (e.g. tuned for another "
+                   "device); the speed guard is then not timed (`compress bench` times it)")
 @click.option("--target", help="target profile (rpi4, x86-cpu, ... or a .toml): its [int8] table sets the int8 "
                                 "format, types, per-channel and op types (default: QDQ, int8 activations and weights)")
 @click.option("--host", help="time the int8-slower-than-fp32 guard on this device over SSH (user@host); without it "
