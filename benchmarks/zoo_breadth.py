@@ -2,13 +2,14 @@
 
 This measures structure, not accuracy: random weights, `synthetic:` data and small inputs (64 px;
 inception_v3 96, MaxViT 224, the size its attention windows need). Each model, in its own process
-with a time limit (`--jobs` at a time; models over 400M parameters alone, after the rest: two of
-them at once outgrow 24 GiB):
+with a time limit (`--jobs` at a time; models over 400M parameters alone, after the rest, with the
+threads of every job: two of them at once outgrow 24 GiB):
 
 1. analyze at one ratio (0.5) on 32 validation images, fully-connected layers included (a vision
    transformer's prunable channels are its MLPs');
 2. prune to half the parameters (the sensitivity plan, in one shot, no fine-tuning);
-3. quantize all-int8 (static QDQ, 16 calibration images), export with the fp32 ONNX checked against
+3. quantize all-int8 (static QDQ, 16 calibration images; `allow_slower`, so its speed guard is not
+   timed: step 4 times the result), export with the fp32 ONNX checked against
    PyTorch (`parity_max_abs`), and export the unpruned fp32 model as the reference;
 4. bench both, interleaved, one thread: p50 before and after.
 
@@ -115,7 +116,8 @@ def _size(name: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated model names (default: every classification model)")
+    ap.add_argument("--only", help="comma-separated model names to measure (default: every classification model); "
+                                   "the results keep every other model's last row")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
     ap.add_argument("--fresh", action="store_true", help="rerun models a previous run already measured")
     ap.add_argument("--since", help="rerun models last measured before this time (YYYY-MM-DD[THH:MM]), keep the rest")
@@ -133,11 +135,13 @@ def main() -> None:
         return
     import torchvision
 
-    names = args.only.split(",") if args.only else sorted(torchvision.models.list_models(module=torchvision.models),
-                                                          key=_size)  # smallest first: a cut-short run covers most
+    names = sorted(torchvision.models.list_models(module=torchvision.models), key=_size)  # smallest first:
+    wanted = set(args.only.split(",") if args.only else names)  # a cut-short run covers most
+    if wanted - set(names):
+        ap.error(f"not torchvision classification models: {', '.join(sorted(wanted - set(names)))}")
     CELLS.mkdir(parents=True, exist_ok=True)
     committed = RESULTS / "zoo_breadth.json"
-    if committed.exists() and not args.fresh:  # rows measured in an earlier session, on a fresh machine
+    if committed.exists():  # rows measured in an earlier session, on a fresh machine
         earlier = json.loads(committed.read_text())
         for row in earlier.get("rows", []):
             row.setdefault("measured", earlier["created"][:10])
@@ -146,17 +150,14 @@ def main() -> None:
     start, not_run, done_count, finished, lock = time.perf_counter(), [], [0], {}, threading.Lock()
     big = [n for n in names if _size(n) > ALONE_PARAMS]
 
-    def measure(name: str) -> dict | None:
+    def measure(name: str, threads: int = args.threads) -> dict | None:
         cell = CELLS / f"{name}.json"
         late = args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes
-        if late and not cell.exists():
-            not_run.append(name)
-            return None
         row = json.loads(cell.read_text()) if cell.exists() else None
-        stale = row is not None and args.since is not None and row.get("measured", "") < args.since
-        if row is None or (args.fresh or stale) and not late:
+        stale = row is None or args.fresh or args.since is not None and row.get("measured", "") < args.since
+        if name in wanted and stale and not late:
             try:
-                child = [sys.executable, __file__, "--one", name, "--threads", str(args.threads)]
+                child = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
                 done = subprocess.run(child, capture_output=True, text=True, timeout=args.timeout)
                 lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
                 row = json.loads(lines[-1]) if lines else {
@@ -165,8 +166,11 @@ def main() -> None:
                     if done.returncode != -9 else "killed by the system (signal 9: out of memory)"}
             except subprocess.TimeoutExpired:
                 row = {"model": name, "status": "skipped", "reason": f"over the {args.timeout} s limit per model"}
-            row["measured"] = time.strftime("%Y-%m-%dT%H:%M")
+            row["measured"], row["threads"] = time.strftime("%Y-%m-%dT%H:%M"), threads
             cell.write_text(json.dumps(row))
+        if row is None:  # not measured here (late, or not among --only) and never before
+            not_run.append(name)
+            return None
         with lock:
             finished[name] = row
             save([finished[n] for n in names if n in finished], [n for n in names if n not in finished])
@@ -186,6 +190,7 @@ def main() -> None:
             "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
             "rows": rows, "not_run": not_run, "jobs": args.jobs, "threads": args.threads,
             "model_seconds": round(cpu_s, 1), "alone": big,
+            "measured_between": [min(r["measured"] for r in rows), max(r["measured"] for r in rows)] if rows else None,
             "estimated_wall_s": round((cpu_s - alone_s) / args.jobs + alone_s, 1),
             "note": "model_seconds sums each model's own wall time (all stages; a model over the time limit counts "
                     "the limit); estimated_wall_s is what one run of every row takes: the rest --jobs at a time, "
@@ -197,7 +202,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:  # each model is its own process: threads only wait
         list(pool.map(measure, [n for n in names if n not in big]))
     for name in big:  # one at a time: two of them at once outgrow 24 GiB (ViT-H/14 was killed beside RegNetY-128GF)
-        measure(name)
+        measure(name, args.threads * args.jobs)  # alone, a model has the cores the jobs had
 
 
 if __name__ == "__main__":
