@@ -255,7 +255,9 @@ def breadth_section(r: dict) -> list[str]:
                 f"takes about {r['estimated_wall_s'] / 3600:.1f} h of wall time ({r.get('jobs', 1)} at a time, "
                 f"{', '.join(r.get('alone') or []) or 'none'} alone; goal: all 80 in 3 h on 2 cores). Rows were "
                 f"measured from {min(m['measured'] for m in rows)} to {max(m['measured'] for m in rows)} "
-                f"(`measured`)." if r.get("estimated_wall_s") else ""), "",
+                f"(`measured`): an older row was measured with the toolchain of its day, so where a later change "
+                f"sped a stage up (`git log benchmarks/results/zoo_breadth.json`) it overstates that model's time."
+                if r.get("estimated_wall_s") else ""), "",
              "| model | params before | after | MACs kept | parity max abs | p50 before ms | p50 after ms | status |",
              "|---|---|---|---|---|---|---|---|"]
     for m in rows:
