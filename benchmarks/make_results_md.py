@@ -254,7 +254,7 @@ def breadth_section(r: dict) -> list[str]:
              + (f"Time: {r['model_seconds'] / 3600:.1f} h summed over the models run; one run of all of them "
                 f"takes about {r['estimated_wall_s'] / 3600:.1f} h of wall time ({r.get('jobs', 1)} at a time, "
                 f"{', '.join(r.get('alone') or []) or 'none'} alone; goal: all 80 in 3 h on 2 cores). Rows were "
-                f"measured from {min(m['measured'] for m in rows)} to {max(m['measured'] for m in rows)} "
+                f"measured from {r['measured_between'][0]} to {r['measured_between'][1]} "
                 f"(`measured`): an older row was measured with the toolchain of its day, so where a later change "
                 f"sped a stage up (`git log benchmarks/results/zoo_breadth.json`) it overstates that model's time."
                 if r.get("estimated_wall_s") else ""), "",

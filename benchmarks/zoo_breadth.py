@@ -135,8 +135,9 @@ def main() -> None:
         return
     import torchvision
 
-    names = sorted(torchvision.models.list_models(module=torchvision.models), key=_size)  # smallest first:
-    wanted = set(args.only.split(",") if args.only else names)  # a cut-short run covers most
+    # smallest first: a cut-short run covers most
+    names = sorted(torchvision.models.list_models(module=torchvision.models), key=_size)
+    wanted = set(args.only.split(",") if args.only else names)
     if wanted - set(names):
         ap.error(f"not torchvision classification models: {', '.join(sorted(wanted - set(names)))}")
     CELLS.mkdir(parents=True, exist_ok=True)
@@ -154,8 +155,8 @@ def main() -> None:
         cell = CELLS / f"{name}.json"
         late = args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes
         row = json.loads(cell.read_text()) if cell.exists() else None
-        stale = row is None or args.fresh or args.since is not None and row.get("measured", "") < args.since
-        if name in wanted and stale and not late:
+        due = row is None or args.fresh or args.since is not None and row.get("measured", "") < args.since
+        if name in wanted and due and not late:
             try:
                 child = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
                 done = subprocess.run(child, capture_output=True, text=True, timeout=args.timeout)
