@@ -314,12 +314,14 @@ def run(src: list[Path], dst: Path | None, opts: BenchOptions, *, force: bool = 
 
 
 def interleaved(files: list[Path], *, runs: int = 300, warmup: int = 30, host: str | None = None,
-                target: str | None = None) -> dict:
+                target: str | None = None, seconds: float | None = None) -> dict:
     """The report of one interleaved latency run, no memory figures, here or on `host` over SSH:
-    what quantize's speed guard and profile's latency table are timed with."""
+    what quantize's speed guard and profile's latency table are timed with. `seconds` times for that
+    long instead of `runs` (a sub-millisecond model needs thousands of runs to steady its median)."""
     from .remote import Remote
 
-    opts = BenchOptions(runs=runs, warmup=warmup, target=target, runtime=Runtime(memory=False),
+    opts = BenchOptions(runs=None if seconds else runs, seconds=seconds, warmup=warmup, target=target,
+                        runtime=Runtime(memory=False),
                         remote=Remote(host=host) if host else None)
     return run(files, None, opts).meta
 

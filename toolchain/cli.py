@@ -227,7 +227,7 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
                    "and --target-latency; the latency table from --latency-table, or profiled now with --target)")
 @click.option("--target-latency", type=float,
               help="with --objective latency: the p50 to reach, in ms; each plan is timed against the unpruned "
-                   "model (the table's settings) and re-planned until it measures within 3%")
+                   "model (the table's target and host, 4 s a round) and re-planned until it measures within 3%")
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
 @click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
                                 "and with --objective latency and no table, the model profiled with its settings")

@@ -120,13 +120,15 @@ def predicted_ms(table: dict, channels: dict[str, int]) -> float:
     return total
 
 
-def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None) -> float:
+def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None,
+             seconds: float | None = None) -> float:
     """`candidate`'s p50 in the table's scale: timed interleaved against the unpruned model `base`
-    with the table's own settings (target, host; its runs and warmup unless given), as a ratio."""
+    with the table's own settings (target, host; its runs and warmup unless given; for `seconds`
+    instead of runs where given), as a ratio."""
     from .bench import interleaved
 
     settings = table["options"]
-    rep = interleaved([base, candidate], runs=runs or settings.get("runs", 100),
+    rep = interleaved([base, candidate], runs=runs or settings.get("runs", 100), seconds=seconds,
                       warmup=settings.get("warmup", 10) if warmup is None else warmup,
                       host=settings.get("host"), target=settings.get("target"))
     before, after = (m["p50_ms"] for m in rep["models"])

@@ -507,17 +507,22 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
 
 LATENCY_ROUNDS = 4  # measured re-plans of the latency objective, at most
 LATENCY_TOLERANCE = 0.03  # a measured plan within 3% over its goal is taken
+LATENCY_ROUND_SECONDS = 4.0  # each round's interleaved timing: ~2,500 runs a model at 0.8 ms, ~250 at 8 ms
+LATENCY_MIN_SLOPE = 0.5  # measured ms per planned ms, at least, when the next goal is extrapolated
 
 
 def _next_goal(rounds: list[dict], target_ms: float) -> float:
     """The goal to plan at next: the secant through the last two (goal, measured) rounds, where it
     slopes upward; after one round, the goal scaled by the miss. (Measured time falls slower than
-    the table's prediction: scaling alone took four rounds to come within 4% on VGG16.)"""
+    the table's prediction: scaling alone took four rounds to come within 4% on VGG16.) The slope is
+    taken as at least LATENCY_MIN_SLOPE: two nearby rounds differ by little more than their timing
+    noise, and a flat secant through noise leaps (MobileNetV2: slope 0.14, a goal of 0.31 ms where
+    0.45 would do; VGG16's measured slopes were 0.42-2.0)."""
     g1, m1 = rounds[-1]["goal_ms"], rounds[-1]["measured_ms"]
     if len(rounds) > 1:
         g0, m0 = rounds[-2]["goal_ms"], rounds[-2]["measured_ms"]
         if g1 != g0 and (m1 - m0) / (g1 - g0) > 0:
-            return max(1e-6, g1 + (target_ms - m1) * (g1 - g0) / (m1 - m0))
+            return max(1e-6, g1 + (target_ms - m1) / max(LATENCY_MIN_SLOPE, (m1 - m0) / (g1 - g0)))
     return g1 * target_ms / m1
 
 
@@ -528,8 +533,9 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     layer and the one that reads it counts their shared convolution's saving twice, and a deep plan
     measures slower than the table predicts (on VGG16 at 32 px: predicted 3.20 ms, measured 4.38).
     NetAdapt measures its proposals instead; here each plan is exported and timed against the
-    unpruned model, interleaved, with the table's own settings (target, host, runs), and the goal
-    is rescaled by what the plan missed. A hand-written table (no `options`) is taken as it is."""
+    unpruned model, interleaved, with the table's own settings (target, host, warmup) for
+    LATENCY_ROUND_SECONDS (runs would be too few on a fast model), and the goal is rescaled by what
+    the plan missed. A hand-written table (no `options`) is taken as it is."""
     plan = latency_plan(s, analysis, table, target_ms)
     if not table.get("options") or "measured_on" not in table:
         return plan, []
@@ -543,7 +549,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
         for i in range(LATENCY_ROUNDS):
             candidate = Path(tmp) / f"plan{i}.onnx"
             export_onnx(_apply(s.net, plan, s.shape), s.shape, candidate, ExportOptions())
-            measured = timed_ms(table, base, candidate)
+            measured = timed_ms(table, base, candidate, seconds=LATENCY_ROUND_SECONDS)
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(table, plan), 4),
                            "measured_ms": round(measured, 4)})
             plans.append(plan)
