@@ -10,15 +10,17 @@ The per-layer model must not be slower than fp32, and carries int8 wherever a la
 MobileNetV2 (64 px) trained on Fashion-MNIST (20,000 training images; cached outside the repo).
 Each model is analysed (3 ratios, validation images only) and profiled (`compress profile`, the
 x86-cpu target at one thread). Then, from the same analysis, one-shot cuts:
-- `params`: the sensitivity plan at the parameter goal (VGG16 25%, MobileNetV2 50%);
-- `latency-matched`: the latency objective at `params`' measured latency (its p50 over the
-  unpruned model's, timed interleaved, in the table's scale; measured once and cached);
-- `latency-faster`: the latency plan at 0.8x that;
+- `params-P`: the sensitivity plan at P% of the parameters (VGG16 25 and 15, MobileNetV2 50 and 35);
+- `latency-at-params-P`: the latency objective at `params-P`'s measured latency (seed 0's p50 over
+  the unpruned model's, timed interleaved, in the table's scale; measured once and cached);
+- `latency-faster`: the latency objective at 0.8x the first of those;
 each fine-tuned the same epochs with the same seeds (equal budgets), top-1 on the test split
-(mean, std, and paired by seed against `params`), p50 of the base and of every seed's model (a
-measured latency plan can differ from seed to seed) in one interleaved run.
+(mean, std, and paired by seed against every parameter model), p50 of the base and of every
+seed's model (a measured latency plan can differ from seed to seed) in one interleaved run of
+`--seconds`. Two points per objective make two curves (latency_aware.png): "more accurate at
+matched latency" and "faster at the same top-1" are read off them and off the paired verdicts.
 
-    python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--threads 1]
+    python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--seconds 60] [--threads 1]
         [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--untimed]
 """
 
@@ -68,12 +70,12 @@ def one(name: str, args, tmp: Path) -> dict:
 
 DATA = "fashion-mnist"
 TRAIN_LIMIT = 20000  # the base models' and every fine-tune's training images
-SETUPS = {  # base recipe, the parameter goal the latency objective is matched against, fine-tune epochs
-    "vgg16": {"spec": "zoo:vgg16", "recipe": {"epochs": 2, "lr": 0.05}, "target_params": 0.25},
+SETUPS = {  # base recipe, the parameter goals the latency objective is matched against
+    "vgg16": {"spec": "zoo:vgg16", "recipe": {"epochs": 2, "lr": 0.05}, "target_params": (0.25, 0.15)},
     "mobilenet_v2": {"spec": f"torchvision:mobilenet_v2?size={SIZE}", "recipe": {"epochs": 3, "lr": 0.05},
-                     "target_params": 0.5},
+                     "target_params": (0.5, 0.35)},
 }
-FASTER = 0.8  # the latency objective's second goal: this fraction of the parameter model's predicted ms
+FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
 
 
@@ -111,22 +113,85 @@ def _onnx(model: Path) -> Path:
     return out
 
 
-def _goal(base: Path, first: Path, table: dict, runs: int) -> float:
-    """The matched latency goal: `first`'s p50 over the unpruned model's, timed interleaved, in the
-    table's scale (the table's additive prediction of a whole plan is a model; this is a
-    measurement). Measured once and cached: the latency plans' cells are keyed by it."""
+def _goal(base: Path, first: Path, table: dict, seconds: float) -> float:
+    """The matched latency goal: `first`'s p50 over the unpruned model's, timed interleaved for
+    `seconds`, in the table's scale (the table's additive prediction of a whole plan is a model;
+    this is a measurement). Measured once and cached: the latency plans' cells are keyed by it."""
     cell = CELLS / f"{first.stem}-goal.json"
     if not cell.exists():
-        goal = profile.timed_ms(table, _onnx(base), _onnx(first), runs=runs, warmup=50)
+        goal = profile.timed_ms(table, _onnx(base), _onnx(first), seconds=seconds, warmup=50)
         cell.write_text(json.dumps({"goal_ms": round(goal, 4), "ratio": goal / table["base_ms"],
-                                    "table_base_ms": table["base_ms"]}))
+                                    "table_base_ms": table["base_ms"], "seconds": seconds}))
     return json.loads(cell.read_text())["goal_ms"]
 
 
+def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[int]) -> dict:
+    kept = [a.meta["report"] for a in arts]  # a measured latency plan can differ from seed to seed
+    row = {"objective": "latency" if "target_latency" in cfg else "params", "config": label, "model": name,
+           "goal": cfg.get("target_latency", cfg.get("target_params")),
+           "goal_unit": "ms (in the table's scale)" if "target_latency" in cfg else "fraction of parameters",
+           "predicted_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],
+           "latency_rounds": [r.get("latency_rounds") for r in kept],
+           "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
+           "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),
+           "params": [a.metrics["params"] for a in arts], "macs": [a.metrics["macs"] for a in arts],
+           "params_kept": statistics.fmean(r["params_kept"] for r in kept),
+           "macs_kept": statistics.fmean(r["macs_kept"] for r in kept),
+           "files": [str(a.path) for a in arts]}
+    return row | {"top1_summary": summary(row["top1"])}
+
+
+def _comparisons(rows: dict) -> dict:
+    """Every latency model against every parameter model, paired by seed: at matched latency (the
+    latency model aimed at that parameter model's measured p50), and wherever it measured faster
+    (then the claim is a top-1 tie or better at the lower p50: "faster at the same top-1")."""
+    params = [r for r in rows.values() if r["objective"] == "params"]
+    latency = [r for r in rows.values() if r["objective"] == "latency"]
+    out = {"matched_latency": [], "faster": []}
+    for lat in latency:
+        for par in params:
+            pair = {"latency": lat["config"], "params": par["config"],
+                    "p50_ratio": round(lat["p50_ms"] / par["p50_ms"], 3), "top1": paired_verdict(lat, par)}
+            if lat.get("matched_to") == par["config"]:
+                out["matched_latency"].append(pair)
+            elif pair["p50_ratio"] < 1:
+                out["faster"].append(pair)
+    return out
+
+
+def plot(models: dict, dst: Path) -> str:
+    """Top-1 against p50, per model: each objective's models (mean and std over seeds) as a curve;
+    up and to the left is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), squeeze=False)
+    for ax, (name, m) in zip(axes[0], models.items(), strict=True):
+        for objective, color in (("params", "#1f77b4"), ("latency", "#d62728")):
+            rows = sorted((r for r in m["rows"] if r["objective"] == objective), key=lambda r: r["p50_ms"])
+            ax.errorbar([r["p50_ms"] for r in rows], [r["top1_summary"]["mean"] for r in rows],
+                        yerr=[r["top1_summary"]["std"] or 0 for r in rows], color=color, marker="o", capsize=3,
+                        label=f"--objective {objective}")
+            for r in rows:
+                ax.annotate(r["config"], (r["p50_ms"], r["top1_summary"]["mean"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, -10))
+        ax.set_title(f"{name}: unpruned {m['base']['top1']:.2f}% at {m['base']['p50_ms']:.2f} ms")
+        ax.set_xlabel("p50 ms (onnxruntime, x86-cpu, 1 thread)")
+        ax.set_ylabel("top-1 % (test, mean ± std over seeds)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dst, dpi=110)
+    plt.close(fig)
+    return str(dst.relative_to(RESULTS.parents[1]))
+
+
 def objectives(args) -> dict:
-    """Per model: the parameter objective at its goal, the latency objective at the same measured
-    latency (matched) and at FASTER of it; every model the same one-shot cut and the same final
-    fine-tune, per seed; top-1 on the test split, p50 of all of them in one interleaved run."""
+    """Per model: the parameter objective at each of its goals, the latency objective at each of
+    their measured latencies (matched) and at FASTER of the first; every model the same one-shot
+    cut and the same final fine-tune, per seed; top-1 on the test split, p50 of all of them in one
+    interleaved run."""
     target = _target(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {}
@@ -140,36 +205,32 @@ def objectives(args) -> dict:
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0,
                       final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
-        configs = {"params": dict(target_params=setup["target_params"], plan=prune.Plan.SENSITIVITY)}
-        first, *_ = [_pruned(base, name, "params", s, prune.PruneOptions(**common, **configs["params"], seed=s))
-                     for s in seeds]
+        configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY)
+                   for g in setup["target_params"]}
+        arts = {label: [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
+                for label, cfg in configs.items()}
         if args.untimed:
             continue
         table_path = CELLS / f"{base.stem}-latency.json"
         table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
                             force=True).meta
-        goal_ms = _goal(base, first.path, table, args.runs)
-        configs |= {"latency-matched": dict(target_latency=round(goal_ms, 4), latency_table=table_path),
-                    "latency-faster": dict(target_latency=round(FASTER * goal_ms, 4), latency_table=table_path)}
+        matched = {}
+        for label in list(configs):
+            goal_ms = _goal(base, arts[label][0].path, table, args.seconds / 3)
+            configs[f"latency-at-{label}"] = dict(target_latency=round(goal_ms, 4), latency_table=table_path)
+            matched[f"latency-at-{label}"] = label
+        first = next(iter(matched))
+        configs["latency-faster"] = dict(target_latency=round(FASTER * configs[first]["target_latency"], 4),
+                                         latency_table=table_path)
         rows = {}
         for label, cfg in configs.items():
-            arts = [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
-            kept = [a.meta["report"] for a in arts]  # a measured latency plan can differ from seed to seed
-            rows[label] = {"objective": "latency" if label.startswith("latency") else "params", "config": label,
-                           "model": name, "goal": cfg.get("target_latency", cfg.get("target_params")),
-                           "goal_unit": "ms (in the table's scale)" if "target_latency" in cfg else
-                           "fraction of parameters",
-                           "predicted_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],
-                           "latency_rounds": [r.get("latency_rounds") for r in kept],
-                           "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
-                           "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),
-                           "params": [a.metrics["params"] for a in arts], "macs": [a.metrics["macs"] for a in arts],
-                           "params_kept": statistics.fmean(r["params_kept"] for r in kept),
-                           "macs_kept": statistics.fmean(r["macs_kept"] for r in kept),
-                           "files": [str(a.path) for a in arts]}
-            rows[label]["top1_summary"] = summary(rows[label]["top1"])
+            arts[label] = arts.get(label) or [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s))
+                                              for s in seeds]
+            rows[label] = _row(label, cfg, name, arts[label], table, seeds)
+            if label in matched:
+                rows[label]["matched_to"] = matched[label]
         files = [_onnx(base)] + [_onnx(Path(f)) for row in rows.values() for f in row["files"]]  # every seed's
-        rep = bench.run(files, None, bench.BenchOptions(runs=args.runs, warmup=50, target=str(target),
+        rep = bench.run(files, None, bench.BenchOptions(seconds=args.seconds, warmup=50, target=str(target),
                                                         runtime=bench.Runtime(memory=False))).meta
         p50 = [m["p50_ms"] for m in rep["models"]]
         at = 1
@@ -178,18 +239,14 @@ def objectives(args) -> dict:
             row["p50_ms"] = round(statistics.fmean(row["p50_ms_per_seed"]), 4)
             row["speedup_vs_unpruned"] = round(p50[0] / row["p50_ms"], 3)
             at += len(seeds)
-        par, matched, faster = rows["params"], rows["latency-matched"], rows["latency-faster"]
         trained_metrics = artifact.Artifact.open(base).metrics
         out[name] = {
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
                      "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
                      "macs": trained_metrics["macs"], "table_base_ms": table["base_ms"]},
-            "rows": list(rows.values()),
-            "matched_latency": {"p50_ratio": round(matched["p50_ms"] / par["p50_ms"], 3),
-                                "top1": paired_verdict(matched, par)},
-            "equal_top1": {"p50_ratio": round(faster["p50_ms"] / par["p50_ms"], 3),
-                           "top1": paired_verdict(faster, par)},
-            "bench_loaded": rep["loaded"], "minutes": round((time.perf_counter() - start) / 60, 1)}
+            "rows": list(rows.values()), **_comparisons(rows),
+            "bench_runs": rep["runs"], "bench_loaded": rep["loaded"],
+            "minutes": round((time.perf_counter() - start) / 60, 1)}
         print(f"{name}: " + "; ".join(f"{r['config']} top-1 {r['top1_summary']['mean']:.2f} "
                                       f"p50 {r['p50_ms']:.3f} ms" for r in rows.values()), flush=True)
     return out
@@ -198,7 +255,9 @@ def objectives(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("precision", "objectives", "all"), default="all")
-    ap.add_argument("--runs", type=int, default=500)
+    ap.add_argument("--runs", type=int, default=500, help="precision: timed runs; objectives: the table's runs x2")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="objectives: the final interleaved timing of every model (a third of it per matched goal)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default=",".join(SETUPS), help="objectives: which trained models")
     ap.add_argument("--seeds", default="0,1,2", help="objectives: fine-tune seeds")
@@ -235,8 +294,9 @@ def main() -> None:
             "what": "the latency objective against the parameter objective at equal budgets: same analysis, "
                     "one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
             "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "threads": args.threads,
-            "faster_fraction": FASTER,
+            "faster_fraction": FASTER, "seconds": args.seconds, "round_seconds": prune.LATENCY_ROUND_SECONDS,
             "models": result.get("objectives", {}).get("models", {}) | measured}
+        result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")
     write("latency_aware", result)
 
 
