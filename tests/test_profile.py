@@ -6,6 +6,7 @@ import pytest
 
 from toolchain import analyze, profile, prune
 from toolchain.errors import CompressError
+from toolchain.surgery import keep_count
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,26 @@ def test_the_latency_objective_spends_accuracy_only_where_milliseconds_are(train
         layers["features.3"]["after"] < layers["features.3"]["before"]
     keep = {n: v["after"] for n, v in layers.items() if n in saves}
     assert profile.predicted_ms(_table(an, saves), keep) <= 7.5
+
+
+def test_the_latency_plan_cuts_no_layer_deeper_than_the_mildest_cap_that_reaches_the_goal(trained_lenet, analysis,
+                                                                                       tmp_path):
+    """Half of either convolution saves 3 ms of 10: a 7.5 ms goal is met at the first cap, no layer cut
+    past 50%; 3 ms, which half of both cannot reach (4 ms), takes the next cap, 60%."""
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = tmp_path / "lat.json"
+    table.write_text(json.dumps(_table(an, saves)))
+    reports = {}
+    for goal in (7.5, 3.0):
+        reports[goal] = prune.run(str(trained_lenet), tmp_path / f"p{goal}.pt", prune.PruneOptions(
+            analysis=analysis, latency_table=table, target_latency=goal, order=prune.Order.ONESHOT,
+            include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150)).meta["report"]
+    assert reports[7.5]["plan_cap"] == 0.5 and reports[3.0]["plan_cap"] == 0.6
+    layers = {g: {n: v for n, v in r["layers"].items() if n in saves} for g, r in reports.items()}
+    for goal, cap in ((7.5, 0.5), (3.0, 0.6)):  # no layer below its cap's width (rounded: 6 channels less 60% keep 2)
+        assert all(v["after"] >= keep_count(v["before"], cap) for v in layers[goal].values()), layers[goal]
+    assert any(v["after"] < keep_count(v["before"], 0.5) for v in layers[3.0].values()), layers[3.0]
 
 
 def test_latency_objective_options_are_checked(analysis, tmp_path):

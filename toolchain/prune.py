@@ -283,7 +283,7 @@ class _Search:
     rounds: int = 0
     p0: int = 0
     floor: dict = field(default_factory=dict)  # channels a layer keeps at least (--max-layer-ratio)
-    plan_cap: float | None = None  # the deepest cut per layer the sensitivity plan allowed
+    plan_cap: float | None = None  # the deepest cut per layer the sensitivity or latency plan allowed
     plan_lambda: float | None = None  # accuracy points per parameter the plan traded at
     latency_rounds: list = field(default_factory=list)  # the latency plan's goal, prediction and measurement
     plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
@@ -471,7 +471,11 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     """Channels per layer for a latency goal (NetAdapt, Yang et al. 2018): from the unpruned widths,
     repeatedly narrow the layer whose next step costs the least accuracy (the analysis sweep) per
     millisecond it saves (the latency table, measured on the target), until the table predicts
-    `target_ms`. Layers the table shows saving nothing are left whole, whatever their parameters."""
+    `target_ms`; of steps the analysis prices alike (often free), the one that saves the most.
+    Layers the table shows saving nothing are left whole, whatever their parameters. As in the
+    sensitivity plan, no layer is cut deeper than the mildest of PLAN_CAPS that reaches the goal:
+    uncapped, the walk took VGG16's features.37 to 56 of 512 channels (the analysis, one layer at a
+    time, cannot see the bottleneck that leaves)."""
     from .profile import layer_ms, predicted_ms
 
     made_of = table.get("model", {}).get("sha256")
@@ -481,28 +485,37 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     rows = {r["name"]: r for r in analysis["layers"]}
     channels = _channels(s.net)
     names = [n for n in rows if n in table["layers"] and n in s.floor]
-    keep = {n: channels[n] for n in names}
 
     def drop(name: str, k: int) -> float:
         return _tradeoffs(rows[name], base_acc, 1 - k / channels[name])[-1][1] if k < channels[name] else 0.0
 
-    while predicted_ms(table, keep) > target_ms:
-        best = None
-        for n in names:
-            unit = s.unit(n)
-            nk = max(s.floor[n], _snap(keep[n] - max(unit, round(channels[n] * LATENCY_STEP)), unit))
-            saved = layer_ms(table, n, keep[n]) - layer_ms(table, n, nk)
-            if nk >= keep[n] or saved <= 0:
-                continue
-            score = (drop(n, nk) - drop(n, keep[n])) / saved
-            if best is None or score < best[0]:
-                best = (score, n, nk)
-        if best is None:
-            raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
-                                f"speed up at its floor it predicts {predicted_ms(table, keep):.3f} ms "
-                                f"(unpruned {table['base_ms']:.3f} ms)")
-        keep[best[1]] = best[2]
-    return keep | {n: channels[n] for n in s.floor if n not in keep}
+    def walk(floor: dict[str, int]) -> dict[str, int]:
+        keep = {n: channels[n] for n in names}
+        while predicted_ms(table, keep) > target_ms:
+            best = None
+            for n in names:
+                unit = s.unit(n)
+                nk = max(floor[n], _snap(keep[n] - max(unit, round(channels[n] * LATENCY_STEP)), unit))
+                saved = layer_ms(table, n, keep[n]) - layer_ms(table, n, nk)
+                if nk >= keep[n] or saved <= 0:
+                    continue
+                score = ((drop(n, nk) - drop(n, keep[n])) / saved, -saved)
+                if best is None or score < best[0]:
+                    best = (score, n, nk)
+            if best is None:
+                break
+            keep[best[1]] = best[2]
+        return keep
+
+    caps = [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
+    for cap in caps:
+        keep = walk({n: max(s.floor[n], surgery.keep_count(channels[n], cap, s.unit(n))) for n in names})
+        if predicted_ms(table, keep) <= target_ms:
+            s.plan_cap = cap
+            return keep | {n: channels[n] for n in s.floor if n not in keep}
+    raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
+                        f"speed up at its floor it predicts {predicted_ms(table, keep):.3f} ms "
+                        f"(unpruned {table['base_ms']:.3f} ms)")
 
 
 LATENCY_ROUNDS = 4  # measured re-plans of the latency objective, at most
