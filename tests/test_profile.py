@@ -149,6 +149,7 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
     assert [r["measured_ms"] for r in rounds] == [8.5, 7.4] and len(timed) == 2
     assert rounds[1]["goal_ms"] == pytest.approx(7.5 * 7.5 / 8.5, abs=1e-3)
     assert rounds[1]["predicted_ms"] < rounds[0]["predicted_ms"] and rounds[1].get("chosen")
+    assert art.meta["report"]["plan_cap"] == rounds[1]["cap"] is not None
     assert all(kw["warmup"] == 1 and kw["host"] is None for _, kw in timed)  # the table's own settings,
     assert all(kw["seconds"] == prune.LATENCY_ROUND_SECONDS for _, kw in timed)  # timed for seconds, not runs
     keep = {n: v["after"] for n, v in art.meta["report"]["layers"].items() if n in saves}

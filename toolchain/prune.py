@@ -564,7 +564,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             export_onnx(_apply(s.net, plan, s.shape), s.shape, candidate, ExportOptions())
             measured = timed_ms(table, base, candidate, seconds=LATENCY_ROUND_SECONDS)
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(table, plan), 4),
-                           "measured_ms": round(measured, 4)})
+                           "measured_ms": round(measured, 4), "cap": s.plan_cap})
             plans.append(plan)
             if abs(measured / target_ms - 1) <= LATENCY_TOLERANCE:
                 break
@@ -581,6 +581,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
         logger.warning("the latency plan measures %.3f ms against the goal %.3f ms after %d rounds",
                        rounds[best]["measured_ms"], target_ms, len(rounds))
     rounds[best]["chosen"] = True
+    s.plan_cap = rounds[best]["cap"]  # the chosen plan's, not the last re-plan's
     return plans[best], rounds
 
 
