@@ -224,8 +224,9 @@ def objectives(args) -> dict:
                                          latency_table=table_path)
         rows = {}
         for label, cfg in configs.items():
-            arts[label] = arts.get(label) or [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s))
-                                              for s in seeds]
+            if label not in arts:  # the parameter models are cut already
+                arts[label] = [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s))
+                               for s in seeds]
             rows[label] = _row(label, cfg, name, arts[label], table, seeds)
             if label in matched:
                 rows[label]["matched_to"] = matched[label]

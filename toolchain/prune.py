@@ -324,6 +324,11 @@ UNMEASURED_SLOPE = 10.0  # points per unit ratio at least, past the last analyse
 PLAN_CAPS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # deepest cut per layer the plan tries, mildest first
 
 
+def _caps(s: _Search) -> list[float]:
+    """The deepest cut per layer a plan may try, mildest first, ending at --max-layer-ratio."""
+    return [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
+
+
 def _tradeoffs(row: dict, base_acc: float, cap: float) -> list[tuple[float, float, float]]:
     """(ratio, accuracy drop, parameters removed) of one layer pruned alone, from the analysis sweep:
     anchored at (0, 0, 0), the drop made non-decreasing, the measured ratios up to `cap` and `cap`
@@ -380,8 +385,7 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
     def fits(plan: dict[str, int]) -> bool:
         return s.planned(plan) <= s.target
 
-    caps = [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
-    for cap in caps:
+    for cap in _caps(s):
         options = {n: _tradeoffs(r, base, cap) for n, r in rows.items()}
         if fits(plan_at(options, 1e12)):
             break
@@ -507,8 +511,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
             keep[best[1]] = best[2]
         return keep
 
-    caps = [c for c in PLAN_CAPS if c < s.opts.max_layer_ratio] + [s.opts.max_layer_ratio]
-    for cap in caps:
+    for cap in _caps(s):
         keep = walk({n: max(s.floor[n], surgery.keep_count(channels[n], cap, s.unit(n))) for n in names})
         if predicted_ms(table, keep) <= target_ms:
             s.plan_cap = cap
