@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: install data demo test lint bench reproduce gate calibration clean
 
 # torch 2.14.1 + torchvision 0.29.1 is the pair that works on this CPU-only machine (from local disk).
+# The venv is ~6 GB (torch's CUDA libraries); --no-cache-dir keeps pip from storing a second copy of them.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[dev,ray]'
+	$(PIP) install -q --no-cache-dir --upgrade pip
+	$(PIP) install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --no-cache-dir -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
