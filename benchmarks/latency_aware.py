@@ -115,15 +115,14 @@ def _onnx(model: Path) -> Path:
 
 def _goal(base: Path, first: Path, table: dict, seconds: float) -> float:
     """The matched latency goal: `first`'s p50 over the unpruned model's, timed interleaved for
-    `seconds`, in the table's scale (the table's prediction of a whole plan is a model; this is a
-    measurement). The ratio is measured once and cached (the latency plans' cells are keyed by the
-    goal); a table profiled again rescales it."""
+    `seconds`, in the table's scale (the table's additive prediction of a whole plan is a model;
+    this is a measurement). Measured once and cached: the latency plans' cells are keyed by it."""
     cell = CELLS / f"{first.stem}-goal.json"
     if not cell.exists():
         goal = profile.timed_ms(table, _onnx(base), _onnx(first), seconds=seconds, warmup=50)
         cell.write_text(json.dumps({"goal_ms": round(goal, 4), "ratio": goal / table["base_ms"],
                                     "table_base_ms": table["base_ms"], "seconds": seconds}))
-    return round(json.loads(cell.read_text())["ratio"] * table["base_ms"], 4)
+    return json.loads(cell.read_text())["goal_ms"]
 
 
 def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[int]) -> dict:

@@ -25,12 +25,6 @@ def test_profile_times_each_layer_at_each_width_and_caches_the_table(trained_len
         assert set(row["ms"]) == {str(row["channels"]), str(row["channels"] // 2)}
         assert all(v > 0 for v in row["ms"].values())
     assert (tmp_path / "lat.png").exists() and first["base_ms"] > 0
-    # each pair that shares a layer (one cuts its inputs, the other its outputs) is timed cut together
-    assert {tuple(p["layers"]) for p in first["pairs"]} == {("features.0", "features.3"),
-                                                            ("features.3", "classifier.1"),
-                                                            ("classifier.1", "classifier.3")}
-    assert all(p["ms"] > 0 and p["keep"] == [first["layers"][n]["channels"] // 2 for n in p["layers"]]
-               for p in first["pairs"])
     again = profile.run(str(trained_lenet), tmp_path / "again.json", opts).meta
     assert again["layers"] == first["layers"] and again["cached"] == first["cached"]
     with pytest.raises(CompressError, match="exists"):
@@ -43,22 +37,6 @@ def test_the_additive_latency_model_interpolates_between_widths():
     assert profile.layer_ms(table, "a", 6) == pytest.approx(9.0)
     assert profile.predicted_ms(table, {"a": 4, "b": 2}) == pytest.approx(7.0)
     assert profile.predicted_ms(table, {}) == 10.0
-
-
-def test_the_latency_model_takes_back_the_saving_two_cut_layers_both_counted():
-    """a and b share a convolution: cut together (half of each) they save 2.5 ms, not the 2 + 1 their
-    single cuts add up to. The 0.5 ms overlap scales with the product of the two cut fractions."""
-    layers = {"a": {"channels": 8, "ms": {"8": 10.0, "4": 8.0}}, "b": {"channels": 4, "ms": {"4": 10.0, "2": 9.0}}}
-    table = {"base_ms": 10.0, "layers": layers, "pairs": [{"layers": ["a", "b"], "keep": [4, 2], "ms": 7.5}]}
-    model = profile.LatencyModel(table)
-    assert model.ms({"a": 4, "b": 2}) == pytest.approx(7.5)
-    assert model.ms({"a": 6, "b": 2}) == pytest.approx(10 - 1 - 1 + 2.0 * 0.25 * 0.5)
-    assert model.ms({"a": 4}) == pytest.approx(8.0)  # one of the pair alone: its own saving, nothing shared
-    assert model.saving({"a": 4, "b": 4}, "b", 2) == pytest.approx(1 - 2.0 * 0.5 * 0.5)
-    assert model.saving({"a": 8, "b": 4}, "b", 2) == pytest.approx(1.0)
-    noisy = table | {"pairs": [{"layers": ["a", "b"], "keep": [4, 2], "ms": 12.0}]}  # slower than unpruned: noise
-    assert profile.predicted_ms(noisy, {"a": 4, "b": 2}) == pytest.approx(8.0)  # at most the smaller saving back
-    assert profile.predicted_ms(table | {"pairs": []}, {"a": 4, "b": 2}) == pytest.approx(7.0)  # additive
 
 
 def _table(analysis: dict, saves: dict[str, float]) -> dict:

@@ -6,12 +6,6 @@ measures instead: for each prunable layer and each width of a ladder, the whole 
 that layer narrowed is exported and timed in onnxruntime, all variants interleaved in one run, on
 this host or on the device (`--host`, with the target's settings). The table (ms per layer per
 width, and the unpruned model's) is cached per model, target and settings, and drawn as a plot.
-
-Single-layer savings do not add up: a convolution whose input one layer cuts and whose output
-another cuts is counted in both savings, and its time scales with the product of its two widths.
-NetAdapt's additive model then predicts VGG16 at 15% of its parameters below zero ms. So the table
-also times each such pair cut together, and `LatencyModel` takes their overlap back, scaled by the
-product of the two cuts: a bilinear model that is exact for a plain convolution's MACs.
 """
 
 from __future__ import annotations
@@ -22,13 +16,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from torch import nn
-
 from . import artifact, data, surgery
 from .errors import CompressError
 from .train import prepare
 
-SCHEMA = 2  # 2: pairs of layers that share a convolution, timed together
+SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -67,7 +59,7 @@ def run(src: str, dst: Path, opts: ProfileOptions, *, force: bool = False, trust
     prep = prepare(src, opts.data, trust=trust)
     shape = prep.input_shape
     timing = {k: v for k, v in asdict(opts).items() if k != "data"}  # the data only sets the shape, keyed already
-    key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), timing, SCHEMA]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), timing]).encode()).hexdigest()[:24]
     cached = data.CACHE_DIR / "latency" / f"{key}.json"
     if cached.exists():
         table = json.loads(cached.read_text())
@@ -84,19 +76,6 @@ def run(src: str, dst: Path, opts: ProfileOptions, *, force: bool = False, trust
     return artifact.Artifact(dst, result)
 
 
-def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(input, output) channels of every convolution and linear layer, by name."""
-    return {n: (m.weight.shape[1] * getattr(m, "groups", 1), m.weight.shape[0]) for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear))}
-
-
-def _shared(model: nn.Module, cut: nn.Module) -> tuple[set[str], set[str]]:
-    """The layers whose inputs and whose outputs `cut` (a pruned copy of `model`) narrowed."""
-    before, after = _widths(model), _widths(cut)
-    return ({n for n, io in before.items() if after[n][0] != io[0]},
-            {n for n, io in before.items() if after[n][1] != io[1]})
-
-
 def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
     import math
 
@@ -107,88 +86,38 @@ def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:
     layers = [l for l in surgery.prunable_layers(model, shape, opts.include_linear) if l.skip is None]
     if not layers:
         raise CompressError("no prunable layer to profile" + ("" if opts.include_linear else " (try --include-linear)"))
-    mid = sorted(opts.widths)[len(opts.widths) // 2]  # the width both layers of a pair are timed at
     with tempfile.TemporaryDirectory() as tmp:
         files, variants = [Path(tmp) / "base.onnx"], [None]
         export_onnx(model, shape, files[0], ExportOptions())
-
-        def add(variant, net: nn.Module) -> None:
-            files.append(Path(tmp) / f"v{len(files)}.onnx")
-            export_onnx(net, shape, files[-1], ExportOptions())
-            variants.append(variant)
-
-        keeps, touched = {}, {}
         for layer in layers:
             for w in opts.widths:
                 keep = surgery.keep_count(layer.channels, 1 - w, math.lcm(layer.multiple, step))
                 if keep >= layer.channels or (layer.name, keep) in variants:
                     continue
-                cut = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
-                add((layer.name, keep), cut)
-                if w == mid or layer.name not in keeps:
-                    keeps[layer.name], touched[layer.name] = keep, _shared(model, cut)
-        for i, a in enumerate(layers):  # a pair: one cuts a layer's inputs, the other its outputs
-            for b in layers[i + 1:]:
-                if a.name in keeps and b.name in keeps and (touched[a.name][0] & touched[b.name][1]
-                                                            or touched[b.name][0] & touched[a.name][1]):
-                    both = surgery.pruned_copy(model, a.name, keeps[a.name], opts.criterion, shape)
-                    surgery.prune_layer(both, b.name, keeps[b.name], opts.criterion, shape)
-                    add(((a.name, keeps[a.name]), (b.name, keeps[b.name])), both)
+                files.append(Path(tmp) / f"v{len(files)}.onnx")
+                export_onnx(surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape), shape, files[-1],
+                            ExportOptions())
+                variants.append((layer.name, keep))
         files.append(files[0])  # the unpruned model again, last: the first slot of a run can read slow
         report = interleaved(files, runs=opts.runs, warmup=opts.warmup, host=opts.host, target=opts.target)
     base = min(report["models"][0]["p50_ms"], report["models"][-1]["p50_ms"])
     rows: dict[str, dict] = {l.name: {"channels": l.channels, "kind": l.kind, "ms": {str(l.channels): base}}
                              for l in layers}
-    pairs = []
-    for variant, m in zip(variants[1:], report["models"][1:-1], strict=True):
-        if isinstance(variant[0], str):
-            rows[variant[0]]["ms"][str(variant[1])] = m["p50_ms"]
-        else:
-            pairs.append({"layers": [n for n, _ in variant], "keep": [k for _, k in variant], "ms": m["p50_ms"]})
-    return {"base_ms": base, "layers": rows, "pairs": pairs, "measured_on": report["measured_on"],
-            "host": report["host"], "runs": report["runs"], "loaded": report["loaded"]}
-
-
-class LatencyModel:
-    """A whole plan's p50 from the table: the unpruned time less each layer's own saving (NetAdapt's
-    additive model, interpolated between measured widths), plus, for each timed pair, the saving both
-    counted. That overlap is a shared convolution's, whose time goes with the product of its input and
-    output widths, so it is scaled by the product of the two layers' cut fractions, from the pair's
-    measurement (clamped to [0, the smaller single saving]: timing noise). A table without pairs (a
-    hand-written one, or schema 1) predicts as the additive model."""
-
-    def __init__(self, table: dict) -> None:
-        self.table, self.base = table, table["base_ms"]
-        self.shared: dict[str, list[tuple[str, float]]] = {n: [] for n in table["layers"]}
-        for p in table.get("pairs") or []:
-            (a, b), (ka, kb) = p["layers"], p["keep"]
-            sa, sb = self.base - layer_ms(table, a, ka), self.base - layer_ms(table, b, kb)
-            overlap = min(max(0.0, sa + sb - (self.base - p["ms"])), sa, sb)
-            coeff = overlap / (self._cut(a, ka) * self._cut(b, kb))
-            self.shared[a].append((b, coeff))
-            self.shared[b].append((a, coeff))
-
-    def _cut(self, name: str, keep: int) -> float:
-        return 1 - keep / self.table["layers"][name]["channels"]
-
-    def ms(self, channels: dict[str, int]) -> float:
-        """The predicted p50 with each named layer at its channel count (the others unpruned)."""
-        cut = {n: self._cut(n, k) for n, k in channels.items() if n in self.shared}
-        own = sum(self.base - layer_ms(self.table, n, channels[n]) for n in cut)
-        both = sum(c * cut[a] * cut.get(b, 0.0) for a in cut for b, c in self.shared[a]) / 2
-        return self.base - own + both
-
-    def saving(self, channels: dict[str, int], name: str, keep: int) -> float:
-        """The ms saved by taking `name` from its count in `channels` to `keep`, the others as they are."""
-        now = channels[name]
-        own = layer_ms(self.table, name, now) - layer_ms(self.table, name, keep)
-        deeper = self._cut(name, keep) - self._cut(name, now)
-        return own - sum(c * deeper * self._cut(b, channels[b]) for b, c in self.shared[name] if b in channels)
+    for (name, keep), m in zip(variants[1:], report["models"][1:-1], strict=True):
+        rows[name]["ms"][str(keep)] = m["p50_ms"]
+    return {"base_ms": base, "layers": rows, "measured_on": report["measured_on"], "host": report["host"],
+            "runs": report["runs"], "loaded": report["loaded"]}
 
 
 def predicted_ms(table: dict, channels: dict[str, int]) -> float:
-    """The model's latency with each layer at `channels` (others unpruned), from the table (`LatencyModel`)."""
-    return LatencyModel(table).ms(channels)
+    """The model's latency with each layer at `channels` (others unpruned), from the table: the base
+    time less each layer's own saving, interpolated linearly between measured widths (NetAdapt's
+    additive model)."""
+    total = table["base_ms"]
+    for name, keep in channels.items():
+        if name in table["layers"]:
+            total -= table["base_ms"] - layer_ms(table, name, keep)
+    return total
 
 
 def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None,

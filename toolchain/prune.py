@@ -480,7 +480,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     sensitivity plan, no layer is cut deeper than the mildest of PLAN_CAPS that reaches the goal:
     uncapped, the walk took VGG16's features.37 to 56 of 512 channels (the analysis, one layer at a
     time, cannot see the bottleneck that leaves)."""
-    from .profile import LatencyModel
+    from .profile import layer_ms, predicted_ms
 
     made_of = table.get("model", {}).get("sha256")
     if table.get("kind") != "compress-latency-table" or made_of != analysis["model"]["sha256"]:
@@ -489,22 +489,19 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     rows = {r["name"]: r for r in analysis["layers"]}
     channels = _channels(s.net)
     names = [n for n in rows if n in table["layers"] and n in s.floor]
-    model = LatencyModel(table)
 
     def drop(name: str, k: int) -> float:
         return _tradeoffs(rows[name], base_acc, 1 - k / channels[name])[-1][1] if k < channels[name] else 0.0
 
     def walk(floor: dict[str, int]) -> dict[str, int]:
         keep = {n: channels[n] for n in names}
-        while model.ms(keep) > target_ms:
+        while predicted_ms(table, keep) > target_ms:
             best = None
             for n in names:
                 unit = s.unit(n)
                 nk = max(floor[n], _snap(keep[n] - max(unit, round(channels[n] * LATENCY_STEP)), unit))
-                if nk >= keep[n]:
-                    continue
-                saved = model.saving(keep, n, nk)
-                if saved <= 0:
+                saved = layer_ms(table, n, keep[n]) - layer_ms(table, n, nk)
+                if nk >= keep[n] or saved <= 0:
                     continue
                 score = ((drop(n, nk) - drop(n, keep[n])) / saved, -saved)
                 if best is None or score < best[0]:
@@ -516,11 +513,11 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
 
     for cap in _caps(s):
         keep = walk({n: max(s.floor[n], surgery.keep_count(channels[n], cap, s.unit(n))) for n in names})
-        if model.ms(keep) <= target_ms:
+        if predicted_ms(table, keep) <= target_ms:
             s.plan_cap = cap
             return keep | {n: channels[n] for n in s.floor if n not in keep}
     raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
-                        f"speed up at its floor it predicts {model.ms(keep):.3f} ms "
+                        f"speed up at its floor it predicts {predicted_ms(table, keep):.3f} ms "
                         f"(unpruned {table['base_ms']:.3f} ms)")
 
 
@@ -548,9 +545,10 @@ def _next_goal(rounds: list[dict], target_ms: float) -> float:
 def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> tuple[dict, list]:
     """The latency plan, measured and re-planned until it meets `target_ms` on the table's target.
 
-    The table is timed one layer (or one pair of layers) at a time; a whole plan measures otherwise
-    (the additive model, before pairs: on VGG16 at 32 px predicted 3.20 ms, measured 4.38). NetAdapt
-    measures its proposals instead; here each plan is exported and timed against the
+    The table is additive: each layer's saving was timed with every other layer whole, so cutting a
+    layer and the one that reads it counts their shared convolution's saving twice, and a deep plan
+    measures slower than the table predicts (on VGG16 at 32 px: predicted 3.20 ms, measured 4.38).
+    NetAdapt measures its proposals instead; here each plan is exported and timed against the
     unpruned model, interleaved, with the table's own settings (target, host, warmup) for
     LATENCY_ROUND_SECONDS (runs would be too few on a fast model), and the goal is rescaled by what
     the plan missed. A hand-written table (no `options`) is taken as it is."""
