@@ -55,7 +55,7 @@ class Plan(str, Enum):
     UNIFORM = "uniform"  # the same L1 ratio in every layer (Li et al. 2017)
     GLOBAL = "global"  # one L1 ranking across all layers (Torch-Pruning's global pruning)
     FLOORS = "floors"  # no plan: walk toward the floors until the goal or the budget stops the walk
-    LATENCY = "latency"  # from the analysis and a latency table: the least accuracy per millisecond (NetAdapt)
+    LATENCY = "latency"  # from the analysis and a latency table: the least accuracy per millisecond (HALP, NetAdapt)
 
 
 ORDERED = (Order.SENSITIVITY, Order.SEQUENTIAL, Order.REVERSE, Order.RANDOM)
