@@ -377,43 +377,66 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
     if s.target is None:
         return floors
 
-    def plan_at(options: dict, lam: float) -> dict[str, int]:
-        return {n: max(floors[n], surgery.keep_count(channels[n], max(o, key=lambda p: lam * p[2] - p[1])[0],
-                                                     s.unit(n)))
-                for n, o in options.items()}
-
     def fits(plan: dict[str, int]) -> bool:
         return s.planned(plan) <= s.target
 
+    small, big = _lagrangian(s, lambda cap: {n: _tradeoffs(r, base, cap) for n, r in rows.items()}, fits)
+    if small is None:
+        return floors  # even every layer at its floor misses the goal: the walk says so
+    return _fill(s, small, big)
+
+
+def _keep(s: _Search, channels: dict[str, int], name: str, ratio: float) -> int:
+    """Channels `name` keeps cut by `ratio`, in whole units, never below its floor."""
+    return max(s.floor[name], surgery.keep_count(channels[name], ratio, s.unit(name)))
+
+
+def _lagrangian(s: _Search, options_at, fits) -> tuple[dict | None, dict]:
+    """The allocator of the sensitivity and latency plans. At the mildest cap of `_caps(s)` whose
+    deepest options `fits`, each layer takes the option (ratio, accuracy drop, gain) of
+    `options_at(cap)` that maximises `lam * gain - drop`, and `lam` is bisected (log scale) until the
+    plan just fits. Returns the plans at the two ends of the bisection, the fitting one first (and
+    sets the search's plan_cap and plan_lambda), or None and the deepest plan tried if none fits."""
+    channels = _channels(s.net)
+
+    def plan_at(options: dict, lam: float) -> dict[str, int]:
+        return {n: _keep(s, channels, n, max(o, key=lambda p: lam * p[2] - p[1])[0]) for n, o in options.items()}
+
     for cap in _caps(s):
-        options = {n: _tradeoffs(r, base, cap) for n, r in rows.items()}
+        options = options_at(cap)
         if fits(plan_at(options, 1e12)):
             break
     else:
-        return floors  # even every layer at its floor misses the goal: the walk says so
+        return None, plan_at(options, 1e12)
     lo, hi = -12.0, 12.0  # log10 of lam
     for _ in range(24):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if fits(plan_at(options, 10 ** mid)) else (mid, hi)
     s.plan_cap, s.plan_lambda = cap, float(f"{10 ** hi:.4g}")
-    return _fill(s, plan_at(options, 10 ** hi), plan_at(options, 10 ** lo))
+    return plan_at(options, 10 ** hi), plan_at(options, 10 ** lo)
 
 
-def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, int]:
-    """The plan between `small` (meets the goal) and `big` (misses it) with the most parameters that
-    still meet it: the layers where they differ move together by one fraction t, bisected. The
-    trade-off bisection alone jumps a whole analysed ratio at a time, a step of several percent."""
+def _between(s: _Search, small: dict[str, int], big: dict[str, int], fits) -> dict[str, int]:
+    """The plan between `small` (fits) and `big` (does not) that keeps the most and still fits: the
+    layers where they differ move together by one fraction t, bisected."""
     def at(t: float) -> dict[str, int]:
         return {n: small[n] + int(t * (big[n] - small[n])) // s.unit(n) * s.unit(n) for n in small}
-
-    def fits(plan: dict[str, int]) -> bool:
-        return s.planned(plan) <= s.target
 
     lo, hi = 0.0, 1.0
     for _ in range(16):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if fits(at(mid)) else (lo, mid)
-    plan = at(lo)
+    return at(lo)
+
+
+def _fill(s: _Search, small: dict[str, int], big: dict[str, int]) -> dict[str, int]:
+    """The plan between `small` (meets the goal) and `big` (misses it) with the most parameters that
+    still meet it (`_between`; the trade-off bisection alone jumps a whole analysed ratio at a time, a
+    step of several percent), then coarse layers filled up one by one."""
+    def fits(plan: dict[str, int]) -> bool:
+        return s.planned(plan) <= s.target
+
+    plan = _between(s, small, big, fits)
     if s.planned(plan) >= (1 - PLAN_TOLERANCE / 2) * s.target:
         return plan
     channels = _channels(s.net)  # coarse layers (LeNet's 16 filters): top layers up alone, widest (finest) first
@@ -432,7 +455,7 @@ def _uniform_plan(s: _Search, names: list[str]) -> dict[str, int]:
     channels = _channels(s.net)
 
     def at(ratio: float) -> dict[str, int]:
-        return {n: max(s.floor[n], surgery.keep_count(channels[n], ratio, s.unit(n))) for n in names}
+        return {n: _keep(s, channels, n, ratio) for n in names}
 
     lo, hi = 0.0, s.opts.max_layer_ratio
     for _ in range(20):
@@ -489,16 +512,10 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     channels = _channels(s.net)
     names = [n for n in rows if n in table["layers"] and n in s.floor]
 
-    def keep(n: str, ratio: float) -> int:
-        return max(s.floor[n], surgery.keep_count(channels[n], ratio, s.unit(n)))
-
     def options(cap: float) -> dict[str, list[tuple[float, float, float]]]:
         """(ratio, drop, ms saved) per layer, the ms saved at the channels that ratio keeps."""
-        return {n: [(r, d, base_ms - layer_ms(table, n, keep(n, r))) for r, d, _ in _tradeoffs(rows[n], base_acc, cap)]
-                for n in names}
-
-    def plan_at(opts: dict, lam: float) -> dict[str, int]:
-        return {n: keep(n, max(o, key=lambda p: lam * p[2] - p[1])[0]) for n, o in opts.items()}
+        return {n: [(r, d, base_ms - layer_ms(table, n, _keep(s, channels, n, r)))
+                    for r, d, _ in _tradeoffs(rows[n], base_acc, cap)] for n in names}
 
     def fits(plan: dict[str, int]) -> bool:
         return predicted_ms(table, plan) <= target_ms
@@ -506,31 +523,14 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     whole = {n: channels[n] for n in s.floor}
     if fits(whole):  # met already: no cut, even a free one
         return whole
-    for cap in _caps(s):
-        opts = options(cap)
-        if fits(plan_at(opts, 1e12)):
-            break
-    else:
+    small, big = _lagrangian(s, options, fits)
+    if small is None:
         raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
-                            f"speed up at its floor it predicts {predicted_ms(table, plan_at(opts, 1e12)):.3f} ms "
+                            f"speed up at its floor it predicts {predicted_ms(table, big):.3f} ms "
                             f"(unpruned {base_ms:.3f} ms)")
-    lo, hi = -12.0, 12.0  # log10 of lam
-    for _ in range(24):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if fits(plan_at(opts, 10 ** mid)) else (mid, hi)
-    small, big = plan_at(opts, 10 ** hi), plan_at(opts, 10 ** lo)
     if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
         big = {n: channels[n] for n in small}
-
-    def between(t: float) -> dict[str, int]:
-        return {n: small[n] + int(t * (big[n] - small[n])) // s.unit(n) * s.unit(n) for n in small}
-
-    lo_t, hi_t = 0.0, 1.0
-    for _ in range(16):
-        mid = (lo_t + hi_t) / 2
-        lo_t, hi_t = (mid, hi_t) if fits(between(mid)) else (lo_t, mid)
-    s.plan_cap, s.plan_lambda = cap, float(f"{10 ** hi:.4g}")
-    return whole | between(lo_t)
+    return whole | _between(s, small, big, fits)
 
 
 LATENCY_ROUNDS = 4  # measured re-plans of the latency objective, at most
