@@ -198,9 +198,9 @@ def objectives(args) -> dict:
     for name in args.models.split(","):
         setup, start = SETUPS[name], time.perf_counter()
         base = trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
-        analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}.json"
+        analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}.json"
         if not analysis.exists():
-            analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=(0.25, 0.5, 0.75),
+            analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=(0.25, 0.5, 0.75), adapt_bn=args.adapt_bn,
                                                                     eval_samples=args.eval_samples, plots=False),
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0,
@@ -264,6 +264,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="objectives: fine-tune seeds")
     ap.add_argument("--epochs", type=float, default=0.5, help="objectives: final fine-tune epochs of every model")
     ap.add_argument("--eval-samples", type=int, default=1000, help="objectives: validation images of the analysis")
+    ap.add_argument("--adapt-bn", type=int, default=1000,
+                    help="objectives: training images the analysis re-estimates BatchNorm with after each cut")
     ap.add_argument("--untimed", action="store_true",
                     help="objectives: only train, analyse and prune the parameter objective's models (nothing is "
                          "timed: for a busy machine; a later run finds them cached)")
@@ -294,7 +296,8 @@ def main() -> None:
         result["objectives"] = {
             "what": "the latency objective against the parameter objective at equal budgets: same analysis, "
                     "one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
-            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "threads": args.threads,
+            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "analysis_adapt_bn": args.adapt_bn,
+            "analysis_eval_samples": args.eval_samples, "threads": args.threads,
             "faster_fraction": FASTER, "seconds": args.seconds, "round_seconds": prune.LATENCY_ROUND_SECONDS,
             "models": result.get("objectives", {}).get("models", {}) | measured}
         result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")

@@ -309,18 +309,25 @@ def latency_section(r: dict) -> list[str]:
     return lines + [""] + objectives_section(r.get("objectives"))
 
 
+def _adapt(o: dict) -> str:
+    n = o.get("analysis_adapt_bn", 0)
+    return f"BatchNorm re-estimated on {n:,} training images after each cut" if n else "without adaptive BatchNorm"
+
+
 def objectives_section(o: dict | None) -> list[str]:
     lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
-              f"{o['data']} ({o['train_limit']:,} training images); every pruned model fine-tuned {o['epochs']} "
-              f"epoch(s); p50 with the x86-cpu target at {o['threads']} thread, base and every seed's model "
-              f"interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of the parameters (the "
-              f"sensitivity plan); `latency-at-params-P` aims at `params-P`'s measured latency (seed 0's p50 "
-              f"over the unpruned model's, in the table's scale), `latency-faster` at {o['faster_fraction']}x "
-              f"the first of those. `prune --objective latency` times each plan for {o['round_seconds']:g} s "
-              f"against the unpruned model and re-plans (at most 4 rounds), so a plan can differ by seed. "
+              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (ratios 0.25, 0.5, "
+              f"0.75 on {o.get('analysis_eval_samples', 1000):,} validation images, {_adapt(o)}); every pruned "
+              f"model fine-tuned {o['epochs']} epoch(s); p50 with the x86-cpu target at {o['threads']} thread, "
+              f"base and every seed's model interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of "
+              f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s measured "
+              f"latency (seed 0's p50 over the unpruned model's, in the table's scale), `latency-faster` at "
+              f"{o['faster_fraction']}x the first of those. `prune --objective latency` times each plan for "
+              f"{o['round_seconds']:g} s against the unpruned model and re-plans (at most 4 rounds), so a plan "
+              f"can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
               f"![top-1 against p50 per objective](../{o['plot']})", "",
               "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
@@ -347,7 +354,8 @@ def objectives_section(o: dict | None) -> list[str]:
     return lines + [""]
 
 
-def main() -> None:
+def render() -> str:
+    """docs/results.md, from the JSON files in benchmarks/results/ (a test holds the two equal)."""
     out = ["# Results", "",
            "Every figure on this page is written by `benchmarks/make_results_md.py` from the JSON files in "
            "`benchmarks/results/`, which the scripts named in each section produce. Rerun a script, then this one. "
@@ -370,7 +378,11 @@ def main() -> None:
         r = _load(name) or (_load("paper_quick") if name == "paper" else None)
         script = "reproduce_paper" if name == "paper" else name
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
-    (ROOT / "docs" / "results.md").write_text("\n".join(out))
+    return "\n".join(out)
+
+
+def main() -> None:
+    (ROOT / "docs" / "results.md").write_text(render())
     print(f"wrote {ROOT / 'docs' / 'results.md'}")
 
 

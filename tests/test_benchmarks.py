@@ -1,11 +1,13 @@
-"""The statistics the benchmark scripts decide "ahead / behind / tie" with (EVALUATION.md section 3)."""
+"""The statistics the benchmark scripts decide "ahead / behind / tie" with (EVALUATION.md section 3), and
+docs/results.md as the results JSON renders it."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from common import paired_verdict, summary  # noqa: E402
+from common import ROOT, paired_verdict, summary  # noqa: E402
+from make_results_md import render  # noqa: E402
 
 
 def test_summary_is_mean_and_sample_std():
@@ -24,3 +26,9 @@ def test_paired_verdict_needs_twice_the_standard_error():
     assert paired_verdict({"seeds": [0], "top1": [95.0]}, {"seeds": [0], "top1": [80.0]})["verdict"] == "tie"
     shuffled = {"seeds": [2, 0, 1], "top1": [91.9, 90.0, 91.1]}  # paired by seed, not by position
     assert paired_verdict(a, shuffled) == paired_verdict(a, clearly)
+
+
+def test_results_page_is_what_the_committed_json_renders():
+    """A figure in docs/results.md comes from benchmarks/results/: a hand edit, or a JSON rerun without
+    `python benchmarks/make_results_md.py`, fails here."""
+    assert (ROOT / "docs" / "results.md").read_text() == render()
