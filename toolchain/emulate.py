@@ -243,16 +243,28 @@ def ssh_server(port: int, authorized_key: Path) -> Iterator[Path]:
 
 
 def _binfmt() -> None:
-    """qemu registered with the kernel for aarch64 binaries (binfmt_misc), so that a chroot runs them."""
+    """qemu registered with the kernel for aarch64 binaries (binfmt_misc), so that a chroot runs them:
+    qemu-user-static's systemd binfmt.d line written to the kernel's register (what systemd-binfmt
+    does at boot; no binfmt-support needed, which Debian only recommends), else update-binfmts."""
     entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     if entry.exists():
         return
-    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+    register = Path("/proc/sys/fs/binfmt_misc/register")
+    if not register.exists():
         subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], capture_output=True)
-    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
+    conf = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+    lines = [ln for ln in conf.read_text().splitlines() if ln.startswith(":")] if conf.exists() else []
+    if lines:
+        try:
+            register.write_text(lines[0])
+        except OSError:
+            pass  # refused (no privilege): said below
+    elif shutil.which("update-binfmts"):
+        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
     if not entry.exists():
         raise CompressError("cannot register qemu-aarch64 with the kernel's binfmt_misc here "
-                            "(a container without that privilege?)")
+                            "(no /usr/lib/binfmt.d/qemu-aarch64.conf nor update-binfmts, or a container without "
+                            "that privilege)")
 
 
 def _run(root: Path, cfg: dict, cpu: str | None) -> dict:
