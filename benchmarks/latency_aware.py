@@ -75,6 +75,7 @@ SETUPS = {  # base recipe, the parameter goals the latency objective is matched 
     "mobilenet_v2": {"spec": f"torchvision:mobilenet_v2?size={SIZE}", "recipe": {"epochs": 3, "lr": 0.05},
                      "target_params": (0.5, 0.35)},
 }
+ANALYSIS_RATIOS = (0.25, 0.5, 0.75)  # the cuts per layer the analysis measures: the menu both objectives plan from
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
 
@@ -200,7 +201,7 @@ def objectives(args) -> dict:
         base = trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
         analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}.json"
         if not analysis.exists():
-            analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=(0.25, 0.5, 0.75), adapt_bn=args.adapt_bn,
+            analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=args.adapt_bn,
                                                                     eval_samples=args.eval_samples, plots=False),
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0,
@@ -296,8 +297,8 @@ def main() -> None:
         result["objectives"] = {
             "what": "the latency objective against the parameter objective at equal budgets: same analysis, "
                     "one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
-            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "analysis_adapt_bn": args.adapt_bn,
-            "analysis_eval_samples": args.eval_samples, "threads": args.threads,
+            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "analysis_ratios": ANALYSIS_RATIOS,
+            "analysis_adapt_bn": args.adapt_bn, "analysis_eval_samples": args.eval_samples, "threads": args.threads,
             "faster_fraction": FASTER, "seconds": args.seconds, "round_seconds": prune.LATENCY_ROUND_SECONDS,
             "models": result.get("objectives", {}).get("models", {}) | measured}
         result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")

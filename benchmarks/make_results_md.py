@@ -319,8 +319,9 @@ def objectives_section(o: dict | None) -> list[str]:
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
-              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (ratios 0.25, 0.5, "
-              f"0.75 on {o.get('analysis_eval_samples', 1000):,} validation images, {_adapt(o)}); every pruned "
+              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (ratios "
+              f"{', '.join(f'{r:g}' for r in o['analysis_ratios'])} on {o['analysis_eval_samples']:,} validation "
+              f"images, {_adapt(o)}); every pruned "
               f"model fine-tuned {o['epochs']} epoch(s); p50 with the x86-cpu target at {o['threads']} thread, "
               f"base and every seed's model interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of "
               f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s measured "
