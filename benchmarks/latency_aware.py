@@ -8,8 +8,10 @@ The per-layer model must not be slower than fp32, and carries int8 wherever a la
 
 `--part objectives`: the latency objective against the parameter objective, on VGG16 (32 px) and
 MobileNetV2 (64 px) trained on Fashion-MNIST (20,000 training images; cached outside the repo).
-Each model is analysed (3 ratios, validation images only) and profiled (`compress profile`, the
-x86-cpu target at one thread). Then, from the same analysis, one-shot cuts:
+Each model is analysed (ANALYSIS_RATIOS, validation images only, adaptive BatchNorm) and profiled
+(`compress profile`, the x86-cpu target at one thread). Both objectives read each cut's cost from the
+analysis in the same `--proxy` measure (default: confidence, top-1's continuous twin). Then, from the
+same analysis, one-shot cuts:
 - `params-P`: the sensitivity plan at P% of the parameters (VGG16 25 and 15, MobileNetV2 50 and 35);
 - `latency-at-params-P`: the latency objective at `params-P`'s measured latency (seed 0's p50 over
   the unpruned model's, timed interleaved, in the table's scale; measured once and cached);
@@ -21,7 +23,7 @@ seed's model (a measured latency plan can differ from seed to seed) in one inter
 matched latency" and "faster at the same top-1" are read off them and off the paired verdicts.
 
     python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--seconds 60] [--threads 1]
-        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--untimed]
+        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--proxy confidence|top1] [--untimed]
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ SETUPS = {  # base recipe, the parameter goals the latency objective is matched 
     "mobilenet_v2": {"spec": f"torchvision:mobilenet_v2?size={SIZE}", "recipe": {"epochs": 3, "lr": 0.05},
                      "target_params": (0.5, 0.35)},
 }
-ANALYSIS_RATIOS = (0.25, 0.5, 0.75)  # the cuts per layer the analysis measures: the menu both objectives plan from
+ANALYSIS_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # the cuts per layer the analysis measures: the menu
+#                                                         both objectives plan from (three left most layers at 50%)
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
 
@@ -199,12 +202,13 @@ def objectives(args) -> dict:
     for name in args.models.split(","):
         setup, start = SETUPS[name], time.perf_counter()
         base = trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
-        analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}.json"
+        ratios = "_".join(f"{r:g}" for r in ANALYSIS_RATIOS)
+        analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}-r{ratios}.json"
         if not analysis.exists():
             analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=args.adapt_bn,
                                                                     eval_samples=args.eval_samples, plots=False),
                         force=True)
-        common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0,
+        common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=args.proxy,
                       final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
         configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY)
                    for g in setup["target_params"]}
@@ -242,7 +246,12 @@ def objectives(args) -> dict:
             row["speedup_vs_unpruned"] = round(p50[0] / row["p50_ms"], 3)
             at += len(seeds)
         trained_metrics = artifact.Artifact.open(base).metrics
+        made = json.loads(analysis.read_text())
         out[name] = {
+            "analysis": {"ratios": ANALYSIS_RATIOS, "adapt_bn": args.adapt_bn, "eval_samples": args.eval_samples,
+                         "stability": made["stability"]},
+            "plans": {"proxy": args.proxy, "latency_rounds": prune.LATENCY_ROUNDS,
+                      "round_seconds": prune.LATENCY_ROUND_SECONDS},
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
                      "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
                      "macs": trained_metrics["macs"], "table_base_ms": table["base_ms"]},
@@ -267,6 +276,8 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=1000, help="objectives: validation images of the analysis")
     ap.add_argument("--adapt-bn", type=int, default=1000,
                     help="objectives: training images the analysis re-estimates BatchNorm with after each cut")
+    ap.add_argument("--proxy", choices=sorted(prune.PROXIES), default="confidence",
+                    help="objectives: what both objectives read each cut's cost in from the analysis (prune --proxy)")
     ap.add_argument("--untimed", action="store_true",
                     help="objectives: only train, analyse and prune the parameter objective's models (nothing is "
                          "timed: for a busy machine; a later run finds them cached)")
@@ -297,9 +308,8 @@ def main() -> None:
         result["objectives"] = {
             "what": "the latency objective against the parameter objective at equal budgets: same analysis, "
                     "one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
-            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "analysis_ratios": ANALYSIS_RATIOS,
-            "analysis_adapt_bn": args.adapt_bn, "analysis_eval_samples": args.eval_samples, "threads": args.threads,
-            "faster_fraction": FASTER, "seconds": args.seconds, "round_seconds": prune.LATENCY_ROUND_SECONDS,
+            "data": DATA, "train_limit": TRAIN_LIMIT, "epochs": args.epochs, "threads": args.threads,
+            "faster_fraction": FASTER, "seconds": args.seconds,
             "models": result.get("objectives", {}).get("models", {}) | measured}
         result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")
     write("latency_aware", result)

@@ -309,9 +309,18 @@ def latency_section(r: dict) -> list[str]:
     return lines + [""] + objectives_section(r.get("objectives"))
 
 
-def _adapt(o: dict) -> str:
-    n = o.get("analysis_adapt_bn", 0)
-    return f"BatchNorm re-estimated on {n:,} training images after each cut" if n else "without adaptive BatchNorm"
+def _analysis(name: str, m: dict) -> str:
+    """One model's analysis and planner settings: every plan of both objectives is made from them."""
+    a, plans = m["analysis"], m["plans"]
+    n, st = a["adapt_bn"], a["stability"]
+    bn = f"BatchNorm re-estimated on {n:,} training images after each cut" if n else "without adaptive BatchNorm"
+    proxy = {"top1": "top-1 (the paper's)", "confidence": "confidence (mean probability of the true class)"}
+    rho = f"top-1 {st['spearman_halves']}" + (f", confidence {st['spearman_halves_confidence']}"
+                                                if st.get("spearman_halves_confidence") is not None else "")
+    return (f"- {name}: ratios {', '.join(f'{r:g}' for r in a['ratios'])} on {a['eval_samples']:,} validation "
+            f"images, {bn}; ranking stability (Spearman between two halves of the images, at ratio 0.5): {rho}; "
+            f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "
+            f"at most {plans['latency_rounds']} rounds of {plans['round_seconds']:g} s")
 
 
 def objectives_section(o: dict | None) -> list[str]:
@@ -319,17 +328,16 @@ def objectives_section(o: dict | None) -> list[str]:
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
-              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (ratios "
-              f"{', '.join(f'{r:g}' for r in o['analysis_ratios'])} on {o['analysis_eval_samples']:,} validation "
-              f"images, {_adapt(o)}); every pruned "
+              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); every pruned "
               f"model fine-tuned {o['epochs']} epoch(s); p50 with the x86-cpu target at {o['threads']} thread, "
               f"base and every seed's model interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of "
               f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s measured "
               f"latency (seed 0's p50 over the unpruned model's, in the table's scale), `latency-faster` at "
-              f"{o['faster_fraction']}x the first of those. `prune --objective latency` times each plan for "
-              f"{o['round_seconds']:g} s against the unpruned model and re-plans (at most 4 rounds), so a plan "
-              f"can differ by seed. "
+              f"{o['faster_fraction']}x the first of those. `prune --objective latency` times each plan against the "
+              f"unpruned model and re-plans, so a plan can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
+              "Per model, the analysis both objectives plan from and the planner's settings:", "",
+              *(_analysis(name, m) for name, m in o["models"].items()), "",
               f"![top-1 against p50 per objective](../{o['plot']})", "",
               "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
               "|---|---|---|---|---|---|---|---|"]

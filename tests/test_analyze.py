@@ -24,7 +24,21 @@ def test_analysis_ranks_every_conv_and_writes_plots(trained_lenet, tmp_path):
         assert layer["drop"] == pytest.approx(saved["baseline"]["accuracy"] - layer["accuracy"], abs=1e-3)
     assert saved["skipped"][0]["name"] == "classifier.5"
     assert -1 <= saved["stability"]["spearman_halves"] <= 1
+    assert -1 <= saved["stability"]["spearman_halves_confidence"] <= 1
+    assert 0 < saved["baseline"]["confidence"] <= 100  # mean probability of the true class, in %
+    assert all(0 < s["confidence"] <= 100 for layer in saved["layers"] for s in layer["sweep"])
     assert all(p.endswith(".png") for p in result["plots"]) and len(result["plots"]) == 2
+
+
+def test_a_cached_cut_without_a_confidence_is_measured_again(trained_lenet, tmp_path):
+    opts = analyze.AnalyzeOptions(eval_samples=150, cache_dir=tmp_path / "cache")
+    analyze.run(str(trained_lenet), tmp_path / "a.json", opts)
+    (cache,) = (tmp_path / "cache").glob("*.jsonl")
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("confidence")}) + "\n"
+                             for r in rows))  # what an older version cached
+    again = analyze.run(str(trained_lenet), tmp_path / "b.json", opts).meta
+    assert again["reused_results"] == 0 and all(l["confidence"] is not None for l in again["layers"])
 
 
 def test_rerun_with_more_ratios_reuses_the_cache(trained_lenet, tmp_path):

@@ -147,6 +147,43 @@ def test_tradeoffs_read_the_sweep_up_to_the_cap():
     assert prune._tradeoffs(single, 90.0, 0.9)[-1] == pytest.approx((0.9, 4.0, 72.0))  # not free up to 90%
 
 
+def test_tradeoffs_read_the_confidence_with_proxy_confidence():
+    row = {"sweep": [{"ratio": 0.25, "accuracy": 90.0, "confidence": 80.0, "params_removed": 25},
+                     {"ratio": 0.5, "accuracy": 90.0, "confidence": 77.5, "params_removed": 50}]}
+    # top-1 saw no change; the confidence did
+    assert [d for _, d, _ in prune._tradeoffs(row, 90.0, 0.5)] == [0.0, 0.0, 0.0]
+    assert [d for _, d, _ in prune._tradeoffs(row, 81.0, 0.5, "confidence")] == [0.0, 1.0, 3.5]
+
+
+def test_proxy_confidence_plans_from_the_confidence_and_refuses_an_analysis_without_one(trained_lenet, analysis,
+                                                                                       tmp_path):
+    an = json.loads(analysis.read_text())
+    names = [r["name"] for r in an["layers"]]
+    fragile, tolerant = names[0], names[1]
+    for r in an["layers"]:  # top-1 says the first layer is fragile; the confidence says the opposite
+        top1, conf = (50.0, 0.0) if r["name"] == fragile else (0.0, 50.0)
+        r["sweep"] = [{"ratio": x, "accuracy": an["baseline"]["accuracy"] - top1 * x,
+                       "confidence": an["baseline"]["confidence"] - conf * x,
+                       "params_removed": r["params_removed"] * x / r["ratio"]} for x in (0.25, 0.5, 0.75)]
+    path = tmp_path / "an.json"
+    path.write_text(json.dumps(an))
+    kept = {}
+    for proxy in ("top1", "confidence"):
+        art = prune.run(str(trained_lenet), tmp_path / f"{proxy}.pt",
+                        _opts(analysis=path, target_params=0.5, include_linear=True, finetune_epochs=0,
+                              final_epochs=0, proxy=proxy))
+        kept[proxy] = {n: art.meta["report"]["plan"][n] for n in (fragile, tolerant)}
+    assert kept["top1"][fragile] > kept["confidence"][fragile]
+    assert kept["top1"][tolerant] < kept["confidence"][tolerant]
+    for r in an["layers"]:
+        del r["sweep"][0]["confidence"]
+    path.write_text(json.dumps(an))
+    with pytest.raises(CompressError, match="no confidence"):
+        prune.run(str(trained_lenet), tmp_path / "none.pt", _opts(analysis=path, target_params=0.5, proxy="confidence"))
+    with pytest.raises(CompressError, match="--proxy"):
+        _opts(analysis=path, target_params=0.5, proxy="loss").validate()
+
+
 def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):
     an = json.loads(analysis.read_text())
     names = [r["name"] for r in an["layers"]]

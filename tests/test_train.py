@@ -134,3 +134,13 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_
     assert not ckpt.exists()  # removed once the run completes
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_confidence_is_the_mean_probability_of_the_true_class():
+    import torch
+
+    from toolchain.train import confidence
+
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # p(true) 0.5 and sigmoid(2) = 0.8808
+    assert confidence(logits, torch.tensor([0, 0])) == pytest.approx(100 * (0.5 + 0.880797) / 2, abs=1e-3)
+    assert confidence(logits, torch.tensor([1, 1])) == pytest.approx(100 * (0.5 + 0.119203) / 2, abs=1e-3)

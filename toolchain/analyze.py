@@ -35,6 +35,7 @@ from .train import Prepared, data_meta, prepare
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
+SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "params_removed", "macs_removed")
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,16 @@ class _Cache:
             f.write(json.dumps(row) + "\n")
 
 
-def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> tuple[float, float, float]:
-    """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head) on all, first and second half."""
-    from .train import logits, performance, reconstructs
+def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> dict[str, float | None]:
+    """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head) and the confidence (mean
+    probability of the true class, %; None for a reconstruction head) on all, the first and the
+    second half of the images."""
+    from .train import confidence, logits, performance, reconstructs
 
     out, r = logits(model, x), reconstructs(model)
-    return (performance(out, x, y, r), performance(out[:half], x[:half], y[:half], r),
-            performance(out[half:], x[half:], y[half:], r))
+    parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
+    return ({f"accuracy{k}": performance(out[i], x[i], y[i], r) for k, i in parts.items()}
+            | {f"confidence{k}": None if r else confidence(out[i], y[i]) for k, i in parts.items()})
 
 
 def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
@@ -182,16 +186,15 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
         if removed is not None:
             with _batchnorm_kept(model):
                 _adapt_bn(model, adapt)
-                acc, acc_a, acc_b = _accuracies(model, x, y, half)
+                measured = _accuracies(model, x, y, half)
             params_removed, macs_removed = removed
     if removed is None:
         clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
         _adapt_bn(clone, adapt)
         counts = artifact.count(clone, shape, throwaway=True)
-        acc, acc_a, acc_b = _accuracies(clone, x, y, half)
+        measured = _accuracies(clone, x, y, half)
         params_removed, macs_removed = base_counts["params"] - counts["params"], base_counts["macs"] - counts["macs"]
-    return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep,
-            "accuracy": acc, "accuracy_a": acc_a, "accuracy_b": acc_b,
+    return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
             "params_removed": params_removed, "macs_removed": macs_removed,
             "seconds": round(time.perf_counter() - start, 3)}
 
@@ -238,7 +241,8 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                             + ("" if opts.include_linear else " (try --include-linear)"))
     base_counts = artifact.count(prep.model, shape)
     start = time.perf_counter()
-    base_acc, base_a, base_b = _accuracies(prep.model, x, y, half)
+    base = _accuracies(prep.model, x, y, half)
+    base_acc = base["accuracy"]
     mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
     adapt = None
     if opts.adapt_bn:
@@ -247,7 +251,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
-    jobs = [(l, r) for l in todo for r in opts.all_ratios if cache.get(l.name, r) is None]
+    jobs = [(l, r) for l in todo for r in opts.all_ratios if "confidence" not in (cache.get(l.name, r) or {})]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
@@ -263,8 +267,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
             "type": l.kind, "drop": round(base_acc - fixed["accuracy"], 3),
             "params_removed_frac": round(fixed["params_removed"] / base_counts["params"], 5),
             "macs_removed_frac": round(fixed["macs_removed"] / max(1, base_counts["macs"]), 5),
-            "sweep": [{k: s[k] for k in ("ratio", "kept", "accuracy", "params_removed", "macs_removed")}
-                      for s in sweep]})
+            "sweep": [{k: s[k] for k in SWEEP_FIELDS} for s in sweep]})
     order = priority(rows)
     result = {
         "schema": SCHEMA, "kind": "compress-analysis", "created": artifact.now(),
@@ -273,11 +276,12 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                   "num_classes": prep.dataset.num_classes},
         "data": data_meta(prep.dataset) | {"eval_samples": len(y), "eval_split": "validation"},
         "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},
-        "baseline": {"accuracy": base_acc, "params": base_counts["params"], "macs": base_counts["macs"]},
+        "baseline": {"accuracy": base_acc, "confidence": base["confidence"], "params": base_counts["params"],
+                     "macs": base_counts["macs"]},
         "layers": rows,
         "skipped": [{"name": l.name, "reason": l.skip} for l in layers if l.skip],
         "priority": order,
-        "stability": _stability(rows, base_a, base_b, half),
+        "stability": _stability(rows, half),
         "seconds": round(time.perf_counter() - start, 2), "reused_results": reused,
         "workers": opts.workers, "executor": opts.executor,
     }
@@ -289,11 +293,17 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     return result
 
 
-def _stability(rows: list[dict], base_a: float, base_b: float, half: int) -> dict:
-    """How far the ranking can be trusted: rank correlation between two disjoint halves."""
-    rho = _spearman([r["accuracy_a"] for r in rows], [r["accuracy_b"] for r in rows])
-    return {"spearman_halves": rho, "half_samples": half,
-            "note": "rank correlation of per-layer accuracy measured on two disjoint halves of the eval subset"}
+def _stability(rows: list[dict], half: int) -> dict:
+    """How far the ranking can be trusted: rank correlation between two disjoint halves, of the
+    top-1 each layer keeps (the ranking's) and of its confidence (the planner's `--proxy confidence`)."""
+    def rho(measure: str) -> float | None:
+        if any(r.get(f"{measure}_a") is None for r in rows):
+            return None
+        return _spearman([r[f"{measure}_a"] for r in rows], [r[f"{measure}_b"] for r in rows])
+
+    return {"spearman_halves": rho("accuracy"), "spearman_halves_confidence": rho("confidence"),
+            "half_samples": half,
+            "note": "rank correlation of per-layer top-1 (and confidence) on two disjoint halves of the eval subset"}
 
 
 def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None):

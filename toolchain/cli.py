@@ -172,7 +172,7 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, eval_samples, s
                                "how far each layer may go from the sweep (the ranking uses --ratio)")
 @click.option("--criterion", default="l1", show_default=True, help="l1, l2, fpgm, bn-scale, random")
 @click.option("--eval-samples", type=int, default=2000, show_default=True,
-              help="class-stratified test subset per evaluation (0: the whole test set)")
+              help="class-stratified validation subset per evaluation (0: the whole validation split)")
 @click.option("--include-linear", is_flag=True, help="analyze fully-connected layers too")
 @click.option("--workers", type=int, default=1, show_default=True, help="worker processes (--executor local)")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -231,6 +231,9 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
 @click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
                                 "and with --objective latency and no table, the model profiled with its settings")
+@click.option("--proxy", type=click.Choice(["top1", "confidence"]), default="top1", show_default=True,
+              help="what a plan reads each cut's cost in from the analysis: the top-1 it keeps (the paper's), or its "
+                   "confidence (mean probability of the true class: continuous, so a fraction of top-1's noise)")
 @click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
 @click.option("--max-layer-ratio", type=float, default=0.9, show_default=True,
@@ -256,7 +259,7 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @trust_opt
 @_friendly
 def prune(model, data_spec, analysis, order, plan, target_params, objective, target_latency, latency_table, target,
-          max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
+          proxy, max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
           keep_layers, val_samples, train_limit, compare_orders, plans, targets, seed, output, force, trust):
     """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
 
@@ -278,7 +281,8 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
                               remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed,
                               target_latency=target_latency, train_limit=train_limit,
-                              latency_table=Path(latency_table) if latency_table else None, target=target)
+                              latency_table=Path(latency_table) if latency_table else None, target=target,
+                              proxy=proxy)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
