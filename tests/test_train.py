@@ -142,5 +142,20 @@ def test_confidence_is_the_mean_probability_of_the_true_class():
     from toolchain.train import confidence
 
     logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # p(true) 0.5 and sigmoid(2) = 0.8808
-    assert confidence(logits, torch.tensor([0, 0])) == pytest.approx(100 * (0.5 + 0.880797) / 2, abs=1e-3)
-    assert confidence(logits, torch.tensor([1, 1])) == pytest.approx(100 * (0.5 + 0.119203) / 2, abs=1e-3)
+    assert confidence(logits, torch.tensor([0, 0]), 1.0) == pytest.approx(100 * (0.5 + 0.880797) / 2, abs=1e-3)
+    assert confidence(logits, torch.tensor([1, 1]), 1.0) == pytest.approx(100 * (0.5 + 0.119203) / 2, abs=1e-3)
+
+
+def test_confidence_fits_the_temperature_so_a_change_of_scale_alone_costs_nothing():
+    import torch
+
+    from toolchain.train import confidence, temperature
+
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (500,))
+    out = torch.randn(500, 10) + 3 * torch.nn.functional.one_hot(y, 10)
+    assert confidence(out / 4, y, 1.0) < confidence(out, y, 1.0) - 20  # raw: the shrunk logits read far worse
+    assert confidence(out / 4, y) == pytest.approx(confidence(out, y), abs=0.05)  # fitted: the same
+    assert temperature(out / 4, y) == pytest.approx(temperature(out, y) / 4, rel=1e-3)
+    noisier = out + 2 * torch.randn(500, 10)  # a real loss of information still reads as one
+    assert confidence(noisier, y) < confidence(out, y) - 5

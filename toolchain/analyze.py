@@ -35,7 +35,7 @@ from .train import Prepared, data_meta, prepare
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
-SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "params_removed", "macs_removed")
+SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "temperature", "params_removed", "macs_removed")
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,15 @@ class _Cache:
 
 def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> dict[str, float | None]:
     """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head) and the confidence (mean
-    probability of the true class, %; None for a reconstruction head) on all, the first and the
-    second half of the images."""
-    from .train import confidence, logits, performance, reconstructs
+    probability of the true class at the temperature that fits best, %; None for a reconstruction
+    head) on all, the first and the second half of the images, and that temperature on all."""
+    from .train import confidence, logits, performance, reconstructs, temperature
 
     out, r = logits(model, x), reconstructs(model)
     parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
     return ({f"accuracy{k}": performance(out[i], x[i], y[i], r) for k, i in parts.items()}
-            | {f"confidence{k}": None if r else confidence(out[i], y[i]) for k, i in parts.items()})
+            | {f"confidence{k}": None if r else confidence(out[i], y[i]) for k, i in parts.items()}
+            | {"temperature": None if r else round(temperature(out, y), 4)})
 
 
 def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
@@ -251,7 +252,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
-    jobs = [(l, r) for l in todo for r in opts.all_ratios if "confidence" not in (cache.get(l.name, r) or {})]
+    jobs = [(l, r) for l in todo for r in opts.all_ratios if "temperature" not in (cache.get(l.name, r) or {})]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
@@ -276,7 +277,8 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                   "num_classes": prep.dataset.num_classes},
         "data": data_meta(prep.dataset) | {"eval_samples": len(y), "eval_split": "validation"},
         "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},
-        "baseline": {"accuracy": base_acc, "confidence": base["confidence"], "params": base_counts["params"],
+        "baseline": {"accuracy": base_acc, "confidence": base["confidence"], "temperature": base["temperature"],
+                     "params": base_counts["params"],
                      "macs": base_counts["macs"]},
         "layers": rows,
         "skipped": [{"name": l.name, "reason": l.skip} for l in layers if l.skip],

@@ -207,7 +207,10 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
     con.print(stage.table(result))
     for s in result["skipped"]:
         con.print(f"[dim]skipped {s['name']}: {s['reason']}[/dim]")
-    con.print(f"ranking stability (Spearman between two disjoint halves): {result['stability']['spearman_halves']}")
+    st = result["stability"]
+    con.print(f"ranking stability (Spearman between two disjoint halves): top-1 {st['spearman_halves']}"
+              + (f", confidence {st['spearman_halves_confidence']}" if st["spearman_halves_confidence"] is not None
+                 else ""))
     con.print(f"wrote {out} in {result['seconds']:.1f}s ({result['reused_results']} results reused from cache)")
 
 

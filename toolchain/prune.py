@@ -337,8 +337,9 @@ def _caps(s: _Search) -> list[float]:
 
 def _cost_field(s: _Search, analysis: dict) -> str:
     """The analysis field the plan reads each cut's cost from (--proxy): top-1 (the paper's), or the
-    confidence, top-1's continuous twin (on VGG16 at 1,000 validation images most single-layer top-1
-    drops are within a point and their ranking correlates 0.54 between two halves of the images)."""
+    confidence at a fitted temperature, top-1's continuous twin (on VGG16 at 1,000 validation images
+    most single-layer top-1 drops are within a point and their ranking correlates 0.54 between two
+    halves of the images)."""
     field = PROXIES[s.opts.proxy]
     rows = [analysis["baseline"]] + [p for r in analysis["layers"] for p in r.get("sweep") or [r]]
     if any(r.get(field) is None for r in rows):
