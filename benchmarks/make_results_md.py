@@ -331,10 +331,10 @@ def objectives_section(o: dict | None) -> list[str]:
               f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); every pruned "
               f"model fine-tuned {o['epochs']} epoch(s); p50 with the x86-cpu target at {o['threads']} thread, "
               f"base and every seed's model interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of "
-              f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s measured "
-              f"latency (seed 0's p50 over the unpruned model's, in the table's scale), `latency-faster` at "
-              f"{o['faster_fraction']}x the first of those. `prune --objective latency` times each plan against the "
-              f"unpruned model and re-plans, so a plan can differ by seed. "
+              f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s latency "
+              f"(`prune --latency-of` seed 0's model: each plan is timed beside it and re-planned until it "
+              f"measures within 3%), `latency-faster` at {o['faster_fraction']}x the first of those "
+              f"(`--latency-fraction`); a plan can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
               "Per model, the analysis both objectives plan from and the planner's settings:", "",
               *(_analysis(name, m) for name, m in o["models"].items()), "",
@@ -346,7 +346,8 @@ def objectives_section(o: dict | None) -> list[str]:
         lines.append(f"| {name} | unpruned | - | {b['top1']:.2f} | {_ms(b['p50_ms'])} | 1.00x | 100% | 100% |")
         for row in m["rows"]:
             t = row["top1_summary"]
-            goal = f"{row['goal']} ms" if row["objective"] == "latency" else f"{row['goal']:.0%} params"
+            goal = f"{row['goal']:.0%} params" if row["objective"] == "params" else \
+                f"{row['goal']:g}x {row['goal_of']}" if "goal_of" in row else f"{row['goal']} ms"
             lines.append(f"| {name} | {row['config']} | {goal} | {_pm(t['mean'], t['std'])} (n={t['n']}) | "
                          f"{_ms(row['p50_ms'])} | {row['speedup_vs_unpruned']:.2f}x | {row['params_kept']:.1%} | "
                          f"{row['macs_kept']:.1%} |")

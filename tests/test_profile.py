@@ -183,3 +183,58 @@ def test_a_nearly_flat_secant_does_not_leap():
     goal = prune._next_goal(rounds, 0.496)
     assert goal == pytest.approx(0.4718 + (0.496 - 0.5181) / prune.LATENCY_MIN_SLOPE)
     assert 0.42 < goal < 0.4718
+
+
+def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(trained_lenet, analysis, tmp_path,
+                                                                                monkeypatch):
+    """--latency-of: the goal starts as the reference's latency in the table's scale (timed once against
+    the unpruned model), then every plan is timed against the reference itself, whatever the unpruned
+    model measures in that round: 0.8 of a reference at 0.8 of the unpruned model is 6.4 ms of 10."""
+    from toolchain import bench
+
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
+                                 "measured_on": "this host"}
+    (tmp_path / "lat.json").write_text(json.dumps(table))
+    reference = tmp_path / "deployed.onnx"
+    reference.write_bytes(b"timed by the fake")
+    p50s = iter([(10.0, 8.0), (4.0, 3.6), (4.0, 3.2)])  # reference vs base; then plans vs reference: 0.9, 0.8
+    timed = []
+
+    def fake_interleaved(files, **kw):
+        timed.append(files)
+        return {"models": [{"p50_ms": p} for p in next(p50s)]}
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", latency_of=reference, latency_fraction=0.8,
+        order=prune.Order.ONESHOT, include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+    rep = art.meta["report"]
+    assert rep["plan_kind"] == "latency" and rep["latency_goal_ms"] == pytest.approx(6.4)
+    assert timed[0][1] == reference and all(files[0] == reference for files in timed[1:]) and len(timed) == 3
+    rounds = rep["latency_rounds"]
+    assert [r["vs_reference"] for r in rounds] == [0.9, 0.8]
+    assert [r["measured_ms"] for r in rounds] == [pytest.approx(6.4 * 0.9 / 0.8), pytest.approx(6.4)]
+    assert rounds[1]["chosen"] and rounds[1]["goal_ms"] < rounds[0]["goal_ms"]
+    assert json.loads((tmp_path / "p.pt.json").read_text())["lineage"][-1]["options"]["latency_of"] == str(reference)
+
+
+def test_a_latency_goal_is_one_of_milliseconds_or_a_model(analysis, tmp_path):
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    ref = tmp_path / "deployed.onnx"
+    ref.write_bytes(b"x")
+    common = dict(analysis=analysis, latency_table=tmp_path / "t.json")
+    with pytest.raises(CompressError, match="one latency goal"):
+        prune.PruneOptions(**common, target_latency=1.0, latency_of=ref).validate()
+    with pytest.raises(CompressError, match="no such file"):
+        prune.PruneOptions(**common, latency_of=tmp_path / "gone.onnx").validate()
+    with pytest.raises(CompressError, match="--latency-fraction"):
+        prune.PruneOptions(**common, latency_of=ref, latency_fraction=0).validate()
+    assert prune.PruneOptions(**common, latency_of=ref).resolved_plan() is prune.Plan.LATENCY
+    res = CliRunner().invoke(main, ["prune", "model.pt", "--analysis", str(analysis), "--latency-of", str(ref)])
+    assert res.exit_code == 2 and "--objective latency goes with a latency goal" in res.output
+    assert "Traceback" not in res.output

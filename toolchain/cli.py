@@ -227,10 +227,16 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--target-params", type=float, help="keep this fraction of the parameters, e.g. 0.1")
 @click.option("--objective", type=click.Choice(["params", "latency"]), default="params", show_default=True,
               help="latency: spend accuracy where it buys the most milliseconds on the target (needs --analysis "
-                   "and --target-latency; the latency table from --latency-table, or profiled now with --target)")
+                   "and --target-latency or --latency-of; the latency table from --latency-table, or profiled now "
+                   "with --target)")
 @click.option("--target-latency", type=float,
               help="with --objective latency: the p50 to reach, in ms; each plan is timed against the unpruned "
                    "model (the table's target and host, 4 s a round) and re-planned until it measures within 3%")
+@click.option("--latency-of", type=click.Path(dir_okay=False),
+              help="with --objective latency, instead of --target-latency: be as fast as this ONNX model (the one "
+                   "deployed now); each plan is timed against it, a ratio that holds still on a busy machine")
+@click.option("--latency-fraction", type=float, default=1.0, show_default=True,
+              help="with --latency-of: the goal is this fraction of its latency (0.8: a fifth faster)")
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
 @click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
                                 "and with --objective latency and no table, the model profiled with its settings")
@@ -261,7 +267,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @force_opt
 @trust_opt
 @_friendly
-def prune(model, data_spec, analysis, order, plan, target_params, objective, target_latency, latency_table, target,
+def prune(model, data_spec, analysis, order, plan, target_params, objective, target_latency, latency_of,
+          latency_fraction, latency_table, target,
           proxy, max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
           keep_layers, val_samples, train_limit, compare_orders, plans, targets, seed, output, force, trust):
     """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
@@ -272,11 +279,13 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
     compress prune model.pt --order sequential --max-drop 1.0 -o budget.pt
     compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
     compress prune model.pt --analysis analysis.json --objective latency --target-latency 2.5 --target rpi4 -o p.pt
-    """
+    compress prune model.pt --analysis analysis.json --objective latency --latency-of fp32.onnx --latency-fraction 1.1 --target rpi4
+    """  # noqa: E501 - an example is one command line
     from . import prune as stage
 
-    if (objective == "latency") != (target_latency is not None):
-        raise CompressError("--objective latency and --target-latency MS go together")
+    if (objective == "latency") != (target_latency is not None or latency_of is not None):
+        raise CompressError("--objective latency goes with a latency goal: --target-latency MS or --latency-of "
+                            "MODEL.onnx")
     opts = stage.PruneOptions(data=data_spec, order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
@@ -284,6 +293,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
                               round_to=round_to, include_linear=include_linear, val_samples=val_samples,
                               remove_layers=not keep_layers, max_layer_ratio=max_layer_ratio, seed=seed,
                               target_latency=target_latency, train_limit=train_limit,
+                              latency_of=Path(latency_of) if latency_of else None, latency_fraction=latency_fraction,
                               latency_table=Path(latency_table) if latency_table else None, target=target,
                               proxy=proxy)
     if compare_orders:

@@ -120,19 +120,26 @@ def predicted_ms(table: dict, channels: dict[str, int]) -> float:
     return total
 
 
-def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None,
-             seconds: float | None = None) -> float:
-    """`candidate`'s p50 in the table's scale: timed interleaved against the unpruned model `base`
-    with the table's own settings (target, host; its runs and warmup unless given; for `seconds`
-    instead of runs where given), as a ratio."""
+def timed_ratio(table: dict, reference: Path, candidate: Path, runs: int | None = None,
+                warmup: int | None = None, seconds: float | None = None) -> float:
+    """`candidate`'s p50 over `reference`'s, timed interleaved in one run with the table's own
+    settings (target, host; its runs and warmup unless given; for `seconds` instead of runs where
+    given). A hand-written table (no `options`) times here with the defaults."""
     from .bench import interleaved
 
-    settings = table["options"]
-    rep = interleaved([base, candidate], runs=runs or settings.get("runs", 100), seconds=seconds,
+    settings = table.get("options") or {}
+    rep = interleaved([reference, candidate], runs=runs or settings.get("runs", 100), seconds=seconds,
                       warmup=settings.get("warmup", 10) if warmup is None else warmup,
                       host=settings.get("host"), target=settings.get("target"))
     before, after = (m["p50_ms"] for m in rep["models"])
-    return table["base_ms"] * after / before
+    return after / before
+
+
+def timed_ms(table: dict, base: Path, candidate: Path, runs: int | None = None, warmup: int | None = None,
+             seconds: float | None = None) -> float:
+    """`candidate`'s p50 in the table's scale: its ratio to the unpruned model `base` (timed_ratio)
+    times the table's unpruned p50."""
+    return table["base_ms"] * timed_ratio(table, base, candidate, runs, warmup, seconds)
 
 
 def layer_ms(table: dict, name: str, keep: int) -> float:

@@ -91,19 +91,33 @@ class PruneOptions:
     target: str | None = None  # a bench target profile: widths round to its channel_multiple; with the latency
     #                            objective and no latency_table, the table is profiled with its settings
     proxy: str = "top1"  # what a plan reads a cut's cost in from the analysis: top1 (the paper's) or confidence
+    latency_of: Path | None = None  # the latency objective's goal as an ONNX model: as fast as it (the deployed
+    #                                 model), timed beside every plan; instead of target_latency
+    latency_fraction: float = 1.0  # with latency_of: the goal is this fraction of its latency
+
+    @property
+    def latency_goal(self) -> bool:
+        return self.target_latency is not None or self.latency_of is not None
 
     def validate(self) -> None:
-        if self.target_latency is not None:
-            if self.target_latency <= 0:
+        if self.target_latency is not None and self.latency_of is not None:
+            raise CompressError("give one latency goal: --target-latency MS or --latency-of MODEL.onnx")
+        if not 0 < self.latency_fraction <= 2:
+            raise CompressError(f"--latency-fraction must be in (0, 2], not {self.latency_fraction}")
+        if self.latency_of is not None and not Path(self.latency_of).is_file():
+            raise CompressError(f"--latency-of {self.latency_of}: no such file (an ONNX model to be as fast as)")
+        if self.latency_goal:
+            if self.target_latency is not None and self.target_latency <= 0:
                 raise CompressError(f"--target-latency must be > 0 ms, not {self.target_latency}")
             if self.target_params is not None:
-                raise CompressError("give one size goal: --target-latency (ms) or --target-params (fraction)")
+                raise CompressError("give one size goal: a latency goal (--target-latency, --latency-of) or "
+                                    "--target-params (fraction)")
             if self.analysis is None or (self.latency_table is None and self.target is None):
                 raise CompressError("--objective latency needs --analysis (accuracy per layer) and a latency "
                                     "table (--latency-table from `compress profile`, or --target to make one)")
             if self.plan not in (None, Plan.LATENCY):
                 raise CompressError(f"--objective latency makes its own plan; drop --plan {self.plan.value}")
-        if self.target_params is None and self.max_drop is None and self.target_latency is None:
+        if self.target_params is None and self.max_drop is None and not self.latency_goal:
             raise CompressError("give a goal: --target-params F (fraction of parameters to keep) and/or "
                                 "--max-drop PTS (accuracy budget)")
         if self.target_params is not None and not 0 < self.target_params < 1:
@@ -145,7 +159,7 @@ class PruneOptions:
         return TrainOptions(epochs=epochs, lr=self.lr, seed=self.seed, device=self.device, distill=self.distill)
 
     def resolved_plan(self) -> Plan:
-        if self.target_latency is not None:
+        if self.latency_goal:
             return Plan.LATENCY
         if self.plan is not None:
             return self.plan
@@ -292,6 +306,7 @@ class _Search:
     plan_cap: float | None = None  # the deepest cut per layer the sensitivity or latency plan allowed
     plan_lambda: float | None = None  # accuracy points per parameter (per ms: latency plan) the plan traded at
     latency_rounds: list = field(default_factory=list)  # the latency plan's goal, prediction and measurement
+    latency_goal_ms: float | None = None  # the latency objective's goal in the table's scale
     plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
@@ -547,7 +562,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
         return whole
     small, big = _lagrangian(s, options, fits)
     if small is None:
-        raise CompressError(f"--target-latency {target_ms} ms is out of reach: with every layer the table can "
+        raise CompressError(f"the latency goal {target_ms:.4g} ms is out of reach: with every layer the table can "
                             f"speed up at its floor it predicts {predicted_ms(table, big):.3f} ms "
                             f"(unpruned {base_ms:.3f} ms)")
     if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
@@ -576,8 +591,9 @@ def _next_goal(rounds: list[dict], target_ms: float) -> float:
     return g1 * target_ms / m1
 
 
-def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> tuple[dict, list]:
-    """The latency plan, measured and re-planned until it meets `target_ms` on the table's target.
+def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float | None,
+                          reference: Path | None = None, fraction: float = 1.0) -> tuple[dict, list]:
+    """The latency plan, measured and re-planned until it meets its goal on the table's target.
 
     The table is additive: each layer's saving was timed with every other layer whole, so cutting a
     layer and the one that reads it counts their shared convolution's saving twice, and a deep plan
@@ -585,24 +601,39 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     NetAdapt measures its proposals instead; here each plan is exported and timed against the
     unpruned model, interleaved, with the table's own settings (target, host, warmup) for
     LATENCY_ROUND_SECONDS (runs would be too few on a fast model), and the goal is rescaled by what
-    the plan missed. A hand-written table (no `options`) is taken as it is."""
-    plan = latency_plan(s, analysis, table, target_ms)
-    if not table.get("options") or "measured_on" not in table:
-        return plan, []
-    from .export import ExportOptions, export_onnx
-    from .profile import predicted_ms, timed_ms
+    the plan missed. A hand-written table (no `options`) is taken as it is.
 
-    goal, rounds, plans = target_ms, [], []
+    With a `reference` model (`--latency-of`) the goal is `fraction` of its latency, and each plan is
+    timed against the reference itself: a ratio of two models of about one speed holds still when the
+    machine's speed drifts, where a ratio to the unpruned model does not (on this shared 2-core
+    machine MobileNetV2 at half its parameters measured 0.62 to 0.75 of the unpruned model's p50 from
+    one run to the next, the slower the machine the lower)."""
+    from .export import ExportOptions, export_onnx
+    from .profile import predicted_ms, timed_ms, timed_ratio
+
+    measured_table = bool(table.get("options")) and "measured_on" in table
+    if reference is None and not measured_table:
+        s.latency_goal_ms = target_ms
+        return latency_plan(s, analysis, table, target_ms), []
+    rounds, plans = [], []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.onnx"
         export_onnx(s.net, s.shape, base, ExportOptions())
+        if reference is not None:  # in the table's scale: where the plan starts; each round compares directly
+            target_ms = fraction * timed_ms(table, base, reference, seconds=LATENCY_ROUND_SECONDS)
+        s.latency_goal_ms = round(target_ms, 4)
+        goal, plan = target_ms, latency_plan(s, analysis, table, target_ms)
         for i in range(LATENCY_ROUNDS):
             candidate = Path(tmp) / f"plan{i}.onnx"
             export_onnx(_apply(s.net, plan, s.shape), s.shape, candidate, ExportOptions())
-            measured = timed_ms(table, base, candidate, seconds=LATENCY_ROUND_SECONDS)
+            if reference is None:
+                measured = timed_ms(table, base, candidate, seconds=LATENCY_ROUND_SECONDS)
+            else:
+                vs = timed_ratio(table, reference, candidate, seconds=LATENCY_ROUND_SECONDS)
+                measured = target_ms * vs / fraction
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(table, plan), 4),
-                           "measured_ms": round(measured, 4), "cap": s.plan_cap,
-                           "lambda": s.plan_lambda})
+                           "measured_ms": round(measured, 4), "cap": s.plan_cap, "lambda": s.plan_lambda}
+                          | ({"vs_reference": round(vs, 4)} if reference is not None else {}))
             plans.append(plan)
             if abs(measured / target_ms - 1) <= LATENCY_TOLERANCE:
                 break
@@ -781,7 +812,8 @@ def _search(st: _Setup, opts: PruneOptions) -> _Search:
         if plan is Plan.LATENCY:  # the plan sets the size goal: the parameters it keeps
             s.plan, s.latency_rounds = measured_latency_plan(s, st.analysis, read_json(opts.latency_table,
                                                                                       "latency table"),
-                                                             opts.target_latency)
+                                                             opts.target_latency, opts.latency_of,
+                                                             opts.latency_fraction)
             s.target = s.planned(s.plan)
         else:
             s.plan = make_plan(s, plan, st.order, st.analysis)
@@ -813,7 +845,7 @@ def _for_target(src: str, dst: Path, opts: PruneOptions, *, force: bool, trust: 
 
 def _profiles_beside(dst: Path, opts: PruneOptions) -> list[Path]:
     """The latency table `_for_target` will profile and write beside `dst`, if it must."""
-    needed = opts.target and opts.target_latency is not None and opts.latency_table is None
+    needed = opts.target and opts.latency_goal and opts.latency_table is None
     return [dst.with_suffix(".latency.json")] if needed else []
 
 
@@ -845,7 +877,7 @@ def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: 
     report = {
         "order": st.order, "walk": opts.order.value, "plan_kind": opts.resolved_plan().value,
         "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
-        "latency_rounds": s.latency_rounds or None,
+        "latency_rounds": s.latency_rounds or None, "latency_goal_ms": s.latency_goal_ms,
         "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "decisions_split": "validation",
         "before": before, "after": after, "accuracy_before": parent_acc,
@@ -883,7 +915,7 @@ def compare(src: str, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
     targets = tuple(sorted(set(targets), reverse=True))
     plans = plans or (opts.plan or (Plan.SENSITIVITY if opts.analysis else Plan.UNIFORM),)
     plans = tuple(p for p in plans if (p is not Plan.SENSITIVITY or opts.analysis)
-                  and (p is not Plan.LATENCY or opts.target_latency))
+                  and (p is not Plan.LATENCY or opts.latency_goal))
     orders = tuple(o for o in orders if o is not Order.SENSITIVITY or opts.analysis)
     if not plans or not orders:
         raise CompressError("nothing to compare: the sensitivity plan and order need --analysis")
