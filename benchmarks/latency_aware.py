@@ -83,6 +83,7 @@ ANALYSIS_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # the cuts per layer t
 #                                                         both objectives plan from (three left most layers at 50%)
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
+LATER = {"latency_of": None, "latency_fraction": 1.0}  # PruneOptions fields newer than the cached cells
 
 
 def _target(threads: int) -> Path:
@@ -102,7 +103,9 @@ def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptio
     import dataclasses
     import hashlib
 
-    key = hashlib.sha256(repr(dataclasses.asdict(opts)).encode()).hexdigest()[:8]
+    fields = {k: v for k, v in dataclasses.asdict(opts).items()  # options added later, at their defaults,
+              if k not in LATER or v != LATER[k]}                 # leave the cells cut before them their keys
+    key = hashlib.sha256(repr(fields).encode()).hexdigest()[:8]
     dst = CELLS / f"{base.stem}-{label}-s{seed}-{key}.pt"
     if not dst.exists():
         print(f"{name}: pruning {label}, seed {seed}", flush=True)
