@@ -39,6 +39,17 @@ def test_the_additive_latency_model_interpolates_between_widths():
     assert profile.predicted_ms(table, {}) == 10.0
 
 
+def _onnx_model(path, dims: list) -> object:
+    """An Identity ONNX model with input `dims` (a string: a symbolic axis)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("x", "y")]
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", io[:1], io[1:])),
+              str(path))
+    return path
+
+
 def _table(analysis: dict, saves: dict[str, float]) -> dict:
     """A latency table in which each layer at half width saves `saves[name]` ms of a 10 ms model."""
     layers = {r["name"]: {"channels": r["channels"], "kind": r["type"],
@@ -197,8 +208,7 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
     table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
                                  "measured_on": "this host"}
     (tmp_path / "lat.json").write_text(json.dumps(table))
-    reference = tmp_path / "deployed.onnx"
-    reference.write_bytes(b"timed by the fake")
+    reference = _onnx_model(tmp_path / "deployed.onnx", ["batch", "c", "h", "w"])  # timed by the fake
     p50s = iter([(10.0, 8.0), (4.0, 3.6), (4.0, 3.2)])  # reference vs base; then plans vs reference: 0.9, 0.8
     timed = []
 
@@ -225,8 +235,7 @@ def test_a_latency_goal_is_one_of_milliseconds_or_a_model(analysis, tmp_path):
 
     from toolchain.cli import main
 
-    ref = tmp_path / "deployed.onnx"
-    ref.write_bytes(b"x")
+    ref = _onnx_model(tmp_path / "deployed.onnx", ["batch", 1, 32, 32])
     common = dict(analysis=analysis, latency_table=tmp_path / "t.json")
     with pytest.raises(CompressError, match="one latency goal"):
         prune.PruneOptions(**common, target_latency=1.0, latency_of=ref).validate()
@@ -238,3 +247,19 @@ def test_a_latency_goal_is_one_of_milliseconds_or_a_model(analysis, tmp_path):
     res = CliRunner().invoke(main, ["prune", "model.pt", "--analysis", str(analysis), "--latency-of", str(ref)])
     assert res.exit_code == 2 and "--objective latency goes with a latency goal" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_reference_that_is_not_an_onnx_model_of_this_input_is_refused(trained_lenet, analysis, tmp_path):
+    an = json.loads(analysis.read_text())
+    (tmp_path / "lat.json").write_text(json.dumps(_table(an, {n: 1.0 for n in ("features.0", "features.3",
+                                                                                "classifier.1", "classifier.3")})))
+    common = dict(analysis=analysis, latency_table=tmp_path / "lat.json", order=prune.Order.ONESHOT,
+                  include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07not a protobuf at all")
+    with pytest.raises(CompressError, match="not an ONNX model"):
+        prune.PruneOptions(**common, latency_of=corrupt).validate()
+    other = _onnx_model(tmp_path / "rgb64.onnx", ["batch", 3, 64, 64])  # another input: its speed says nothing
+    with pytest.raises(CompressError, match=r"its input \[None, 3, 64, 64\] is not this model's"):
+        prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(**common, latency_of=other))
+    assert not (tmp_path / "p.pt").exists()

@@ -47,6 +47,19 @@ def external_data(path: Path) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
 
+def input_dims(path: Path) -> list[int | None]:
+    """The first input's dimensions (None where symbolic, as a batch axis), or a one-line error for a
+    file that is not an ONNX model."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        dims = graph.input[0].type.tensor_type.shape.dim
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own kinds for a corrupt file
+        raise CompressError(f"{path}: not an ONNX model ({type(e).__name__})") from e
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
 def session(path: Path, threads: int | None = None):
     """An onnxruntime CPU session, made as `compress bench` makes its sessions (one code path)."""
     from .bench_runner import RunnerError, make_session

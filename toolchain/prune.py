@@ -106,6 +106,9 @@ class PruneOptions:
             raise CompressError(f"--latency-fraction must be in (0, 2], not {self.latency_fraction}")
         if self.latency_of is not None and not Path(self.latency_of).is_file():
             raise CompressError(f"--latency-of {self.latency_of}: no such file (an ONNX model to be as fast as)")
+        if self.latency_of is not None:
+            from .onnxio import input_dims
+            input_dims(Path(self.latency_of))  # a corrupt file is refused before any work
         if self.latency_goal:
             if self.target_latency is not None and self.target_latency <= 0:
                 raise CompressError(f"--target-latency must be > 0 ms, not {self.target_latency}")
@@ -788,6 +791,12 @@ def _units(st: _Setup, opts: PruneOptions) -> dict[str, int]:
 def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
     """An ordered walk cannot take a layer below its floor (--max-layer-ratio): a size goal below
     what the floors leave is refused up front instead of after a long search."""
+    if opts.latency_of is not None:  # timed on another input, the reference says nothing of this model's speed
+        from .onnxio import input_dims
+
+        dims, shape = input_dims(Path(opts.latency_of)), [None, *st.prep.input_shape]  # batch, then the sample
+        if len(dims) != len(shape) or any(d not in (None, n) for d, n in zip(dims[1:], shape[1:], strict=True)):
+            raise CompressError(f"--latency-of {opts.latency_of}: its input {dims} is not this model's {shape}")
     if opts.target_params is None or opts.resolved_plan() is not Plan.FLOORS:
         return  # a fitted plan says itself when the goal is out of reach
     if opts.remove_layers and surgery.removable_layers(st.prep.model):
