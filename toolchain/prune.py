@@ -788,15 +788,21 @@ def _units(st: _Setup, opts: PruneOptions) -> dict[str, int]:
     return {l.name: math.lcm(opts.round_to, l.multiple) for l in st.layers}
 
 
+def _check_reference(st: _Setup, opts: PruneOptions) -> None:
+    """A --latency-of model timed on another input says nothing of this model's speed: refused
+    before the search."""
+    if opts.latency_of is None:
+        return
+    from .onnxio import input_dims
+
+    dims, shape = input_dims(Path(opts.latency_of)), [None, *st.prep.input_shape]  # batch, then the sample
+    if len(dims) != len(shape) or any(d not in (None, n) for d, n in zip(dims[1:], shape[1:], strict=True)):
+        raise CompressError(f"--latency-of {opts.latency_of}: its input {dims} is not this model's {shape}")
+
+
 def _check_reachable(st: _Setup, opts: PruneOptions) -> None:
     """An ordered walk cannot take a layer below its floor (--max-layer-ratio): a size goal below
     what the floors leave is refused up front instead of after a long search."""
-    if opts.latency_of is not None:  # timed on another input, the reference says nothing of this model's speed
-        from .onnxio import input_dims
-
-        dims, shape = input_dims(Path(opts.latency_of)), [None, *st.prep.input_shape]  # batch, then the sample
-        if len(dims) != len(shape) or any(d not in (None, n) for d, n in zip(dims[1:], shape[1:], strict=True)):
-            raise CompressError(f"--latency-of {opts.latency_of}: its input {dims} is not this model's {shape}")
     if opts.target_params is None or opts.resolved_plan() is not Plan.FLOORS:
         return  # a fitted plan says itself when the goal is out of reach
     if opts.remove_layers and surgery.removable_layers(st.prep.model):
@@ -867,6 +873,7 @@ def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: 
     start = time.perf_counter()
     with data.deciding("prune"):
         st = _setup(src, opts, trust)
+        _check_reference(st, opts)
         _check_reachable(st, opts)
         s = _search(st, opts)
         final_stats = fit(s.net, st.fine, opts.finetune(opts.final_epochs), description="final fine-tune",
