@@ -24,7 +24,8 @@ seed's model (a measured latency plan can differ from seed to seed) in one inter
 matched latency" and "faster at the same top-1" are read off them and off the paired verdicts.
 
     python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--seconds 60] [--threads 1]
-        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--proxy confidence|top1] [--untimed]
+        [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--proxy confidence|top1] [--retimes 2]
+        [--untimed]
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ ANALYSIS_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # the cuts per layer t
 #                                                         both objectives plan from (three left most layers at 50%)
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
-LATER = {"latency_of": None, "latency_fraction": 1.0}  # PruneOptions fields newer than the cached cells
+LATER = {"latency_of": None, "latency_fraction": 1.0, "retimes": 0}  # PruneOptions fields newer than the
+#                                                                      cached cells, at what those cells ran with
 
 
 def _target(threads: int) -> Path:
@@ -205,8 +207,8 @@ def objectives(args) -> dict:
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=args.proxy,
                       final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
-        configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY)
-                   for g in setup["target_params"]}
+        configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY, retimes=0)
+                   for g in setup["target_params"]}  # (re-timing is the latency plan's: 0 keeps these cells' keys)
         arts = {label: [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
                 for label, cfg in configs.items()}
         if args.untimed:
@@ -216,11 +218,12 @@ def objectives(args) -> dict:
                             force=True).meta
         matched = {}  # each latency model aims at a parameter model (seed 0's), timed beside it (--latency-of)
         for label in list(configs):
-            configs[f"latency-at-{label}"] = dict(latency_of=_onnx(arts[label][0].path), latency_table=table_path)
+            configs[f"latency-at-{label}"] = dict(latency_of=_onnx(arts[label][0].path), latency_table=table_path,
+                                                  retimes=args.retimes)
             matched[f"latency-at-{label}"] = label
         first = next(iter(matched))
         configs["latency-faster"] = dict(latency_of=configs[first]["latency_of"], latency_fraction=FASTER,
-                                         latency_table=table_path)
+                                         latency_table=table_path, retimes=args.retimes)
         rows = {}
         for label, cfg in configs.items():
             if label not in arts:  # the parameter models are cut already
@@ -246,7 +249,8 @@ def objectives(args) -> dict:
         out[name] = {
             "analysis": {"ratios": ANALYSIS_RATIOS, "adapt_bn": args.adapt_bn, "eval_samples": args.eval_samples,
                          "stability": made["stability"]},
-            "plans": {"proxy": args.proxy, "latency_rounds": prune.LATENCY_ROUNDS,
+            "plans": {"proxy": args.proxy, "latency_rounds": prune.LATENCY_ROUNDS, "retimes": args.retimes,
+                      "retime_seconds": prune.RETIME_SECONDS,
                       "round_seconds": prune.LATENCY_ROUND_SECONDS},
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
                      "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
@@ -274,6 +278,8 @@ def main() -> None:
                     help="objectives: training images the analysis re-estimates BatchNorm with after each cut")
     ap.add_argument("--proxy", choices=sorted(prune.PROXIES), default="confidence",
                     help="objectives: what both objectives read each cut's cost in from the analysis (prune --proxy)")
+    ap.add_argument("--retimes", type=int, default=2,
+                    help="objectives: re-timings of the latency objective's table around its plan (prune --retimes)")
     ap.add_argument("--untimed", action="store_true",
                     help="objectives: only train, analyse and prune the parameter objective's models (nothing is "
                          "timed: for a busy machine; a later run finds them cached)")

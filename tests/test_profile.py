@@ -106,6 +106,9 @@ def test_latency_objective_options_are_checked(analysis, tmp_path):
         prune.PruneOptions(analysis=analysis, target_latency=1.0).validate()
     with pytest.raises(CompressError, match="> 0 ms"):
         prune.PruneOptions(analysis=analysis, latency_table=tmp_path / "t.json", target_latency=-1.0).validate()
+    with pytest.raises(CompressError, match=r"--retimes must be in \[0, 4\]"):
+        prune.PruneOptions(analysis=analysis, latency_table=tmp_path / "t.json", target_latency=1.0,
+                           retimes=5).validate()
 
 
 def test_an_unreachable_latency_goal_says_what_the_table_predicts(trained_lenet, analysis, tmp_path):
@@ -155,7 +158,7 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
     monkeypatch.setattr(bench, "interleaved", fake_interleaved)
     art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
-        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=0))
     rounds = art.meta["report"]["latency_rounds"]
     assert [r["measured_ms"] for r in rounds] == [8.5, 7.4] and len(timed) == 2
     assert rounds[1]["goal_ms"] == pytest.approx(7.5 * 7.5 / 8.5, abs=1e-3)
@@ -165,6 +168,75 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
     assert all(kw["seconds"] == prune.LATENCY_ROUND_SECONDS for _, kw in timed)  # timed for seconds, not runs
     keep = {n: v["after"] for n, v in art.meta["report"]["layers"].items() if n in saves}
     assert profile.predicted_ms(table, keep) == pytest.approx(rounds[1]["predicted_ms"], abs=1e-3)
+
+
+def test_a_table_retimed_around_a_plan_is_centred_on_its_measured_latency(tmp_path, monkeypatch):
+    """Every variant is timed beside the plan's model and scaled by the plan's measured ms: a layer
+    moved up costs, moved down saves, relative to the plan, not to the unpruned model."""
+    from toolchain import bench
+
+    table = {"kind": "compress-latency-table", "base_ms": 10.0, "options": {"warmup": 3},
+             "layers": {"a": {"channels": 8, "ms": {"8": 10.0, "4": 7.0}}, "b": {"channels": 4, "ms": {"4": 10.0}}}}
+    calls = []
+
+    def fake_interleaved(files, **kw):
+        calls.append((files, kw))
+        return {"models": [{"p50_ms": p} for p in (2.2, 2.6, 1.8, 2.0)], "runs": 40}
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    variants = {("a", 8): tmp_path / "up.onnx", ("a", 2): tmp_path / "down.onnx"}
+    local = profile.around(table, {"a": 4}, tmp_path / "plan.onnx", variants, centre_ms=6.0, seconds=5.0)
+    files, kw = calls[0]
+    assert files == [tmp_path / "plan.onnx", tmp_path / "up.onnx", tmp_path / "down.onnx", tmp_path / "plan.onnx"]
+    assert kw["seconds"] == 5.0 and kw["warmup"] == 3
+    assert local["base_ms"] == 6.0 and local["centre"] == {"a": 4}
+    assert local["layers"]["a"]["ms"] == {"4": 6.0, "8": pytest.approx(7.8), "2": pytest.approx(5.4)}
+    assert local["layers"]["b"]["ms"] == {"4": 6.0}  # not in the plan: whole, and no saving
+    assert profile.predicted_ms(local, {"a": 4, "b": 4}) == 6.0
+    assert profile.predicted_ms(local, {"a": 8}) == pytest.approx(7.8)
+
+
+def test_the_latency_plan_is_replanned_on_a_table_retimed_around_it(trained_lenet, analysis, tmp_path, monkeypatch):
+    """The first plan is measured, the table re-timed around it (every layer moved alone to every width
+    the analysis offers, and whole), the next plan priced by that table; of the measured plans that meet
+    the goal, the one the analysis prices lowest is taken."""
+    from toolchain import bench
+
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
+                                 "measured_on": "this host"}
+    (tmp_path / "lat.json").write_text(json.dumps(table))
+    runs, retimed = [], []
+
+    def fake_interleaved(files, **kw):
+        runs.append(files)
+        if len(files) == 2:  # a round: the unpruned model, then the plan (within 3% of the 7.5 ms goal)
+            return {"models": [{"p50_ms": 10.0}, {"p50_ms": 7.6}]}
+        moved = [{"p50_ms": 7.7 if i % 2 else 7.45} for i in range(len(files) - 2)]  # a re-timing: the plan twice
+        return {"models": [{"p50_ms": 7.6}, *moved, {"p50_ms": 7.6}], "runs": 10}
+
+    real_around = profile.around
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(profile, "around", lambda *a, **kw: retimed.append(real_around(*a, **kw)) or retimed[-1])
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=1))
+    rep = art.meta["report"]
+    rounds = rep["latency_rounds"]
+    assert len(retimed) == 1 and retimed[0]["base_ms"] == pytest.approx(7.6)  # centred on the measured plan
+    first = {n: int(k) for n, row in retimed[0]["layers"].items() for k, v in row["ms"].items() if v == 7.6}
+    assert profile.predicted_ms(table, first) == pytest.approx(rounds[0]["predicted_ms"], abs=1e-3)
+    widths = {0.0, 0.25, 0.5, 0.75}  # the analysis' ratios, and whole: every layer offers each, one is the plan's
+    for name, row in retimed[0]["layers"].items():
+        assert set(row["ms"]) == {str(keep_count(row["channels"], r)) for r in widths} | {str(first[name])}, name
+    assert [r["retimed"] for r in rounds] == [0, 1][:len(rounds)] and len(rounds) <= 2
+    if len(rounds) == 2:  # re-planned on the re-timed table (the same plan again is not measured twice)
+        keep = {n: v["after"] for n, v in rep["layers"].items()} if rounds[1].get("chosen") else None
+        assert keep is None or profile.predicted_ms(retimed[0], keep) == pytest.approx(rounds[1]["predicted_ms"],
+                                                                                       abs=1e-3)
+    chosen = [r for r in rounds if r.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["analysed_drop"] == min(r["analysed_drop"] for r in rounds)
 
 
 def test_a_real_table_plans_on_measurements(trained_lenet, analysis, tmp_path):
@@ -219,7 +291,8 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
     monkeypatch.setattr(bench, "interleaved", fake_interleaved)
     art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", latency_of=reference, latency_fraction=0.8,
-        order=prune.Order.ONESHOT, include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150))
+        order=prune.Order.ONESHOT, include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150,
+        retimes=0))
     rep = art.meta["report"]
     assert rep["plan_kind"] == "latency" and rep["latency_goal_ms"] == pytest.approx(6.4)
     assert timed[0][1] == reference and all(files[0] == reference for files in timed[1:]) and len(timed) == 3
