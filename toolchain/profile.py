@@ -160,8 +160,9 @@ def around(table: dict, plan: dict[str, int], centre: Path, variants: dict[tuple
     scale = centre_ms / min(p50[0], p50[-1])
     layers = {name: {"channels": row["channels"], "kind": row.get("kind"),
                      "ms": {str(plan.get(name, row["channels"])): centre_ms}} for name, row in table["layers"].items()}
-    for (name, keep), ms in zip(variants, p50[1:-1], strict=True):
-        layers[name]["ms"][str(keep)] = ms * scale
+    for (name, keep), ms in zip(variants, p50[1:-1], strict=True):  # more channels never measure faster
+        clamp = max if keep > plan.get(name, layers[name]["channels"]) else min  # (timing noise does)
+        layers[name]["ms"][str(keep)] = clamp(ms * scale, centre_ms)
     return table | {"base_ms": centre_ms, "layers": layers, "centre": dict(plan), "runs": rep["runs"]}
 
 

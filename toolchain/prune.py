@@ -556,16 +556,28 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
     channels = _channels(s.net)
     names = [n for n in rows if n in table["layers"] and n in s.floor]
 
+    region = {n: sorted(int(k) for k in table["layers"][n]["ms"]) for n in names} if "centre" in table else {}
+
     def options(cap: float) -> dict[str, list[tuple[float, float, float]]]:
-        """(ratio, drop, ms saved) per layer, the ms saved at the channels that ratio keeps."""
-        return {n: [(r, d, base_ms - layer_ms(table, n, _keep(s, channels, n, r)))
-                    for r, d, _ in _tradeoffs(rows[n], base_acc, cap, field)] for n in names}
+        """(ratio, drop, ms saved) per layer, the ms saved at the channels that ratio keeps; with a
+        re-timed table, only within the widths it timed (a trust region: the line through two
+        noisy points says nothing far from them), and the plan's own width among them."""
+        out = {}
+        for n in names:
+            row = _tradeoffs(rows[n], base_acc, cap, field)
+            if n in region:
+                centre = table["centre"][n]
+                at = _tradeoffs(rows[n], base_acc, 1 - centre / channels[n], field)[-1]
+                row = [p for p in row if region[n][0] <= _keep(s, channels, n, p[0]) <= region[n][-1]]
+                row = sorted(row + ([at] if at[0] <= cap or not row else []))
+            out[n] = [(r, d, base_ms - layer_ms(table, n, _keep(s, channels, n, r))) for r, d, _ in row]
+        return out
 
     def fits(plan: dict[str, int]) -> bool:
         return predicted_ms(table, plan) <= target_ms
 
     whole = {n: channels[n] for n in s.floor}
-    if fits(whole):  # met already: no cut, even a free one
+    if not region and fits(whole):  # met already: no cut, even a free one
         return whole
     small, big = _lagrangian(s, options, fits)
     if small is None:
@@ -573,7 +585,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> d
                             f"speed up at its floor it predicts {predicted_ms(table, big):.3f} ms "
                             f"(unpruned {base_ms:.3f} ms)")
     if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
-        big = {n: channels[n] for n in small}
+        big = {n: region[n][-1] if n in region else channels[n] for n in small}
     return whole | _between(s, small, big, fits)
 
 
@@ -680,9 +692,10 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
                            "analysed_drop": round(analysed_drop(s, analysis, plan), 4), "retimed": retimes}
                           | ({"vs_reference": round(vs, 4)} if reference is not None else {}))
             plans.append(plan)
-            met = abs(measured / target_ms - 1) <= LATENCY_TOLERANCE
-            if met and (retimes == s.opts.retimes or not plan or plan == {n: _channels(s.net)[n] for n in plan}):
-                break
+            whole = plan == {n: _channels(s.net)[n] for n in plan}
+            if measured <= target_ms * (1 + LATENCY_TOLERANCE) and (whole or (
+                    retimes == s.opts.retimes and measured >= target_ms * (1 - LATENCY_TOLERANCE))):
+                break  # within 3% of the goal on a table re-timed as often as asked, or met with no cut
             if retimes < s.opts.retimes:
                 priced, since, retimes = _retime(s, analysis, table, plan, candidate, measured, Path(tmp)), i + 1, \
                     retimes + 1
