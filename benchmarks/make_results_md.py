@@ -320,7 +320,9 @@ def _analysis(name: str, m: dict) -> str:
     return (f"- {name}: ratios {', '.join(f'{r:g}' for r in a['ratios'])} on {a['eval_samples']:,} validation "
             f"images, {bn}; ranking stability (Spearman between two halves of the images, at ratio 0.5): {rho}; "
             f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "
-            f"at most {plans['latency_rounds']} rounds of {plans['round_seconds']:g} s")
+            f"at most {plans['latency_rounds']} rounds of {plans['round_seconds']:g} s, "
+            + (f"its table re-timed around the plan {plans['retimes']} times ({plans['retime_seconds']:g} s each)"
+               if plans.get("retimes") else "on the unpruned model's table alone (no re-timing: `--retimes 0`)"))
 
 
 def objectives_section(o: dict | None) -> list[str]:

@@ -242,6 +242,41 @@ def test_the_latency_plan_is_replanned_on_a_table_retimed_around_it(trained_lene
     assert len(chosen) == 1 and chosen[0]["analysed_drop"] == min(r["analysed_drop"] for r in rounds)
 
 
+def test_a_goal_out_of_the_retimed_tables_reach_falls_back_to_the_unpruned_models_table(
+        trained_lenet, analysis, tmp_path, monkeypatch):
+    """One step a layer may not reach a goal the first plan missed by a sixth (VGG16, seed 2): the
+    next plan comes from the unpruned model's table, its goal rescaled by the miss."""
+    from toolchain import bench
+
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
+                                 "measured_on": "this host"}
+    (tmp_path / "lat.json").write_text(json.dumps(table))
+    measured = iter([8.5, 7.4])
+
+    def fake_interleaved(files, **kw):
+        if len(files) == 2:
+            return {"models": [{"p50_ms": 10.0}, {"p50_ms": next(measured)}]}
+        return {"models": [{"p50_ms": 8.5} for _ in files], "runs": 10}
+
+    real_plan = prune.latency_plan
+
+    def no_reach(s, analysis, table, goal):
+        if "centre" in table:
+            raise CompressError("out of reach")
+        return real_plan(s, analysis, table, goal)
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(prune, "latency_plan", no_reach)
+    art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=1))
+    rounds = art.meta["report"]["latency_rounds"]
+    assert [r["measured_ms"] for r in rounds] == [8.5, 7.4] and [r["retimed"] for r in rounds] == [0, 0]
+    assert rounds[1]["goal_ms"] == pytest.approx(7.5 * 7.5 / 8.5, abs=1e-3) and rounds[1]["chosen"]
+
+
 def test_a_real_table_plans_on_measurements(trained_lenet, analysis, tmp_path):
     lat = profile.run(str(trained_lenet), tmp_path / "lat.json",
                       profile.ProfileOptions(widths=(0.5,), runs=20, warmup=2, include_linear=True)).meta

@@ -689,7 +689,8 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
                 measured = target_ms * vs / fraction
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(priced, plan), 4),
                            "measured_ms": round(measured, 4), "cap": s.plan_cap, "lambda": s.plan_lambda,
-                           "analysed_drop": round(analysed_drop(s, analysis, plan), 4), "retimed": retimes}
+                           "analysed_drop": round(analysed_drop(s, analysis, plan), 4),
+                           "retimed": 0 if priced is table else retimes}
                           | ({"vs_reference": round(vs, 4)} if reference is not None else {}))
             plans.append(plan)
             whole = plan == {n: _channels(s.net)[n] for n in plan}
@@ -704,8 +705,15 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
                 goal = _next_goal(rounds[since:], target_ms)
             try:
                 plan = latency_plan(s, analysis, priced, goal)
-            except CompressError:  # the table has nothing left to cut: the measured plans stand
-                break
+            except CompressError:  # out of the re-timed table's reach (one step a layer): the unpruned
+                if priced is table:  # model's table again, its goal rescaled; out of its reach, the
+                    break            # measured plans stand
+                own = [r for r in rounds if r["retimed"] == 0]
+                priced, since, goal = table, len(rounds), _next_goal(own, target_ms)
+                try:
+                    plan = latency_plan(s, analysis, table, goal)
+                except CompressError:
+                    break
             if plan in plans:  # planned and measured already: measuring again would tell nothing new
                 break
     meeting = [i for i, r in enumerate(rounds) if r["measured_ms"] <= target_ms * (1 + LATENCY_TOLERANCE)]
