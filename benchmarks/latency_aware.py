@@ -107,6 +107,8 @@ def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptio
 
     fields = {k: v for k, v in dataclasses.asdict(opts).items()  # options added later, at their defaults,
               if k not in LATER or v != LATER[k]}                 # leave the cells cut before them their keys
+    if opts.latency_table:  # plans priced by the fitted cost model, not the additive table (cells before: no tag)
+        fields["pricing"] = "cost-model"
     key = hashlib.sha256(repr(fields).encode()).hexdigest()[:8]
     dst = CELLS / f"{base.stem}-{label}-s{seed}-{key}.pt"
     if not dst.exists():

@@ -286,12 +286,41 @@ class _SizeModel:
                                  for p in before for d in range(len(before[p])) if before[p][d] != after[p][d]]
             before = after
 
-    def params(self, plan: dict[str, int]) -> int:
+        self.pixels = {}  # output pixels of each weighted module, for MACs and activations
+        hooks = [m.register_forward_hook(lambda mod, i, out, n=n: self.pixels.__setitem__(
+            n, math.prod(out.shape[2:]) if out.dim() > 2 else 1)) for n, m in net.named_modules()
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        try:
+            with torch.no_grad():
+                was = net.training
+                net.eval()
+                net(torch.zeros(1, *shape))
+                net.train(was)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def _sizes(self, plan: dict[str, int]) -> dict[str, list[float]]:
         sizes = {p: list(map(float, shape)) for p, shape in self.shapes.items()}
         for name, keep in plan.items():
             for p, d, per_channel in self.slopes.get(name, ()):
                 sizes[p][d] -= per_channel * (self.channels[name] - keep)
-        return int(round(sum(math.prod(dims) for dims in sizes.values())))
+        return sizes
+
+    def params(self, plan: dict[str, int]) -> int:
+        return int(round(sum(math.prod(dims) for dims in self._sizes(plan).values())))
+
+    def features(self, plan: dict[str, int]) -> list[float]:
+        """The plan's terms of profile.CostModel: 1, MACs (millions), parameters (millions) and the
+        weighted layers' output activations (thousands)."""
+        macs = acts = 0.0
+        sizes = self._sizes(plan)
+        for p, dims in sizes.items():
+            module = p.rpartition(".")[0]
+            if p.endswith("weight") and len(dims) > 1 and module in self.pixels:
+                macs += math.prod(dims) * self.pixels[module]
+                acts += dims[0] * self.pixels[module]
+        return [1.0, macs / 1e6, sum(math.prod(d) for d in sizes.values()) / 1e6, acts / 1e3]
 
 
 @dataclass
@@ -314,6 +343,7 @@ class _Search:
     plan_lambda: float | None = None  # accuracy points per parameter (per ms: latency plan) the plan traded at
     latency_rounds: list = field(default_factory=list)  # the latency plan's goal, prediction and measurement
     latency_goal_ms: float | None = None  # the latency objective's goal in the table's scale
+    cost_models: list = field(default_factory=list)  # the latency cost model's coefficients, fit after fit
     plan: dict = field(default_factory=dict)  # channels per layer the walk aims at
     frozen: set = field(default_factory=set)  # layers whose step was rolled back: never tried again
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
@@ -348,6 +378,7 @@ class _Search:
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
 
+LATENCY_MAX_CAP = 0.75  # the latency plan's deepest cut per layer: every layer keeps a quarter at least
 UNMEASURED_SLOPE = 10.0  # points per unit ratio at least, past the last analysed ratio (1 point per 10%)
 PLAN_CAPS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # deepest cut per layer the plan tries, mildest first
 
@@ -434,8 +465,8 @@ def _keep(s: _Search, channels: dict[str, int], name: str, ratio: float) -> int:
     return max(s.floor[name], surgery.keep_count(channels[name], ratio, s.unit(name)))
 
 
-def _lagrangian(s: _Search, options_at, fits) -> tuple[dict | None, dict]:
-    """The allocator of the sensitivity and latency plans. At the mildest cap of `_caps(s)` whose
+def _lagrangian(s: _Search, options_at, fits, caps: list[float] | None = None) -> tuple[dict | None, dict]:
+    """The allocator of the sensitivity and latency plans. At the mildest cap of `caps` (`_caps(s)`) whose
     deepest options `fits`, each layer takes the option (ratio, accuracy drop, gain) of
     `options_at(cap)` that maximises `lam * gain - drop`, and `lam` is bisected (log scale) until the
     plan just fits. Returns the plans at the two ends of the bisection, the fitting one first (and
@@ -445,7 +476,7 @@ def _lagrangian(s: _Search, options_at, fits) -> tuple[dict | None, dict]:
     def plan_at(options: dict, lam: float) -> dict[str, int]:
         return {n: _keep(s, channels, n, max(o, key=lambda p: lam * p[2] - p[1])[0]) for n, o in options.items()}
 
-    for cap in _caps(s):
+    for cap in caps or _caps(s):
         options = options_at(cap)
         if fits(plan_at(options, 1e12)):
             break
@@ -534,59 +565,94 @@ def make_plan(s: _Search, plan: Plan, names: list[str], analysis: dict | None) -
     return keep
 
 
-def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float) -> dict[str, int]:
+def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost=None) -> dict[str, int]:
     """Channels per layer for a latency goal: the sensitivity plan's allocator with milliseconds as
     its currency, a knapsack relaxed by a Lagrange multiplier as in HALP (Shen et al., 2022). Each
-    layer takes the analysed ratio that maximises `lam * ms saved - accuracy drop` (the ms from the
-    latency table, measured on the target; the drop from the analysis, both with the layer alone),
-    `lam` is bisected until the table predicts `target_ms`, and the layers between the two bisection
-    ends move together to just meet it. Layers the table shows saving nothing stay whole, whatever
-    their parameters. As in the sensitivity plan, no layer is cut deeper than the mildest of
-    PLAN_CAPS that reaches the goal. (A greedy walk of 1/16 steps, NetAdapt's order without its
-    fine-tuning, went first: it took the steps the analysis prices at zero first and summed to three
-    times the analysed drop of this allocator on MobileNetV2 at 35% of its parameters.)"""
-    from .profile import layer_ms, predicted_ms
-
+    layer takes the analysed ratio that maximises `lam * ms saved - accuracy drop` (the ms saved with
+    the layer cut alone; the drop from the analysis, also alone), `lam` is bisected until the plan is
+    predicted at `target_ms`, and the layers between the two bisection ends move together to just
+    meet it. The milliseconds come from `cost` (a profile.CostModel fitted to the table's
+    measurements: a plan priced with all its cuts together) or, without one, from the table's
+    additive model (a hand-written table: its per-layer savings are taken as they are). Layers the
+    table shows saving nothing stay whole, whatever their parameters. The plan is made at each cap of
+    PLAN_CAPS up to LATENCY_MAX_CAP (deeper only where none reaches the goal), and the one the
+    analysis prices lowest is taken: the sensitivity plan's rule, the mildest cap that reaches the
+    goal, held VGG16's latency plans at 50% a layer, so they bought milliseconds in the early layers
+    the analysis prices highest (analysed top-1 drop 2.7-4.2 at the parameter plan's latency, whose
+    plan cut its wide late layers by 70% for 2.5; at 75%: 1.2-1.7). (A greedy walk of 1/16
+    steps, NetAdapt's order without its fine-tuning, went first: it took the steps the analysis
+    prices at zero first and summed to three times the analysed drop of this allocator on
+    MobileNetV2 at 35% of its parameters.)"""
     made_of = table.get("model", {}).get("sha256")
     if table.get("kind") != "compress-latency-table" or made_of != analysis["model"]["sha256"]:
         raise CompressError("the latency table is not one `compress profile` made of this model")
     field = _cost_field(s, analysis)
-    base_acc, base_ms = analysis["baseline"][field], table["base_ms"]
+    base_acc = analysis["baseline"][field]
     rows = {r["name"]: r for r in analysis["layers"]}
     channels = _channels(s.net)
     names = [n for n in rows if n in table["layers"] and n in s.floor]
-
-    region = {n: sorted(int(k) for k in table["layers"][n]["ms"]) for n in names} if "centre" in table else {}
+    whole = {n: channels[n] for n in s.floor}
+    price = _pricer(s, table, cost)
+    base_ms = price(whole)
 
     def options(cap: float) -> dict[str, list[tuple[float, float, float]]]:
-        """(ratio, drop, ms saved) per layer, the ms saved at the channels that ratio keeps; with a
-        re-timed table, only within the widths it timed (a trust region: the line through two
-        noisy points says nothing far from them), and the plan's own width among them."""
-        out = {}
-        for n in names:
-            row = _tradeoffs(rows[n], base_acc, cap, field)
-            if n in region:
-                centre = table["centre"][n]
-                at = _tradeoffs(rows[n], base_acc, 1 - centre / channels[n], field)[-1]
-                row = [p for p in row if region[n][0] <= _keep(s, channels, n, p[0]) <= region[n][-1]]
-                row = sorted(row + ([at] if at[0] <= cap or not row else []))
-            out[n] = [(r, d, base_ms - layer_ms(table, n, _keep(s, channels, n, r))) for r, d, _ in row]
-        return out
+        """(ratio, drop, ms saved) per layer, the ms saved at the channels that ratio keeps."""
+        return {n: [(r, d, base_ms - price({n: _keep(s, channels, n, r)})) for r, d, _ in
+                    _tradeoffs(rows[n], base_acc, cap, field)] for n in names}
 
     def fits(plan: dict[str, int]) -> bool:
-        return predicted_ms(table, plan) <= target_ms
+        return price(plan) <= target_ms
 
-    whole = {n: channels[n] for n in s.floor}
-    if not region and fits(whole):  # met already: no cut, even a free one
+    if fits(whole):  # met already: no cut, even a free one
         return whole
-    small, big = _lagrangian(s, options, fits)
-    if small is None:
+    best = None  # (analysed drop, plan, cap, lambda)
+    for cap in _caps(s):
+        if best is not None and cap > LATENCY_MAX_CAP:
+            break
+        small, big = _lagrangian(s, options, fits, [cap])
+        if small is None:
+            continue
+        if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
+            big = {n: channels[n] for n in small}
+        plan = whole | _between(s, small, big, fits)
+        drop = analysed_drop(s, analysis, plan)
+        if best is None or drop < best[0] - 1e-9:
+            best = (drop, plan, s.plan_cap, s.plan_lambda)
+    if best is None:
+        _, big = _lagrangian(s, options, fits)
         raise CompressError(f"the latency goal {target_ms:.4g} ms is out of reach: with every layer the table can "
-                            f"speed up at its floor it predicts {predicted_ms(table, big):.3f} ms "
-                            f"(unpruned {base_ms:.3f} ms)")
-    if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
-        big = {n: region[n][-1] if n in region else channels[n] for n in small}
-    return whole | _between(s, small, big, fits)
+                            f"speed up at its floor it predicts {price(big):.3f} ms (unpruned {base_ms:.3f} ms)")
+    _, plan, s.plan_cap, s.plan_lambda = best
+    return plan
+
+
+def _pricer(s: _Search, table: dict, cost=None):
+    """plan -> predicted ms (layers not named: unpruned): by `cost` where given, else the table's additive model."""
+    from .profile import predicted_ms
+
+    if cost is None:
+        return lambda plan: predicted_ms(table, plan)
+    channels = _channels(s.net)
+    return lambda plan: cost.ms(_size_model(s).features(channels | plan))
+
+
+def _size_model(s: _Search) -> _SizeModel:
+    if s.sizes is None:
+        s.planned({n: c for n, c in _channels(s.net).items() if n in s.floor})
+    return s.sizes
+
+
+def _table_points(s: _Search, table: dict) -> tuple[list, list]:
+    """(features, ms) of every model the table timed: the unpruned model, or a re-timed table's
+    centre plan, with one layer moved to each width it measured."""
+    centre, sizes = table.get("centre", {}), _size_model(s)
+    feats, ms = [sizes.features(centre)], [table["base_ms"]]
+    for name, row in table["layers"].items():
+        for keep, t in row["ms"].items():
+            if int(keep) != centre.get(name, row["channels"]):
+                feats.append(sizes.features(centre | {name: int(keep)}))
+                ms.append(t)
+    return feats, ms
 
 
 LATENCY_ROUNDS = 8  # measured plans of the latency objective, at most
@@ -594,6 +660,7 @@ LATENCY_TOLERANCE = 0.03  # a measured plan within 3% over its goal is taken
 LATENCY_ROUND_SECONDS = 4.0  # each round's interleaved timing: ~2,500 runs a model at 0.8 ms, ~250 at 8 ms
 LATENCY_MIN_SLOPE = 0.5  # measured ms per planned ms, at least, when the next goal is extrapolated
 RETIME_SECONDS = 30.0  # each re-timing's interleaved run (VGG16: ~26 models at ~4 ms, ~290 runs each)
+CONTEXT_WEIGHT = 4.0  # a model timed around a plan counts this many unpruned-table points in the cost fit
 
 
 def _next_goal(rounds: list[dict], target_ms: float) -> float:
@@ -647,16 +714,16 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
                           reference: Path | None = None, fraction: float = 1.0) -> tuple[dict, list]:
     """The latency plan, measured and re-planned until it meets its goal on the table's target.
 
-    The table is additive: each layer's saving was timed with every other layer whole, so cutting a
-    layer and the one that reads it counts their shared convolution's saving twice, and a deep plan
-    measures slower than the table predicts (on VGG16 at 32 px: predicted 3.20 ms, measured 4.38).
-    NetAdapt measures its proposals in the context of the plan so far; here each plan is exported
-    and timed (LATENCY_ROUND_SECONDS, the table's own settings: target, host, warmup), and then
-    the table itself is re-timed around it (`_retime`, --retimes times): priced near where it will be
-    used, the next plan trades accuracy for milliseconds that are there. Between re-timings the goal
-    is rescaled by what the plan missed (`_next_goal`). Of the measured plans that meet the goal, the
-    one the analysis prices lowest is taken (`analysed_drop`). A hand-written table (no `options`) is
-    taken as it is.
+    Plans are priced by a profile.CostModel fitted to the table's measurements (constant, MACs,
+    parameters, activations), not by the table's additive model, which claims the convolution
+    between two cut layers twice (VGG16 at 32 px, 15% of the parameters: additive 0.80 ms, measured
+    3.2, cost model 3.7). NetAdapt measures its proposals in the context of the plan so far; here each
+    plan is exported and timed (LATENCY_ROUND_SECONDS, the table's own settings: target, host,
+    warmup), then the table is re-timed around it (`_retime`, --retimes times) and the cost model
+    refitted with those points and every measured plan weighted CONTEXT_WEIGHT times the unpruned
+    table's: fitted where it is used. Between re-timings the goal is rescaled by what the plan missed
+    (`_next_goal`). Of the measured plans that meet the goal, the one the analysis prices lowest is
+    taken (`analysed_drop`). A hand-written table (no `options`) is taken as it is (additive).
 
     With a `reference` model (`--latency-of`) the goal is `fraction` of its latency, and each plan is
     timed against the reference itself: a ratio of two models of about one speed holds still when the
@@ -664,7 +731,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     machine MobileNetV2 at half its parameters measured 0.62 to 0.75 of the unpruned model's p50 from
     one run to the next, the slower the machine the lower)."""
     from .export import ExportOptions, export_onnx
-    from .profile import predicted_ms, timed_ms, timed_ratio
+    from .profile import CostModel, timed_ms, timed_ratio
 
     measured_table = bool(table.get("options")) and "measured_on" in table
     if reference is None and not measured_table:
@@ -677,9 +744,14 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
         if reference is not None:  # in the table's scale: where the plan starts; each round compares directly
             target_ms = fraction * timed_ms(table, base, reference, seconds=LATENCY_ROUND_SECONDS)
         s.latency_goal_ms = round(target_ms, 4)
-        priced, since, retimes = table, 0, 0  # the table plans are priced by; the first round it priced
         channels = _channels(s.net)
-        goal, plan = target_ms, latency_plan(s, analysis, table, target_ms)
+        feats, ms = _table_points(s, table)
+        weights = [1.0] * len(ms)
+        cost = CostModel(feats, ms, weights)
+        s.cost_models.append(cost.summary())
+        price = _pricer(s, table, cost)
+        since, retimes = 0, 0  # the first round the current fit priced; re-timings so far
+        goal, plan = target_ms, latency_plan(s, analysis, table, target_ms, cost)
         for i in range(LATENCY_ROUNDS):
             candidate = Path(tmp) / f"plan{i}.onnx"
             export_onnx(_apply(s.net, plan, s.shape), s.shape, candidate, ExportOptions())
@@ -688,33 +760,30 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             else:
                 vs = timed_ratio(table, reference, candidate, seconds=LATENCY_ROUND_SECONDS)
                 measured = target_ms * vs / fraction
-            rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted_ms(priced, plan), 4),
+            rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(price(plan), 4),
                            "measured_ms": round(measured, 4), "cap": s.plan_cap, "lambda": s.plan_lambda,
-                           "analysed_drop": round(analysed_drop(s, analysis, plan), 4),
-                           "retimed": 0 if priced is table else retimes}
+                           "analysed_drop": round(analysed_drop(s, analysis, plan), 4), "retimed": retimes}
                           | ({"vs_reference": round(vs, 4)} if reference is not None else {}))
             plans.append(plan)
+            feats.append(_size_model(s).features(channels | plan))
+            ms.append(measured)
+            weights.append(CONTEXT_WEIGHT)
             whole = plan == {n: channels[n] for n in plan}
             if measured <= target_ms * (1 + LATENCY_TOLERANCE) and (whole or (
                     retimes == s.opts.retimes and measured >= target_ms * (1 - LATENCY_TOLERANCE))):
-                break  # within 3% of the goal on a table re-timed as often as asked, or met with no cut
+                break  # within 3% of the goal on a model refitted as often as asked, or met with no cut
             if retimes < s.opts.retimes:
-                priced, since, retimes = _retime(s, analysis, table, plan, candidate, measured, Path(tmp)), i + 1, \
-                    retimes + 1
-                goal = target_ms
+                more, more_ms = _table_points(s, _retime(s, analysis, table, plan, candidate, measured, Path(tmp)))
+                feats, ms, weights = feats + more, ms + more_ms, weights + [CONTEXT_WEIGHT] * len(more)
+                cost, since, retimes, goal = CostModel(feats, ms, weights), i + 1, retimes + 1, target_ms
+                s.cost_models.append(cost.summary())
+                price = _pricer(s, table, cost)
             else:
                 goal = _next_goal(rounds[since:], target_ms)
             try:
-                plan = latency_plan(s, analysis, priced, goal)
-            except CompressError:  # out of the re-timed table's reach (one step a layer): the unpruned
-                if priced is table:  # model's table again, its goal rescaled; out of its reach, the
-                    break            # measured plans stand
-                own = [r for r in rounds if r["retimed"] == 0]
-                priced, since, goal = table, len(rounds), _next_goal(own, target_ms)
-                try:
-                    plan = latency_plan(s, analysis, table, goal)
-                except CompressError:
-                    break
+                plan = latency_plan(s, analysis, table, goal, cost)
+            except CompressError:  # out of reach: the measured plans stand
+                break
             if plan in plans:  # planned and measured already: measuring again would tell nothing new
                 break
     meeting = [i for i, r in enumerate(rounds) if r["measured_ms"] <= target_ms * (1 + LATENCY_TOLERANCE)]
@@ -964,6 +1033,7 @@ def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: 
         "order": st.order, "walk": opts.order.value, "plan_kind": opts.resolved_plan().value,
         "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
         "latency_rounds": s.latency_rounds or None, "latency_goal_ms": s.latency_goal_ms,
+        "latency_cost_models": s.cost_models or None,
         "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "decisions_split": "validation",
         "before": before, "after": after, "accuracy_before": parent_acc,
