@@ -15,7 +15,8 @@ same analysis, one-shot cuts:
 - `params-P`: the sensitivity plan at P% of the parameters (VGG16 25 and 15, MobileNetV2 50 and 35);
 - `latency-at-params-P`: the latency objective as fast as `params-P` (`prune --latency-of` seed 0's
   model: each plan is timed beside it, a ratio that holds still when the shared machine's speed
-  drifts, where the ratio to the unpruned model moved 0.62-0.75 from run to run on MobileNetV2);
+  drifts, where the ratio to the unpruned model moved 0.62-0.75 from run to run on MobileNetV2;
+  its plans priced by the cost model fitted to the table, re-timed and refitted `--retimes` times);
 - `latency-faster`: the latency objective at 0.8x the first of those (`--latency-fraction 0.8`);
 each fine-tuned the same epochs with the same seeds (equal budgets), top-1 on the test split
 (mean, std, and paired by seed against every parameter model), p50 of the base and of every
@@ -133,8 +134,9 @@ def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[
            "goal": cfg.get("latency_fraction", 1.0) if latency else cfg["target_params"],
            "goal_unit": f"x the p50 of {Path(cfg['latency_of']).name}" if latency else "fraction of parameters",
            "goal_ms": [r.get("latency_goal_ms") for r in kept] if latency else None,
-           "predicted_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],
+           "additive_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],  # the table's sum
            "latency_rounds": [r.get("latency_rounds") for r in kept],
+           "cost_models": [r.get("latency_cost_models") for r in kept],
            "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
            "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),
            "params": [a.metrics["params"] for a in arts], "macs": [a.metrics["macs"] for a in arts],
@@ -252,6 +254,7 @@ def objectives(args) -> dict:
             "analysis": {"ratios": ANALYSIS_RATIOS, "adapt_bn": args.adapt_bn, "eval_samples": args.eval_samples,
                          "stability": made["stability"]},
             "plans": {"proxy": args.proxy, "latency_rounds": prune.LATENCY_ROUNDS, "retimes": args.retimes,
+                      "pricing": "cost model", "latency_max_cap": prune.LATENCY_MAX_CAP,
                       "retime_seconds": prune.RETIME_SECONDS,
                       "round_seconds": prune.LATENCY_ROUND_SECONDS},
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},

@@ -322,7 +322,10 @@ def _analysis(name: str, m: dict) -> str:
             f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "
             f"at most {plans['latency_rounds']} rounds of {plans['round_seconds']:g} s, "
             + (f"its table re-timed around the plan {plans['retimes']} times ({plans['retime_seconds']:g} s each)"
-               if plans.get("retimes") else "on the unpruned model's table alone (no re-timing: `--retimes 0`)"))
+               if plans.get("retimes") else "on the unpruned model's table alone (no re-timing: `--retimes 0`)")
+            + ("; plans priced by the cost model fitted to the table (constant, MACs, parameters, activations), "
+               f"made at every cap up to {plans['latency_max_cap']:g}" if plans.get("pricing") == "cost model"
+               else "; plans priced by the table's additive model"))
 
 
 def objectives_section(o: dict | None) -> list[str]:

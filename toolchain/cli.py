@@ -238,8 +238,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--latency-fraction", type=float, default=1.0, show_default=True,
               help="with --latency-of: the goal is this fraction of its latency (0.8: a fifth faster)")
 @click.option("--retimes", type=int, default=2, show_default=True,
-              help="with --objective latency: times the table is re-timed around the latest measured plan (the "
-                   "unpruned model's table counts the convolution between two cut layers twice; ~1 min each on VGG16)")
+              help="with --objective latency: times the table is re-timed around the latest measured plan and the "
+                   "cost model plans are priced by refitted with those timings (~1 min each on VGG16)")
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
 @click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
                                 "and with --objective latency and no table, the model profiled with its settings")
