@@ -262,13 +262,15 @@ def _snap(channels: int, unit: int, up: bool = False) -> int:
 
 
 class _SizeModel:
-    """The parameter count of a network at any channel widths, without pruning a copy per question.
+    """The parameter count (and MACs and activations: `features`) of a network at any channel
+    widths, without pruning a copy per question.
 
     Fitting a plan asks "how many parameters at these widths?" hundreds of times; pruning a deep
     copy each time took minutes on a ResNet. Every parameter tensor's dimensions shrink linearly in
     the channels a layer loses (flattening multiplies by a stride, a concatenation adds, a grouped
     convolution divides by its groups), so one cut of one unit per layer, measured on one copy,
-    gives each dimension's slope; a plan's count is then the sum of products of the shrunk sizes."""
+    gives each dimension's slope; a plan's count is then the sum of products of the shrunk sizes (a
+    weight's MACs: its size times the output pixels of its layer, which pruning channels keeps)."""
 
     def __init__(self, net: nn.Module, names: list[str], units: dict[str, int], shape) -> None:
         clone = copy.deepcopy(net)
@@ -692,9 +694,9 @@ def analysed_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
 def _retime(s: _Search, analysis: dict, table: dict, plan: dict[str, int], centre: Path, centre_ms: float,
             tmp: Path) -> dict:
     """The table re-timed around `plan` (profile.around): each layer moved alone from the plan to the
-    next width the analysis offers above it and below it (NetAdapt times one step per layer too; the
-    allocator reads further steps off the line through them). Two variants a layer, not all six: on
-    MobileNetV2 each variant is a dependency graph and an export, about a second."""
+    next width the analysis offers above it and below it (NetAdapt times one step per layer too), the
+    points the cost model is refitted with. Two variants a layer, not all six: on MobileNetV2 each
+    variant is a dependency graph and an export, about a second."""
     from .export import ExportOptions, export_onnx
     from .profile import around
 
