@@ -201,9 +201,9 @@ class CostModel:
     squares, weighted) to measured models. The table's additive model sums each layer's saving as
     timed with every other layer whole, so a cut layer and the one that reads it both claim their
     shared convolution: on VGG16 it put the parameter objective's plan at 15% of the parameters at
-    0.80 ms of 10.3, where it measured 3.2. Counting a plan's MACs and parameters as they are, all
-    cuts together, no saving is claimed twice; fitted to the table's 40 points, this model put the
-    same plan at 3.7 ms. Each `feature` row is `CostModel.terms` long, as `_SizeModel.features` gives."""
+    0.80 ms of 10.3, where it measured 3.1-3.3. Counting a plan's MACs and parameters as they are, all
+    cuts together, no saving is claimed twice; fitted to the table alone, this model put the same
+    plan at 3.26 ms. Each `feature` row is `CostModel.terms` long, as `_SizeModel.features` gives."""
 
     terms = COST_TERMS
 

@@ -580,11 +580,11 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
     PLAN_CAPS up to LATENCY_MAX_CAP (deeper only where none reaches the goal), and the one the
     analysis prices lowest is taken: the sensitivity plan's rule, the mildest cap that reaches the
     goal, held VGG16's latency plans at 50% a layer, so they bought milliseconds in the early layers
-    the analysis prices highest (analysed top-1 drop 2.7-4.2 at the parameter plan's latency, whose
-    plan cut its wide late layers by 70% for 2.5; at 75%: 1.2-1.7). (A greedy walk of 1/16
-    steps, NetAdapt's order without its fine-tuning, went first: it took the steps the analysis
-    prices at zero first and summed to three times the analysed drop of this allocator on
-    MobileNetV2 at 35% of its parameters.)"""
+    the analysis prices highest (analysed top-1 drop 2.7-4.2 at the latency of the parameter plan at
+    15%, which cuts its wide late layers by 70%; up to 75%: 1.2-1.3 in benchmarks/latency_aware.py).
+    (A greedy walk of 1/16 steps, NetAdapt's order without its fine-tuning, went first: it took the
+    steps the analysis prices at zero first and summed to three times the analysed drop of this
+    allocator on MobileNetV2 at 35% of its parameters.)"""
     made_of = table.get("model", {}).get("sha256")
     if table.get("kind") != "compress-latency-table" or made_of != analysis["model"]["sha256"]:
         raise CompressError("the latency table is not one `compress profile` made of this model")
@@ -719,7 +719,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     Plans are priced by a profile.CostModel fitted to the table's measurements (constant, MACs,
     parameters, activations), not by the table's additive model, which claims the convolution
     between two cut layers twice (VGG16 at 32 px, 15% of the parameters: additive 0.80 ms, measured
-    3.2, cost model 3.7). NetAdapt measures its proposals in the context of the plan so far; here each
+    3.1-3.3, cost model 3.26). NetAdapt measures its proposals in the context of the plan so far; here each
     plan is exported and timed (LATENCY_ROUND_SECONDS, the table's own settings: target, host,
     warmup), then the table is re-timed around it (`_retime`, --retimes times) and the cost model
     refitted with those points and every measured plan weighted CONTEXT_WEIGHT times the unpruned
