@@ -25,6 +25,9 @@ def test_profile_times_each_layer_at_each_width_and_caches_the_table(trained_len
         assert set(row["ms"]) == {str(row["channels"]), str(row["channels"] // 2)}
         assert all(v > 0 for v in row["ms"].values())
     assert (tmp_path / "lat.png").exists() and first["base_ms"] > 0
+    share = first["cost_model"]["share"]  # the fitted cost model's split of the unpruned model's time
+    assert set(share) == {"fixed", "compute", "weights", "activations"} and min(share.values()) >= 0
+    assert sum(share.values()) == pytest.approx(1, abs=0.01) and first["cost_model"]["rmse_ms"] >= 0
     again = profile.run(str(trained_lenet), tmp_path / "again.json", opts).meta
     assert again["layers"] == first["layers"] and again["cached"] == first["cached"]
     with pytest.raises(CompressError, match="exists"):

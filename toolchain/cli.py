@@ -343,6 +343,9 @@ def profile(model, data_spec, widths, target, host, runs, include_linear, output
     out = Path(output) if output else _default_out("profile", "latency.json")
     result = stage.run(model, out, opts, force=force, trust=trust).meta
     _console().print(stage.table(result))
+    fit = result["cost_model"]
+    _console().print("where the time goes, by a fit to the table (rmse {:.3f} ms): {}".format(
+        fit["rmse_ms"], ", ".join(f"{k} {v:.0%}" for k, v in fit["share"].items())))
     _console().print(f"wrote {out} and {result['plot']}")
 
 

@@ -69,11 +69,38 @@ def run(src: str, dst: Path, opts: ProfileOptions, *, force: bool = False, trust
     result = {"schema": SCHEMA, "kind": "compress-latency-table", "created": artifact.now(),
               "model": {"spec": prep.spec, "sha256": model_digest(prep), "input_shape": list(shape)},
               "options": asdict(opts), "cached": str(cached)} | table
+    result["cost_model"] = _cost_fit(prep.model, shape, result)
     from .report import plot_latency
 
     result["plot"] = plot_latency(result, dst.with_suffix(".png"))
     artifact.write_json(result, dst)
     return artifact.Artifact(dst, result)
+
+
+def table_points(table: dict, features) -> tuple[list, list]:
+    """(features, ms) of every model the table timed: the unpruned model, or a re-timed table's centre
+    plan, with one layer moved to each width it measured; `features(plan)` gives a plan's cost terms."""
+    centre = table.get("centre", {})
+    feats, ms = [features(centre)], [table["base_ms"]]
+    for name, row in table["layers"].items():
+        for keep, t in row["ms"].items():
+            if int(keep) != centre.get(name, row["channels"]):
+                feats.append(features(centre | {name: int(keep)}))
+                ms.append(t)
+    return feats, ms
+
+
+def _cost_fit(model, shape: tuple[int, ...], table: dict) -> dict:
+    """The CostModel fitted to the table, and how the unpruned model's time splits by it: mostly
+    weight traffic (VGG16 at 32 px, batch 1: half) and fewer parameters are already fewer
+    milliseconds; mostly compute or activations, and the latency objective has room to differ."""
+    from .prune import _SizeModel
+
+    sizes = _SizeModel(model, list(table["layers"]), {}, shape)
+    fit = CostModel(*table_points(table, sizes.features))
+    parts = [c * f for c, f in zip(fit.coef, sizes.features({}), strict=True)]
+    share = dict(zip(("fixed", "compute", "weights", "activations"), parts, strict=True))
+    return fit.summary() | {"share": {k: round(v / (sum(parts) or 1.0), 3) for k, v in share.items()}}
 
 
 def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:

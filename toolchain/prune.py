@@ -645,16 +645,9 @@ def _size_model(s: _Search) -> _SizeModel:
 
 
 def _table_points(s: _Search, table: dict) -> tuple[list, list]:
-    """(features, ms) of every model the table timed: the unpruned model, or a re-timed table's
-    centre plan, with one layer moved to each width it measured."""
-    centre, sizes = table.get("centre", {}), _size_model(s)
-    feats, ms = [sizes.features(centre)], [table["base_ms"]]
-    for name, row in table["layers"].items():
-        for keep, t in row["ms"].items():
-            if int(keep) != centre.get(name, row["channels"]):
-                feats.append(sizes.features(centre | {name: int(keep)}))
-                ms.append(t)
-    return feats, ms
+    from .profile import table_points
+
+    return table_points(table, _size_model(s).features)
 
 
 LATENCY_ROUNDS = 8  # measured plans of the latency objective, at most
