@@ -99,7 +99,7 @@ def _cost_fit(model, shape: tuple[int, ...], table: dict) -> dict:
     sizes = _SizeModel(model, list(table["layers"]), {}, shape)
     fit = CostModel(*table_points(table, sizes.features))
     parts = [c * f for c, f in zip(fit.coef, sizes.features({}), strict=True)]
-    share = dict(zip(("fixed", "compute", "weights", "activations"), parts, strict=True))
+    share = dict(zip(CostModel.parts, parts, strict=True))
     return fit.summary() | {"share": {k: round(v / (sum(parts) or 1.0), 3) for k, v in share.items()}}
 
 
@@ -219,9 +219,6 @@ def table(result: dict):
     return t
 
 
-COST_TERMS = ("ms", "ms per M MACs", "ms per M parameters", "ms per k activations")
-
-
 class CostModel:
     """A plan's latency as a constant plus compute, weight traffic and activation traffic:
     ms = c + a * MACs + b * parameters + g * activations, the coefficients fitted (non-negative, least
@@ -232,7 +229,8 @@ class CostModel:
     cuts together, no saving is claimed twice; fitted to the table alone, this model put the same
     plan at 3.26 ms. Each `feature` row is `CostModel.terms` long, as `_SizeModel.features` gives."""
 
-    terms = COST_TERMS
+    terms = ("ms", "ms per M MACs", "ms per M parameters", "ms per k activations")
+    parts = ("fixed", "compute", "weights", "activations")  # what each term's share of a time is called
 
     def __init__(self, features: list[list[float]], ms: list[float], weights: list[float] | None = None) -> None:
         import itertools

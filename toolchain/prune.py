@@ -607,7 +607,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
 
     if fits(whole):  # met already: no cut, even a free one
         return whole
-    best = None  # (analysed drop, plan, cap, lambda)
+    best, big = None, whole  # (analysed drop, plan, cap, lambda); the deepest plan tried
     for cap in _caps(s):
         if best is not None and cap > LATENCY_MAX_CAP:
             break
@@ -620,8 +620,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
         drop = analysed_drop(s, analysis, plan)
         if best is None or drop < best[0] - 1e-9:
             best = (drop, plan, s.plan_cap, s.plan_lambda)
-    if best is None:
-        _, big = _lagrangian(s, options, fits)
+    if best is None:  # every cap tried: `big` is the deepest cap's plan with every layer at its floor
         raise CompressError(f"the latency goal {target_ms:.4g} ms is out of reach: with every layer the table can "
                             f"speed up at its floor it predicts {price(big):.3f} ms (unpruned {base_ms:.3f} ms)")
     _, plan, s.plan_cap, s.plan_lambda = best
