@@ -204,6 +204,19 @@ def test_the_cost_model_fits_non_negative_terms_exactly_where_they_explain_the_t
     assert negative.coef.min() >= 0 and negative.summary()["rmse_ms"] > 0
 
 
+def test_a_cost_model_that_puts_all_the_time_in_its_constant_leaves_pricing_to_the_table():
+    """Timings with no dependence on channels (a 0.04 ms LeNet: noise) fit a constant alone; priced by
+    it, every cut saves nothing and any goal under the unpruned model reads as out of reach."""
+    from types import SimpleNamespace
+
+    feats = [[1.0, m, p, a] for m, p, a in ((10, 2, 5), (8, 2, 7), (10, 1, 1), (6, 1, 3))]
+    s = SimpleNamespace(cost_models=[])
+    assert prune._fit(s, profile.CostModel(feats, [0.04, 0.04, 0.04, 0.04])) is None
+    informative = profile.CostModel(feats, [0.5 + 0.1 * m for _, m, _, _ in feats])
+    assert prune._fit(s, informative) is informative
+    assert len(s.cost_models) == 2 and s.cost_models[0]["ms"] == pytest.approx(0.04)  # both recorded
+
+
 def test_a_plans_cost_terms_count_the_convolution_between_two_cut_layers_once(trained_lenet):
     """Cutting a layer and the one that reads it: the additive table claims the second convolution's
     saving for both; the size model's MACs shrink it once, by both factors."""

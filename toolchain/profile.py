@@ -249,6 +249,7 @@ class CostModel:
                     best = (err, coef)
         self.coef = best[1]
         self.rmse = float(np.sqrt(np.mean((x @ self.coef - y) ** 2)))
+        self.spread = float(np.ptp(x @ self.coef))  # the most it tells two fitted models apart by, ms
 
     def ms(self, features: list[float]) -> float:
         return float(sum(c * f for c, f in zip(self.coef, features, strict=True)))

@@ -643,6 +643,16 @@ def _size_model(s: _Search) -> _SizeModel:
     return s.sizes
 
 
+def _fit(s: _Search, cost):
+    """`cost`, recorded; None (the table's additive model prices instead) where it tells the models it
+    was fitted to apart by no more than its own error (and a nanosecond): timings with no dependence
+    on channels (LeNet at 0.04 ms, noise) fit the constant alone, which prices every cut at nothing
+    and any goal below the unpruned model out of reach, where the table's own measured widths, with
+    the rounds' rescaled goals, still lead somewhere."""
+    s.cost_models.append(cost.summary())
+    return cost if cost.spread > max(cost.rmse, 1e-9) else None
+
+
 def _table_points(s: _Search, table: dict) -> tuple[list, list]:
     from .profile import table_points
 
@@ -741,8 +751,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
         channels = _channels(s.net)
         feats, ms = _table_points(s, table)
         weights = [1.0] * len(ms)
-        cost = CostModel(feats, ms, weights)
-        s.cost_models.append(cost.summary())
+        cost = _fit(s, CostModel(feats, ms, weights))
         price = _pricer(s, table, cost)
         since, retimes = 0, 0  # the first round the current fit priced; re-timings so far
         goal, plan = target_ms, latency_plan(s, analysis, table, target_ms, cost)
@@ -769,8 +778,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             if retimes < s.opts.retimes:
                 more, more_ms = _table_points(s, _retime(s, analysis, table, plan, candidate, measured, Path(tmp)))
                 feats, ms, weights = feats + more, ms + more_ms, weights + [CONTEXT_WEIGHT] * len(more)
-                cost, since, retimes, goal = CostModel(feats, ms, weights), i + 1, retimes + 1, target_ms
-                s.cost_models.append(cost.summary())
+                cost, since, retimes, goal = _fit(s, CostModel(feats, ms, weights)), i + 1, retimes + 1, target_ms
                 price = _pricer(s, table, cost)
             else:
                 goal = _next_goal(rounds[since:], target_ms)
