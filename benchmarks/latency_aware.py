@@ -85,8 +85,8 @@ ANALYSIS_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # the cuts per layer t
 #                                                         both objectives plan from (three left most layers at 50%)
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
-LATER = {"latency_of": None, "latency_fraction": 1.0, "retimes": 0}  # PruneOptions fields newer than the
-#                                                                      cached cells, at what those cells ran with
+LATER = {"latency_of": None, "latency_fraction": 1.0, "retimes": 0,  # PruneOptions fields newer than the cached
+         "select": "analysis"}                                       # cells, at what those cells ran with
 
 
 def _target(threads: int) -> Path:
@@ -210,7 +210,7 @@ def objectives(args) -> dict:
                                                                     eval_samples=args.eval_samples, plots=False),
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=args.proxy,
-                      final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
+                      select=args.select, final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
         configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY, retimes=0)
                    for g in setup["target_params"]}  # (re-timing is the latency plan's: 0 keeps these cells' keys)
         arts = {label: [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
@@ -254,7 +254,8 @@ def objectives(args) -> dict:
             "analysis": {"ratios": ANALYSIS_RATIOS, "adapt_bn": args.adapt_bn, "eval_samples": args.eval_samples,
                          "stability": made["stability"]},
             "plans": {"proxy": args.proxy, "latency_rounds": prune.LATENCY_ROUNDS, "retimes": args.retimes,
-                      "pricing": "cost model", "latency_max_cap": prune.LATENCY_MAX_CAP,
+                      "pricing": "cost model", "latency_max_cap": prune.SELECT_MAX_CAP,
+                      "select": args.select,
                       "retime_seconds": prune.RETIME_SECONDS,
                       "round_seconds": prune.LATENCY_ROUND_SECONDS},
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
@@ -283,6 +284,8 @@ def main() -> None:
                     help="objectives: training images the analysis re-estimates BatchNorm with after each cut")
     ap.add_argument("--proxy", choices=sorted(prune.PROXIES), default="confidence",
                     help="objectives: what both objectives read each cut's cost in from the analysis (prune --proxy)")
+    ap.add_argument("--select", choices=prune.SELECTORS, default="analysis",
+                    help="objectives: how both objectives compare the plans made at each cap (prune --select)")
     ap.add_argument("--retimes", type=int, default=2,
                     help="objectives: re-timings of the latency objective's table around its plan (prune --retimes)")
     ap.add_argument("--untimed", action="store_true",

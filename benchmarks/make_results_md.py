@@ -325,7 +325,9 @@ def _analysis(name: str, m: dict) -> str:
                if plans.get("retimes") else "on the unpruned model's table alone (no re-timing: `--retimes 0`)")
             + ("; plans priced by the cost model fitted to the table (constant, MACs, parameters, activations), "
                f"made at every cap up to {plans['latency_max_cap']:g}" if plans.get("pricing") == "cost model"
-               else "; plans priced by the table's additive model"))
+               else "; plans priced by the table's additive model")
+            + ("; both objectives choose among the plans made at each cap by measuring each cut whole after "
+               "adaptive BatchNorm (`--select adaptive-bn`)" if plans.get("select") == "adaptive-bn" else ""))
 
 
 def objectives_section(o: dict | None) -> list[str]:

@@ -354,3 +354,51 @@ def test_every_plan_and_order_prunes_a_network_with_grouped_convs(tmp_path):
             if isinstance(m, torch.nn.Conv2d):
                 assert m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0, (plan, order)
         assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_select_adaptive_bn_measures_each_caps_plan_whole_and_takes_the_best(trained_lenet, analysis, tmp_path,
+                                                                            monkeypatch):
+    """--select adaptive-bn: a plan at every cap up to SELECT_MAX_CAP, each cut whole on a copy and
+    measured on validation; the least measured drop is taken, whatever the analysis' sum says."""
+    measured = []
+    real = prune._proxy_score
+
+    def spy(s, net):
+        measured.append(prune.artifact.param_count(net))
+        return real(s, net)
+
+    monkeypatch.setattr(prune, "_proxy_score", spy)
+    opts = _opts(analysis=analysis, target_params=0.4, include_linear=True, order=prune.Order.ONESHOT,
+                 plan=prune.Plan.SENSITIVITY, final_epochs=0, select="adaptive-bn")
+    rep = prune.run(str(trained_lenet), tmp_path / "p.pt", opts).meta["report"]
+    cands = rep["plan_candidates"]
+    assert len(cands) >= 2 and all(c["cap"] <= prune.SELECT_MAX_CAP for c in cands)
+    assert all(c["params"] <= 0.4 * rep["before"]["params"] for c in cands)
+    assert measured[0] == rep["before"]["params"]  # the baseline, then each candidate cut whole
+    assert sorted(measured[1:]) == sorted(c["params"] for c in cands)
+    chosen = [c for c in cands if c.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["adapted_drop"] == min(c["adapted_drop"] for c in cands)
+    assert rep["plan_cap"] == chosen[0]["cap"] and rep["after"]["params"] == chosen[0]["params"]
+
+
+def test_select_adaptive_bn_reestimates_batchnorm_on_training_images_only(trained_lenet, analysis, tmp_path,
+                                                                         monkeypatch):
+    from toolchain import data
+
+    adapted = []
+    monkeypatch.setattr(prune, "adapt_batchnorm", lambda net, x: adapted.append(len(x)))
+    reads = []
+    original = data.Dataset.test
+    monkeypatch.setattr(data.Dataset, "test", property(lambda self: reads.append(list(data._DECIDING))
+                                                       or original.fget(self)))
+    prune.run(str(trained_lenet), tmp_path / "p.pt", _opts(analysis=analysis, target_params=0.5, include_linear=True,
+                                                           final_epochs=0, finetune_epochs=0, select="adaptive-bn"))
+    assert adapted and set(adapted) == {prune.SELECT_ADAPT_IMAGES}
+    assert all(r == [] for r in reads)  # the test split only reports the finished model
+
+
+def test_select_is_validated(analysis):
+    with pytest.raises(CompressError, match="--select must be one of"):
+        _opts(analysis=analysis, target_params=0.5, select="best").validate()
+    with pytest.raises(CompressError, match="uniform plan has none"):
+        _opts(analysis=analysis, target_params=0.5, plan=prune.Plan.UNIFORM, select="adaptive-bn").validate()

@@ -159,3 +159,19 @@ def test_confidence_fits_the_temperature_so_a_change_of_scale_alone_costs_nothin
     assert temperature(out / 4, y) == pytest.approx(temperature(out, y) / 4, rel=1e-3)
     noisier = out + 2 * torch.randn(500, 10)  # a real loss of information still reads as one
     assert confidence(noisier, y) < confidence(out, y) - 5
+
+
+def test_adaptive_bn_reestimates_the_statistics():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    x = torch.randn(256, 4) * 3 + 1
+    train.adapt_batchnorm(net, x, batch=64)
+    with torch.no_grad():
+        h = net[0](x)
+    assert torch.allclose(net[1].running_mean, h.mean(0), atol=1e-4)
+    # the mean of 4 batch variances, not the variance of all 256: a few percent apart
+    assert torch.allclose(net[1].running_var, h.var(0), rtol=5e-2)
+    assert not net.training

@@ -30,7 +30,7 @@ from . import artifact, data, surgery
 from .errors import CompressError
 from .executor import Executor, run_units
 from .progress import task
-from .train import Prepared, data_meta, prepare
+from .train import Prepared, adapt_batchnorm, data_meta, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -121,24 +121,6 @@ def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -
             | {"temperature": None if r else round(temperature(out, y), 4)})
 
 
-def _adapt_bn(model: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
-    """Re-estimate BatchNorm running statistics on `x` (EagleEye's adaptive BN, Li et al. 2020):
-    a cut shifts the statistics the following BatchNorm layers expect, and without this the
-    accuracy measured right after the cut overstates what fine-tuning will have to repair."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or x is None:
-        return
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches
-        m.train()
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            model(x[i:i + batch])
-    model.eval()
-
-
 _MASKED: list[surgery.MaskedCuts] = []  # this process's, for the model it was made for
 
 
@@ -186,12 +168,12 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
             removed = None  # the copy's forward passes save more than making the copy costs
         if removed is not None:
             with _batchnorm_kept(model):
-                _adapt_bn(model, adapt)
+                adapt_batchnorm(model, adapt)
                 measured = _accuracies(model, x, y, half)
             params_removed, macs_removed = removed
     if removed is None:
         clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
-        _adapt_bn(clone, adapt)
+        adapt_batchnorm(clone, adapt)
         counts = artifact.count(clone, shape, throwaway=True)
         measured = _accuracies(clone, x, y, half)
         params_removed, macs_removed = base_counts["params"] - counts["params"], base_counts["macs"] - counts["macs"]

@@ -246,6 +246,9 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--proxy", type=click.Choice(["top1", "confidence"]), default="top1", show_default=True,
               help="what a plan reads each cut's cost in from the analysis: the top-1 it keeps (the paper's), or its "
                    "confidence (mean probability of the true class: continuous, so a fraction of top-1's noise)")
+@click.option("--select", type=click.Choice(["analysis", "adaptive-bn"]), default="analysis", show_default=True,
+              help="how the plans made at each cap are compared: their single-layer drops summed, or each cut whole, "
+                   "BatchNorm re-estimated on 1,000 training images, measured on validation (EagleEye)")
 @click.option("--max-drop", type=float, help="accuracy budget in percentage points (validation split)")
 @click.option("--step", type=float, default=0.25, show_default=True, help="fraction of a layer's channels per step")
 @click.option("--max-layer-ratio", type=float, default=0.9, show_default=True,
@@ -271,8 +274,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @trust_opt
 @_friendly
 def prune(model, data_spec, analysis, order, plan, target_params, objective, target_latency, latency_of,
-          latency_fraction, retimes, latency_table, target,
-          proxy, max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
+          latency_fraction, retimes, latency_table, target, proxy, select,
+          max_drop, step, max_layer_ratio, finetune_epochs, final_epochs, lr, distill, round_to, include_linear,
           keep_layers, val_samples, train_limit, compare_orders, plans, targets, seed, output, force, trust):
     """Remove filters: a plan (channels per layer, fitted to the size goal) walked in an order.
 
@@ -298,7 +301,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
                               target_latency=target_latency, train_limit=train_limit,
                               latency_of=Path(latency_of) if latency_of else None, latency_fraction=latency_fraction,
                               retimes=retimes, latency_table=Path(latency_table) if latency_table else None,
-                              target=target, proxy=proxy)
+                              target=target, proxy=proxy, select=select)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")

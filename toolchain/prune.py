@@ -35,12 +35,26 @@ from . import artifact, data, surgery
 from .errors import CompressError
 from .fileio import read_json
 from .progress import task
-from .train import Prepared, TrainOptions, data_meta, evaluate, fit, metric_name, prepare, teacher_logits
+from .train import (
+    Prepared,
+    TrainOptions,
+    adapt_batchnorm,
+    confidence,
+    data_meta,
+    evaluate,
+    fit,
+    logits,
+    metric_name,
+    prepare,
+    teacher_logits,
+)
 
 logger = logging.getLogger(__name__)
 
 
 PROXIES = {"top1": "accuracy", "confidence": "confidence"}  # --proxy: the analysis field a plan's costs are read from
+SELECTORS = ("analysis", "adaptive-bn")  # --select: what compares the plans made at each cap
+SELECT_ADAPT_IMAGES = 1000  # training images `--select adaptive-bn` re-estimates a candidate's BatchNorm with
 
 
 class Order(str, Enum):
@@ -96,6 +110,8 @@ class PruneOptions:
     #                                 model), timed beside every plan; instead of target_latency
     latency_fraction: float = 1.0  # with latency_of: the goal is this fraction of its latency
     retimes: int = 2  # latency objective: times the table is re-timed around the latest measured plan
+    select: str = "analysis"  # what compares the plans made at each cap: their analysed drops summed, or each
+    #                           plan cut whole, its BatchNorm re-estimated, measured on validation (adaptive-bn)
 
     @property
     def latency_goal(self) -> bool:
@@ -147,6 +163,11 @@ class PruneOptions:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         if self.proxy not in PROXIES:
             raise CompressError(f"--proxy must be one of {', '.join(PROXIES)}, not {self.proxy}")
+        if self.select not in SELECTORS:
+            raise CompressError(f"--select must be one of {', '.join(SELECTORS)}, not {self.select}")
+        if self.select != "analysis" and self.resolved_plan() not in (Plan.SENSITIVITY, Plan.LATENCY):
+            raise CompressError(f"--select {self.select} compares the sensitivity and latency plans' candidates; "
+                                f"the {self.resolved_plan().value} plan has none")
         if self.train_limit is not None and self.train_limit < 1:
             raise CompressError(f"train_limit must be >= 1, not {self.train_limit}")
         self.finetune(1.0).validate()  # --lr, --distill and --device, as the fine-tunes will check them
@@ -351,6 +372,8 @@ class _Search:
     teacher: torch.Tensor | None = None  # the unpruned model's logits on `fine` (--distill)
     units: dict = field(default_factory=dict)  # a layer's channels move in multiples of this (--round-to, groups)
     sizes: _SizeModel | None = None  # parameter counts of plans, measured once on the unpruned model
+    candidates: list = field(default_factory=list)  # the plans made at each cap and what each was priced at
+    adapted: dict = field(default_factory=dict)  # --select adaptive-bn: plan -> measured drop, and the baseline
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
@@ -380,7 +403,7 @@ class _Search:
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
 
-LATENCY_MAX_CAP = 0.75  # the latency plan's deepest cut per layer: every layer keeps a quarter at least
+SELECT_MAX_CAP = 0.75  # a chosen plan's deepest cut per layer (latency plan, --select adaptive-bn): a quarter kept
 UNMEASURED_SLOPE = 10.0  # points per unit ratio at least, past the last analysed ratio (1 point per 10%)
 PLAN_CAPS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # deepest cut per layer the plan tries, mildest first
 
@@ -443,8 +466,10 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
     per parameter, and `lam` is bisected until the plan meets the size goal. No layer is cut deeper
     than the mildest cap in PLAN_CAPS that can still meet the goal: on VGG16 at 10% of the
     parameters, letting single layers go to 10% of their channels (where the analysis says they
-    lose little alone) left bottlenecks that fine-tuning could not repair. Without a size goal every
-    layer may go down to its floor (the accuracy budget decides)."""
+    lose little alone) left bottlenecks that fine-tuning could not repair. With `--select adaptive-bn`
+    a plan is made at every cap up to SELECT_MAX_CAP instead, and the one that measures best cut
+    whole is taken (`_cheapest`, `plan_drop`). Without a size goal every layer may go down to its
+    floor (the accuracy budget decides)."""
     channels = _channels(s.net)
     field = _cost_field(s, analysis)
     base = analysis["baseline"][field]
@@ -456,10 +481,18 @@ def sensitivity_plan(s: _Search, analysis: dict) -> dict[str, int]:
     def fits(plan: dict[str, int]) -> bool:
         return s.planned(plan) <= s.target
 
-    small, big = _lagrangian(s, lambda cap: {n: _tradeoffs(r, base, cap, field) for n, r in rows.items()}, fits)
-    if small is None:
-        return floors  # even every layer at its floor misses the goal: the walk says so
-    return _fill(s, small, big)
+    def options(cap: float) -> dict[str, list[tuple[float, float, float]]]:
+        return {n: _tradeoffs(r, base, cap, field) for n, r in rows.items()}
+
+    if s.opts.select == "analysis":
+        small, big = _lagrangian(s, options, fits)
+        return floors if small is None else _fill(s, small, big)  # None: floors miss the goal, the walk says so
+
+    def at(cap: float) -> dict[str, int] | None:
+        small, big = _lagrangian(s, options, fits, [cap])
+        return None if small is None else _fill(s, small, big)
+
+    return _cheapest(s, analysis, at) or floors
 
 
 def _keep(s: _Search, channels: dict[str, int], name: str, ratio: float) -> int:
@@ -577,8 +610,8 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
     measurements: a plan priced with all its cuts together) or, without one, from the table's
     additive model (a hand-written table: its per-layer savings are taken as they are). Layers the
     table shows saving nothing stay whole, whatever their parameters. The plan is made at each cap of
-    PLAN_CAPS up to LATENCY_MAX_CAP (deeper only where none reaches the goal), and the one the
-    analysis prices lowest is taken: the sensitivity plan's rule, the mildest cap that reaches the
+    PLAN_CAPS up to SELECT_MAX_CAP (deeper only where none reaches the goal), and the one `plan_drop`
+    prices lowest is taken (`_cheapest`): the sensitivity plan's rule, the mildest cap that reaches the
     goal, held VGG16's latency plans at 50% a layer, so they bought milliseconds in the early layers
     the analysis prices highest (analysed top-1 drop 2.7-4.2 at the latency of the parameter plan at
     15%, which cuts its wide late layers by 70%; up to 75%: 1.2-1.3 in benchmarks/latency_aware.py).
@@ -607,23 +640,47 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
 
     if fits(whole):  # met already: no cut, even a free one
         return whole
-    best, big = None, whole  # (analysed drop, plan, cap, lambda); the deepest plan tried
-    for cap in _caps(s):
-        if best is not None and cap > LATENCY_MAX_CAP:
-            break
+    deepest = [whole]  # the deepest plan tried
+
+    def at(cap: float) -> dict[str, int] | None:
         small, big = _lagrangian(s, options, fits, [cap])
+        deepest[0] = big
         if small is None:
-            continue
+            return None
         if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
             big = {n: channels[n] for n in small}
-        plan = whole | _between(s, small, big, fits)
-        drop = analysed_drop(s, analysis, plan)
-        if best is None or drop < best[0] - 1e-9:
-            best = (drop, plan, s.plan_cap, s.plan_lambda)
-    if best is None:  # every cap tried: `big` is the deepest cap's plan with every layer at its floor
+        return whole | _between(s, small, big, fits)
+
+    plan = _cheapest(s, analysis, at)
+    if plan is None:  # every cap tried: the deepest cap's plan has every layer at its floor
         raise CompressError(f"the latency goal {target_ms:.4g} ms is out of reach: with every layer the table can "
-                            f"speed up at its floor it predicts {price(big):.3f} ms (unpruned {base_ms:.3f} ms)")
-    _, plan, s.plan_cap, s.plan_lambda = best
+                            f"speed up at its floor it predicts {price(deepest[0]):.3f} ms "
+                            f"(unpruned {base_ms:.3f} ms)")
+    return plan
+
+
+def _cheapest(s: _Search, analysis: dict, at) -> dict[str, int] | None:
+    """Of the plans `at(cap)` makes at each cap of PLAN_CAPS up to SELECT_MAX_CAP (deeper caps only
+    while none is made), the one `plan_drop` prices lowest, with its cap and lambda set on the
+    search; None where no cap makes one. Each candidate is recorded (`s.candidates`)."""
+    best, made = None, []  # (drop, plan, cap, lambda); this call's candidates
+    for cap in _caps(s):
+        if best is not None and cap > SELECT_MAX_CAP:
+            break
+        plan = at(cap)
+        if plan is None:
+            continue
+        drop = plan_drop(s, analysis, plan)
+        made.append({"cap": s.plan_cap, "lambda": s.plan_lambda, "params": s.planned(plan),
+                     "analysed_drop": round(analysed_drop(s, analysis, plan), 4)}
+                    | ({"adapted_drop": round(drop, 4)} if s.opts.select == "adaptive-bn" else {}))
+        if best is None or drop < best[0] - 1e-9:
+            best = (drop, plan, s.plan_cap, s.plan_lambda, made[-1])
+    if best is None:
+        return None
+    _, plan, s.plan_cap, s.plan_lambda, chosen = best
+    chosen["chosen"] = True
+    s.candidates.extend(made)
     return plan
 
 
@@ -693,6 +750,36 @@ def analysed_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
                for n, k in plan.items() if n in rows and k < channels[n])
 
 
+def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
+    """What a candidate plan costs, by which the plans made at each cap and the measured latency plans
+    are compared (--select). `analysis`: `analysed_drop`, the single-layer drops summed. `adaptive-bn`:
+    the plan cut whole on a copy, its BatchNorm statistics re-estimated on SELECT_ADAPT_IMAGES
+    training images, its drop measured on the validation images in the --proxy measure (EagleEye, Li
+    et al. 2020, ranks candidate structures this way: after adaptive BN their accuracy correlates
+    with the accuracy after fine-tuning). The sum cannot see cuts that interact, nor a bottleneck
+    that two cheap cuts make together. Measured once per plan."""
+    if s.opts.select == "analysis":
+        return analysed_drop(s, analysis, plan)
+    key = tuple(sorted(plan.items()))
+    if key not in s.adapted:
+        if "baseline" not in s.adapted:
+            x, y = s.fine.tensors
+            s.adapted["images"] = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
+            s.adapted["baseline"] = _proxy_score(s, s.net)
+        net = _apply(s.net, plan, s.shape)
+        adapt_batchnorm(net, s.adapted["images"])
+        s.adapted[key] = s.adapted["baseline"] - _proxy_score(s, net)
+    return s.adapted[key]
+
+
+def _proxy_score(s: _Search, net: nn.Module) -> float:
+    """The network on the validation images in the --proxy measure: top-1 %, or confidence %."""
+    if s.opts.proxy == "top1":
+        return evaluate(net, s.val)
+    x, y = s.val.tensors
+    return confidence(logits(net, x), y)
+
+
 def _retime(s: _Search, analysis: dict, table: dict, plan: dict[str, int], centre: Path, centre_ms: float,
             tmp: Path) -> dict:
     """The table re-timed around `plan` (profile.around): each layer moved alone from the plan to the
@@ -727,7 +814,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
     refitted with those points and every measured plan weighted CONTEXT_WEIGHT times the unpruned
     table's: fitted where it is used. Between re-timings the goal is rescaled by what the plan missed
     (`_next_goal`). Of the measured plans that meet the goal, the one the analysis prices lowest is
-    taken (`analysed_drop`). A hand-written table (no `options`) is taken as it is (additive).
+    taken (`plan_drop`). A hand-written table (no `options`) is taken as it is (additive).
 
     With a `reference` model (`--latency-of`) the goal is `fraction` of its latency, and each plan is
     timed against the reference itself: a ratio of two models of about one speed holds still when the
@@ -766,6 +853,8 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             rounds.append({"goal_ms": round(goal, 4), "predicted_ms": round(price(plan), 4),
                            "measured_ms": round(measured, 4), "cap": s.plan_cap, "lambda": s.plan_lambda,
                            "analysed_drop": round(analysed_drop(s, analysis, plan), 4), "retimed": retimes}
+                          | ({"adapted_drop": round(plan_drop(s, analysis, plan), 4)}
+                             if s.opts.select == "adaptive-bn" else {})
                           | ({"vs_reference": round(vs, 4)} if reference is not None else {}))
             plans.append(plan)
             feats.append(_size_model(s).features(channels | plan))
@@ -789,7 +878,7 @@ def measured_latency_plan(s: _Search, analysis: dict, table: dict, target_ms: fl
             if plan in plans:  # planned and measured already: measuring again would tell nothing new
                 break
     meeting = [i for i, r in enumerate(rounds) if r["measured_ms"] <= target_ms * (1 + LATENCY_TOLERANCE)]
-    best = min(meeting, key=lambda i: rounds[i]["analysed_drop"]) if meeting else len(rounds) - 1
+    best = min(meeting, key=lambda i: plan_drop(s, analysis, plans[i])) if meeting else len(rounds) - 1
     if not meeting:
         logger.warning("the latency plan measures %.3f ms against the goal %.3f ms after %d rounds",
                        rounds[best]["measured_ms"], target_ms, len(rounds))
@@ -1035,7 +1124,7 @@ def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: 
         "order": st.order, "walk": opts.order.value, "plan_kind": opts.resolved_plan().value,
         "plan": s.plan or None, "plan_cap": s.plan_cap, "plan_lambda": s.plan_lambda,
         "latency_rounds": s.latency_rounds or None, "latency_goal_ms": s.latency_goal_ms,
-        "latency_cost_models": s.cost_models or None,
+        "latency_cost_models": s.cost_models or None, "plan_candidates": s.candidates or None,
         "rounds": s.rounds, "steps": s.steps, "goal_met": target is None or params <= target,
         "decisions_split": "validation",
         "before": before, "after": after, "accuracy_before": parent_acc,

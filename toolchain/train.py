@@ -267,6 +267,24 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.T
     return torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+def adapt_batchnorm(model: nn.Module, x: torch.Tensor | None, batch: int = 128) -> None:
+    """Re-estimate BatchNorm running statistics on `x` (EagleEye's adaptive BN, Li et al. 2020):
+    a cut shifts the statistics the following BatchNorm layers expect, and without this the
+    accuracy measured right after the cut overstates what fine-tuning will have to repair."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or x is None:
+        return
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            model(x[i:i + batch])
+    model.eval()
+
+
 def evaluate(model: nn.Module, ds: TensorDataset, batch_size: int = 1024) -> float:
     """Top-1 accuracy in percent (a reconstruction head: ROC-AUC x100 of its anomaly score)."""
     x, y = ds.tensors
