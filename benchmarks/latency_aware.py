@@ -140,10 +140,18 @@ def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[
            "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
            "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),
            "params": [a.metrics["params"] for a in arts], "macs": [a.metrics["macs"] for a in arts],
+           "layer_kept": {n: round(v["after"] / v["before"], 4) for n, v in kept[0]["layers"].items()},  # seed 0's
            "params_kept": statistics.fmean(r["params_kept"] for r in kept),
            "macs_kept": statistics.fmean(r["macs_kept"] for r in kept),
            "files": [str(a.path) for a in arts]}
     return row | {"top1_summary": summary(row["top1"])}
+
+
+def layers_apart(a: dict[str, float], b: dict[str, float]) -> float:
+    """How different two networks cut from one model are: the mean over its layers of the difference
+    in the fraction of channels each keeps (seed 0's plans; 0: the same network). Two objectives
+    that pick the same network can only tie."""
+    return round(statistics.fmean(abs(a[n] - b.get(n, 0.0)) for n in a), 4)
 
 
 def _comparisons(rows: dict) -> dict:
@@ -156,7 +164,8 @@ def _comparisons(rows: dict) -> dict:
     for lat in latency:
         for par in params:
             pair = {"latency": lat["config"], "params": par["config"],
-                    "p50_ratio": round(lat["p50_ms"] / par["p50_ms"], 3), "top1": paired_verdict(lat, par)}
+                    "p50_ratio": round(lat["p50_ms"] / par["p50_ms"], 3), "top1": paired_verdict(lat, par),
+                    "layers_apart": layers_apart(lat["layer_kept"], par["layer_kept"])}
             if lat.get("matched_to") == par["config"]:
                 out["matched_latency"].append(pair)
             elif pair["p50_ratio"] < 1:

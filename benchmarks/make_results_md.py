@@ -359,15 +359,18 @@ def objectives_section(o: dict | None) -> list[str]:
                          f"{_ms(row['p50_ms'])} | {row['speedup_vs_unpruned']:.2f}x | {row['params_kept']:.1%} | "
                          f"{row['macs_kept']:.1%} |")
     lines += ["", "Matched latency (the latency model aimed at the parameter model's p50), then every latency model "
-              "that measured faster than a parameter model (the claim there: a top-1 tie or better):", "",
+              "that measured faster than a parameter model (the claim there: a top-1 tie or better); "
+              "\"layers apart\": the mean difference, over the layers, in the fraction of channels the two "
+              "networks keep (seed 0's; near 0: both objectives chose one network, and can only tie):", "",
               "| model | comparison | latency model | parameter model | p50 latency / params | "
-              "top-1 difference (pts, paired) | verdict |", "|---|---|---|---|---|---|---|"]
+              "top-1 difference (pts, paired) | verdict | layers apart |", "|---|---|---|---|---|---|---|---|"]
     for name, m in o["models"].items():
         for key, label in (("matched_latency", "matched latency"), ("faster", "faster")):
             for c in m[key]:
                 se = "" if c["top1"]["se_pts"] is None else f" ± {c['top1']['se_pts']:.2f}"
                 lines.append(f"| {name} | {label} | {c['latency']} | {c['params']} | {c['p50_ratio']:.2f}x | "
-                             f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} |")
+                             f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} | "
+                             + (f"{c['layers_apart']:.1%} |" if "layers_apart" in c else "- |"))
     return lines + [""]
 
 

@@ -32,3 +32,12 @@ def test_results_page_is_what_the_committed_json_renders():
     """A figure in docs/results.md comes from benchmarks/results/: a hand edit, or a JSON rerun without
     `python benchmarks/make_results_md.py`, fails here."""
     assert (ROOT / "docs" / "results.md").read_text() == render()
+
+
+def test_layers_apart_is_zero_for_one_network_and_grows_with_the_difference():
+    from latency_aware import layers_apart
+
+    a = {"conv1": 0.5, "conv2": 0.25}
+    assert layers_apart(a, dict(a)) == 0.0
+    assert layers_apart(a, {"conv1": 0.75, "conv2": 0.25}) == 0.125
+    assert layers_apart(a, {"conv1": 0.5}) == 0.125  # a layer the other network lost whole keeps nothing
