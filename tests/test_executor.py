@@ -78,7 +78,7 @@ def test_ray_is_refused_cleanly_when_asked_for_wrongly():
         Executor("dask").validate()
 
 
-def test_an_analysis_on_ray_equals_the_local_one(cluster, trained_lenet, tmp_path):
+def test_an_analysis_on_ray_equals_the_local_one(cluster, trained_lenet, tmp_path, masked_always):
     common = dict(eval_samples=150, ratios=(0.25, 0.75), include_linear=True, plots=False)
     local = analyze.run(str(trained_lenet), tmp_path / "local.json",
                         analyze.AnalyzeOptions(**common, cache_dir=tmp_path / "c1")).meta
