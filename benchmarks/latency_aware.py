@@ -136,6 +136,7 @@ def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[
            "goal_ms": [r.get("latency_goal_ms") for r in kept] if latency else None,
            "additive_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],  # the table's sum
            "latency_rounds": [r.get("latency_rounds") for r in kept],
+           "plan_candidates": [r.get("plan_candidates") for r in kept],  # each cap's plan and its prices
            "cost_models": [r.get("latency_cost_models") for r in kept],
            "seeds": seeds, "top1": [a.metrics["accuracy"] for a in arts],
            "val_top1": summary([a.metrics["val_accuracy"] for a in arts]),

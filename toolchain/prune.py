@@ -373,7 +373,8 @@ class _Search:
     units: dict = field(default_factory=dict)  # a layer's channels move in multiples of this (--round-to, groups)
     sizes: _SizeModel | None = None  # parameter counts of plans, measured once on the unpruned model
     candidates: list = field(default_factory=list)  # the plans made at each cap and what each was priced at
-    adapted: dict = field(default_factory=dict)  # --select adaptive-bn: plan -> measured drop, and the baseline
+    adapted: dict = field(default_factory=dict)  # --select adaptive-bn: each plan's measured drop
+    adapt_reference: tuple | None = None  # --select adaptive-bn: (training images for BatchNorm, unpruned score)
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
@@ -640,11 +641,12 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
 
     if fits(whole):  # met already: no cut, even a free one
         return whole
-    deepest = [whole]  # the deepest plan tried
+    deepest = whole  # the deepest plan tried
 
     def at(cap: float) -> dict[str, int] | None:
+        nonlocal deepest
         small, big = _lagrangian(s, options, fits, [cap])
-        deepest[0] = big
+        deepest = big
         if small is None:
             return None
         if fits(big):  # cuts the analysis prices at zero meet it at any lam: fill up towards the whole model
@@ -654,7 +656,7 @@ def latency_plan(s: _Search, analysis: dict, table: dict, target_ms: float, cost
     plan = _cheapest(s, analysis, at)
     if plan is None:  # every cap tried: the deepest cap's plan has every layer at its floor
         raise CompressError(f"the latency goal {target_ms:.4g} ms is out of reach: with every layer the table can "
-                            f"speed up at its floor it predicts {price(deepest[0]):.3f} ms "
+                            f"speed up at its floor it predicts {price(deepest):.3f} ms "
                             f"(unpruned {base_ms:.3f} ms)")
     return plan
 
@@ -663,7 +665,7 @@ def _cheapest(s: _Search, analysis: dict, at) -> dict[str, int] | None:
     """Of the plans `at(cap)` makes at each cap of PLAN_CAPS up to SELECT_MAX_CAP (deeper caps only
     while none is made), the one `plan_drop` prices lowest, with its cap and lambda set on the
     search; None where no cap makes one. Each candidate is recorded (`s.candidates`)."""
-    best, made = None, []  # (drop, plan, cap, lambda); this call's candidates
+    best, made = None, []  # (drop, plan, cap, lambda, its record); this call's candidates
     for cap in _caps(s):
         if best is not None and cap > SELECT_MAX_CAP:
             break
@@ -762,13 +764,14 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
         return analysed_drop(s, analysis, plan)
     key = tuple(sorted(plan.items()))
     if key not in s.adapted:
-        if "baseline" not in s.adapted:
+        if s.adapt_reference is None:
             x, y = s.fine.tensors
-            s.adapted["images"] = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
-            s.adapted["baseline"] = _proxy_score(s, s.net)
+            images = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
+            s.adapt_reference = images, _proxy_score(s, s.net)
+        images, baseline = s.adapt_reference
         net = _apply(s.net, plan, s.shape)
-        adapt_batchnorm(net, s.adapted["images"])
-        s.adapted[key] = s.adapted["baseline"] - _proxy_score(s, net)
+        adapt_batchnorm(net, images)
+        s.adapted[key] = baseline - _proxy_score(s, net)
     return s.adapted[key]
 
 
