@@ -115,7 +115,8 @@ ELSEWHERE = ("--host", "ray://")
 @pytest.fixture(scope="module")
 def workspace(trained_lenet, tmp_path_factory):
     """The files the examples name (model.pt, analysis.json, pruned.pt, q.pt, fp32/int8/model.onnx,
-    base.toml) made from the test LeNet-5, plus the repository's examples/ and .ci/baseline.toml."""
+    deployed.onnx: the unpruned model, base.toml) made from the test LeNet-5, plus the repository's
+    examples/ and .ci/baseline.toml."""
     import shutil
 
     from toolchain import analyze, artifact, bench, check, export, prune, quantize
@@ -129,7 +130,8 @@ def workspace(trained_lenet, tmp_path_factory):
         plan=prune.Plan.UNIFORM, order=prune.Order.ONESHOT, target_params=0.5, finetune_epochs=0, final_epochs=0,
         val_samples=60))
     quantize.run(str(d / "pruned.pt"), d / "q.pt", quantize.QuantizeOptions(samples=32, allow_slower=True))
-    for src, dst in (("pruned.pt", "fp32.onnx"), ("q.pt", "int8.onnx"), ("q.pt", "model.onnx")):
+    for src, dst in (("pruned.pt", "fp32.onnx"), ("q.pt", "int8.onnx"), ("q.pt", "model.onnx"),
+                     ("model.pt", "deployed.onnx")):
         export.run(str(d / src), d / dst, export.ExportOptions(eval_samples=50))
     bench.run([d / "fp32.onnx", d / "int8.onnx"], d / "b0.json", bench.BenchOptions(runs=5, warmup=1))
     check.update_baseline(d / "b0.json", d / "base.toml")
