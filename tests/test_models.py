@@ -9,6 +9,7 @@ from toolchain.errors import CompressError
     ("zoo:lenet5", (1, 28, 28), (1, 32, 32)),
     ("zoo:alexnet", (3, 32, 32), (3, 32, 32)),
     ("zoo:vgg16", (1, 28, 28), (1, 32, 32)),
+    ("zoo:vgg16?size=64", (1, 28, 28), (1, 64, 64)),
     ("zoo:a2e", (30,), (30,)),
     ("zoo:a2e?widths=32,8,32&head=reconstruction", (1, 28, 28), (784,)),
     ("torchvision:resnet18?size=64", (1, 28, 28), (3, 64, 64)),
@@ -21,6 +22,12 @@ def test_every_zoo_model_builds_and_runs(spec, shape, expected):
         assert out.shape == (2, 784)
     else:
         assert out.shape == (2, 10)
+
+
+def test_a_larger_vgg16_input_keeps_the_32_px_head():
+    """Averaged to 1x1 before the head: the same parameters, four times the convolutions' MACs."""
+    small, large = (models.build(f"zoo:vgg16?size={n}", (1, 28, 28), 10).model for n in (32, 64))
+    assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in large.parameters())
 
 
 def test_a2e_widths_are_configurable():

@@ -72,7 +72,8 @@ VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 
 class VGG16BN(nn.Module):
     """VGG16 with BatchNorm (Simonyan & Zisserman 2015) for 32x32 inputs: 13 convolutions and a
-    512-512 fully-connected head."""
+    512-512 fully-connected head. Larger inputs (`?size=64`) are averaged to 1x1 before the head,
+    so the head, and the parameter count, stay those of the 32x32 network."""
 
     input_size = 32
 
@@ -87,6 +88,7 @@ class VGG16BN(nn.Module):
                 layers += _conv_bn(cin, int(v))
                 cin = int(v)
         self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(512, fc_width), nn.ReLU(inplace=True), nn.Dropout(0.3),
@@ -95,7 +97,7 @@ class VGG16BN(nn.Module):
         )
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return self.classifier(self.pool(self.features(x)))
 
 
 class AccordionAE(nn.Module):
