@@ -366,6 +366,42 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
     assert json.loads((tmp_path / "p.pt.json").read_text())["lineage"][-1]["options"]["latency_of"] == str(reference)
 
 
+def _floored_run(trained_lenet, analysis, tmp_path, monkeypatch, deepest_vs_reference: float):
+    """--latency-of a reference the first timing puts at a tenth of the unpruned model: under what
+    the table's plans reach. The deepest plan is then timed against the reference."""
+    from toolchain import bench
+
+    an = json.loads(analysis.read_text())
+    saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
+    table = _table(an, saves) | {"options": {"runs": 5, "warmup": 1, "target": None, "host": None},
+                                 "measured_on": "this host"}
+    (tmp_path / "lat.json").write_text(json.dumps(table))
+    reference = _onnx_model(tmp_path / "deployed.onnx", ["batch", "c", "h", "w"])
+    p50s = iter([(10.0, 1.0), (1.0, deepest_vs_reference), (1.0, deepest_vs_reference)])
+    monkeypatch.setattr(bench, "interleaved", lambda files, **kw: {"models": [{"p50_ms": p} for p in next(p50s)]})
+    return prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
+        analysis=analysis, latency_table=tmp_path / "lat.json", latency_of=reference, order=prune.Order.ONESHOT,
+        include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=0))
+
+
+def test_a_goal_the_pricing_cannot_reach_is_met_where_the_deepest_plan_measures_under_it(trained_lenet, analysis,
+                                                                                         tmp_path, monkeypatch):
+    """The goal is a timing and the pricing a fit: where they disagree, the measurement decides."""
+    rep = _floored_run(trained_lenet, analysis, tmp_path, monkeypatch, 0.9).meta["report"]
+    first = rep["latency_rounds"][0]
+    assert first["deepest"] and first["vs_reference"] == 0.9 and first["predicted_ms"] > first["goal_ms"]
+    assert any(r.get("chosen") for r in rep["latency_rounds"])
+    assert all(v["after"] <= v["before"] for v in rep["layers"].values())
+    assert any(v["after"] < v["before"] for v in rep["layers"].values())
+
+
+def test_a_goal_the_deepest_plan_measures_over_is_refused_with_its_measurement(trained_lenet, analysis, tmp_path,
+                                                                              monkeypatch):
+    with pytest.raises(CompressError, match=r"out of reach: .* predicts .*; measured, that plan takes 1\.5 ms"):
+        _floored_run(trained_lenet, analysis, tmp_path, monkeypatch, 1.5)
+    assert not (tmp_path / "p.pt").exists()
+
+
 def test_a_latency_goal_is_one_of_milliseconds_or_a_model(analysis, tmp_path):
     from click.testing import CliRunner
 
