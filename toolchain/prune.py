@@ -681,9 +681,10 @@ def _cheapest(s: _Search, analysis: dict, at) -> dict[str, int] | None:
         plan = at(cap)
         if plan is None:
             continue
-        drop = plan_drop(s, analysis, plan)
+        analysed = analysed_drop(s, analysis, plan)
+        drop = analysed if s.opts.select == "analysis" else plan_drop(s, analysis, plan)
         made.append({"cap": s.plan_cap, "lambda": s.plan_lambda, "params": s.planned(plan),
-                     "analysed_drop": round(analysed_drop(s, analysis, plan), 4)}
+                     "analysed_drop": round(analysed, 4)}
                     | ({"adapted_drop": round(drop, 4)} if s.opts.select == "adaptive-bn" else {}))
         if best is None or drop < best[0] - 1e-9:
             best = (drop, plan, s.plan_cap, s.plan_lambda, made[-1])
@@ -776,7 +777,7 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
         if s.adapt_reference is None:
             x, y = s.fine.tensors
             images = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
-            s.adapt_reference = images, _proxy_score(s, s.net)
+            s.adapt_reference = images, s.base_val if s.opts.proxy == "top1" else _proxy_score(s, s.net)
         images, baseline = s.adapt_reference
         net = _apply(s.net, plan, s.shape)
         adapt_batchnorm(net, images)
