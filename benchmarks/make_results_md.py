@@ -317,7 +317,9 @@ def _analysis(name: str, m: dict) -> str:
     proxy = {"top1": "top-1 (the paper's)", "confidence": "confidence (mean probability of the true class)"}
     rho = f"top-1 {st['spearman_halves']}" + (f", confidence {st['spearman_halves_confidence']}"
                                                 if st.get("spearman_halves_confidence") is not None else "")
-    return (f"- {name}: ratios {', '.join(f'{r:g}' for r in a['ratios'])} on {a['eval_samples']:,} validation "
+    return (f"- {name}: every pruned model fine-tuned {m['finetune_epochs']:g} epoch(s), all timed in one run of "
+            f"{m['seconds']:g} s; analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
+            f"{a['eval_samples']:,} validation "
             f"images, {bn}; ranking stability (Spearman between two halves of the images, at ratio 0.5): {rho}; "
             f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "
             f"at most {plans['latency_rounds']} rounds of {plans['round_seconds']:g} s, "
@@ -335,16 +337,17 @@ def objectives_section(o: dict | None) -> list[str]:
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
-              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); every pruned "
-              f"model fine-tuned {o['epochs']} epoch(s); p50 with the x86-cpu target at {o['threads']} thread, "
-              f"base and every seed's model interleaved in one run of {o['seconds']:g} s. `params-P` keeps P% of "
+              f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); the pruned "
+              f"models of one model all fine-tuned the same epochs (below); p50 with the x86-cpu target at "
+              f"{o['threads']} thread, base and every seed's model interleaved in one run. `params-P` keeps P% of "
               f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s latency "
               f"(`prune --latency-of` seed 0's model: each plan is timed beside it and re-planned until it "
               f"measures within 3%), `latency-faster` at {o['faster_fraction']}x the first of those "
               f"(`--latency-fraction`); a plan can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
               "Per model, the analysis both objectives plan from and the planner's settings:", "",
-              *(_analysis(name, m) for name, m in o["models"].items()), "",
+              *(_analysis(name, {"finetune_epochs": o.get("epochs"), "seconds": o.get("seconds")} | m)
+                for name, m in o["models"].items()), "",
               f"![top-1 against p50 per objective](../{o['plot']})", "",
               "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
               "|---|---|---|---|---|---|---|---|"]
