@@ -30,7 +30,7 @@ matched latency" and "faster at the same top-1" are read off them and off the pa
 
     python benchmarks/latency_aware.py [--part precision|objectives|all] [--runs 500] [--seconds 60] [--threads 1]
         [--models vgg16,mobilenet_v2] [--seeds 0,1,2] [--epochs 0.5] [--proxy confidence|top1] [--retimes 2]
-        [--untimed]
+        [--faster 0.8] [--untimed]
 """
 
 from __future__ import annotations
@@ -242,8 +242,9 @@ def objectives(args) -> dict:
                                                   retimes=args.retimes)
             matched[f"latency-at-{label}"] = label
         first = next(iter(matched))
-        configs["latency-faster"] = dict(latency_of=configs[first]["latency_of"], latency_fraction=FASTER,
-                                         latency_table=table_path, retimes=args.retimes)
+        if args.faster:
+            configs["latency-faster"] = dict(latency_of=configs[first]["latency_of"], latency_fraction=args.faster,
+                                             latency_table=table_path, retimes=args.retimes)
         rows = {}
         for label, cfg in configs.items():
             if label not in arts:  # the parameter models are cut already
@@ -275,6 +276,7 @@ def objectives(args) -> dict:
                       "retime_seconds": prune.RETIME_SECONDS,
                       "round_seconds": prune.LATENCY_ROUND_SECONDS},
             "finetune_epochs": args.epochs, "seconds": args.seconds,  # this model's budget and timing
+            "faster_fraction": args.faster or None,
             "base": {"spec": setup["spec"], "file": str(base), "recipe": setup["recipe"] | {"train_limit": TRAIN_LIMIT},
                      "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
                      "macs": trained_metrics["macs"], "table_base_ms": table["base_ms"]},
@@ -305,6 +307,8 @@ def main() -> None:
                     help="objectives: how both objectives compare the plans made at each cap (prune --select)")
     ap.add_argument("--retimes", type=int, default=2,
                     help="objectives: re-timings of the latency objective's table around its plan (prune --retimes)")
+    ap.add_argument("--faster", type=float, default=FASTER,
+                    help="objectives: latency-faster's goal, this fraction of the first matched model's p50 (0: none)")
     ap.add_argument("--untimed", action="store_true",
                     help="objectives: only train, analyse and prune the parameter objective's models (nothing is "
                          "timed: for a busy machine; a later run finds them cached)")
@@ -331,12 +335,13 @@ def main() -> None:
         if args.untimed:
             return
         before = result.get("objectives", {})
-        kept = {name: {"finetune_epochs": before.get("epochs"), "seconds": before.get("seconds")} | m
+        kept = {name: {"finetune_epochs": before.get("epochs"), "seconds": before.get("seconds"),
+                       "faster_fraction": before.get("faster_fraction")} | m
                 for name, m in before.get("models", {}).items()}  # entries from before budgets were per model
         result["objectives"] = {
             "what": "the latency objective against the parameter objective at equal budgets within each model: "
                     "same analysis, one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
-            "data": DATA, "train_limit": TRAIN_LIMIT, "threads": args.threads, "faster_fraction": FASTER,
+            "data": DATA, "train_limit": TRAIN_LIMIT, "threads": args.threads,
             "models": kept | measured}
         result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")
     write("latency_aware", result)

@@ -336,13 +336,15 @@ def objectives_section(o: dict | None) -> list[str]:
     lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
+    faster = sorted({m.get("faster_fraction", o.get("faster_fraction")) for m in o["models"].values()} - {None})
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
               f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); the pruned "
               f"models of one model all fine-tuned the same epochs (below); p50 with the x86-cpu target at "
               f"{o['threads']} thread, base and every seed's model interleaved in one run. `params-P` keeps P% of "
               f"the parameters (the sensitivity plan); `latency-at-params-P` aims at `params-P`'s latency "
               f"(`prune --latency-of` seed 0's model: each plan is timed beside it and re-planned until it "
-              f"measures within 3%), `latency-faster` at {o['faster_fraction']}x the first of those "
+              f"measures within 3%), `latency-faster` (where run) at "
+              f"{' or '.join(f'{f:g}' for f in faster)}x the first of those "
               f"(`--latency-fraction`); a plan can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
               "Per model, the analysis both objectives plan from and the planner's settings:", "",
