@@ -228,9 +228,9 @@ def objectives(args) -> dict:
                         force=True)
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=args.proxy,
                       select=args.select, final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
-        configs = {f"params-{round(g * 100)}": dict(target_params=g, plan=prune.Plan.SENSITIVITY, retimes=0)
-                   for g in setup["target_params"] + setup.get("params_only", ())}  # (re-timing is the latency
-        #                                                                   plan's: 0 keeps these cells' keys)
+        named = {g: f"params-{round(g * 100)}" for g in setup["target_params"] + setup.get("params_only", ())}
+        configs = {named[g]: dict(target_params=g, plan=prune.Plan.SENSITIVITY, retimes=0)
+                   for g in named}  # (re-timing is the latency plan's: 0 keeps these cells' keys)
         arts = {label: [_pruned(base, name, label, s, prune.PruneOptions(**common, **cfg, seed=s)) for s in seeds]
                 for label, cfg in configs.items()}
         if args.untimed:
@@ -239,10 +239,10 @@ def objectives(args) -> dict:
         table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
                             force=True).meta
         matched = {}  # each latency model aims at a parameter model (seed 0's), timed beside it (--latency-of)
-        for label in [f"params-{round(g * 100)}" for g in setup["target_params"]]:
-            configs[f"latency-at-{label}"] = dict(latency_of=_onnx(arts[label][0].path), latency_table=table_path,
+        for params in (named[g] for g in setup["target_params"]):
+            configs[f"latency-at-{params}"] = dict(latency_of=_onnx(arts[params][0].path), latency_table=table_path,
                                                   retimes=args.retimes)
-            matched[f"latency-at-{label}"] = label
+            matched[f"latency-at-{params}"] = params
         first = next(iter(matched))
         if args.faster:
             configs["latency-faster"] = dict(latency_of=configs[first]["latency_of"], latency_fraction=args.faster,

@@ -336,7 +336,7 @@ def objectives_section(o: dict | None) -> list[str]:
     lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
-    faster = sorted({m.get("faster_fraction", o.get("faster_fraction")) for m in o["models"].values()} - {None})
+    faster = sorted({m["faster_fraction"] for m in o["models"].values()} - {None})
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
               f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); the pruned "
               f"models of one model all fine-tuned the same epochs (below); p50 with the x86-cpu target at "
@@ -348,8 +348,7 @@ def objectives_section(o: dict | None) -> list[str]:
               f"(`--latency-fraction`); a plan can differ by seed. "
               f"Verdicts are paired by seed (ahead/behind only beyond twice the standard error).", "",
               "Per model, the analysis both objectives plan from and the planner's settings:", "",
-              *(_analysis(name, {"finetune_epochs": o.get("epochs"), "seconds": o.get("seconds")} | m)
-                for name, m in o["models"].items()), "",
+              *(_analysis(name, m) for name, m in o["models"].items()), "",
               f"![top-1 against p50 per objective](../{o['plot']})", "",
               "| model | objective | goal | top-1 % (test) | p50 ms | speed-up | params kept | MACs kept |",
               "|---|---|---|---|---|---|---|---|"]
