@@ -314,9 +314,11 @@ def _analysis(name: str, m: dict) -> str:
     a, plans = m["analysis"], m["plans"]
     n, st = a["adapt_bn"], a["stability"]
     bn = f"BatchNorm re-estimated on {n:,} training images after each cut" if n else "without adaptive BatchNorm"
-    proxy = {"top1": "top-1 (the paper's)", "confidence": "confidence (mean probability of the true class)"}
-    rho = f"top-1 {st['spearman_halves']}" + (f", confidence {st['spearman_halves_confidence']}"
-                                                if st.get("spearman_halves_confidence") is not None else "")
+    proxy = {"top1": "top-1 (the paper's)", "confidence": "confidence (mean probability of the true class)",
+             "fidelity": "fidelity (overlap of the cut network's outputs with the unpruned network's)"}
+    rho = f"top-1 {st['spearman_halves']}" + "".join(f", {k} {st[f'spearman_halves_{k}']}" for k in
+                                                     ("confidence", "fidelity")
+                                                     if st.get(f"spearman_halves_{k}") is not None)
     return (f"- {name}: every pruned model fine-tuned {m['finetune_epochs']:g} epoch(s), all timed in one run of "
             f"{m['seconds']:g} s; analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
             f"{a['eval_samples']:,} validation "

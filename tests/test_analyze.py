@@ -25,20 +25,25 @@ def test_analysis_ranks_every_conv_and_writes_plots(trained_lenet, tmp_path):
     assert saved["skipped"][0]["name"] == "classifier.5"
     assert -1 <= saved["stability"]["spearman_halves"] <= 1
     assert -1 <= saved["stability"]["spearman_halves_confidence"] <= 1
+    assert -1 <= saved["stability"]["spearman_halves_fidelity"] <= 1
+    assert saved["baseline"]["fidelity"] == pytest.approx(100.0)  # the unpruned network against itself
+    assert all(0 < s["fidelity"] < 100 for layer in saved["layers"] for s in layer["sweep"])
     assert 0 < saved["baseline"]["confidence"] <= 100  # mean probability of the true class, in %
     assert all(0 < s["confidence"] <= 100 and s["temperature"] > 0 for layer in saved["layers"] for s in layer["sweep"])
     assert all(p.endswith(".png") for p in result["plots"]) and len(result["plots"]) == 2
 
 
-def test_a_cached_cut_without_a_fitted_temperature_is_measured_again(trained_lenet, tmp_path):
+@pytest.mark.parametrize("missing", ["temperature", "fidelity"])
+def test_a_cached_cut_an_older_version_measured_is_measured_again(trained_lenet, tmp_path, missing):
     opts = analyze.AnalyzeOptions(eval_samples=150, cache_dir=tmp_path / "cache")
     analyze.run(str(trained_lenet), tmp_path / "a.json", opts)
     (cache,) = (tmp_path / "cache").glob("*.jsonl")
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
-    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "temperature"}) + "\n"
+    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith(missing)}) + "\n"
                              for r in rows))  # what an older version cached
     again = analyze.run(str(trained_lenet), tmp_path / "b.json", opts).meta
-    assert again["reused_results"] == 0 and all(l["confidence"] is not None for l in again["layers"])
+    assert again["reused_results"] == 0
+    assert all(l["confidence"] is not None and l["fidelity"] is not None for l in again["layers"])
 
 
 def test_rerun_with_more_ratios_reuses_the_cache(trained_lenet, tmp_path):
@@ -108,7 +113,7 @@ def test_the_masked_analysis_equals_the_one_on_pruned_copies(trained_a2e, tmp_pa
     copies = analyze.run(str(trained_a2e), tmp_path / "c.json",
                          analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c2")).meta
     # wall time aside, and the continuous figures to float noise (the two paths sum in another order)
-    continuous = ("confidence", "confidence_a", "confidence_b", "temperature")
+    continuous = ("confidence", "confidence_a", "confidence_b", "fidelity", "fidelity_a", "fidelity_b", "temperature")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds" and k not in continuous}  # noqa: E731
                           | {"sweep": [{k: v for k, v in s.items() if k not in continuous} for s in r["sweep"]]}
                           for r in rows]

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
-from toolchain import analyze, artifact, prune
+from toolchain import analyze, artifact, prune, surgery
 from toolchain.errors import CompressError
 
 
@@ -155,33 +156,48 @@ def test_tradeoffs_read_the_confidence_with_proxy_confidence():
     assert [d for _, d, _ in prune._tradeoffs(row, 81.0, 0.5, "confidence")] == [0.0, 1.0, 3.5]
 
 
-def test_proxy_confidence_plans_from_the_confidence_and_refuses_an_analysis_without_one(trained_lenet, analysis,
-                                                                                       tmp_path):
+@pytest.mark.parametrize("proxy", ["confidence", "fidelity"])
+def test_a_continuous_proxy_plans_from_its_field_and_refuses_an_analysis_without_one(trained_lenet, analysis,
+                                                                                    tmp_path, proxy):
     an = json.loads(analysis.read_text())
     names = [r["name"] for r in an["layers"]]
     fragile, tolerant = names[0], names[1]
-    for r in an["layers"]:  # top-1 says the first layer is fragile; the confidence says the opposite
-        top1, conf = (50.0, 0.0) if r["name"] == fragile else (0.0, 50.0)
+    for r in an["layers"]:  # top-1 says the first layer is fragile; the proxy says the opposite
+        top1, other = (50.0, 0.0) if r["name"] == fragile else (0.0, 50.0)
         r["sweep"] = [{"ratio": x, "accuracy": an["baseline"]["accuracy"] - top1 * x,
-                       "confidence": an["baseline"]["confidence"] - conf * x,
+                       proxy: an["baseline"][proxy] - other * x,
                        "params_removed": r["params_removed"] * x / r["ratio"]} for x in (0.25, 0.5, 0.75)]
     path = tmp_path / "an.json"
     path.write_text(json.dumps(an))
     kept = {}
-    for proxy in ("top1", "confidence"):
-        art = prune.run(str(trained_lenet), tmp_path / f"{proxy}.pt",
+    for p in ("top1", proxy):
+        art = prune.run(str(trained_lenet), tmp_path / f"{p}.pt",
                         _opts(analysis=path, target_params=0.5, include_linear=True, finetune_epochs=0,
-                              final_epochs=0, proxy=proxy))
-        kept[proxy] = {n: art.meta["report"]["plan"][n] for n in (fragile, tolerant)}
-    assert kept["top1"][fragile] > kept["confidence"][fragile]
-    assert kept["top1"][tolerant] < kept["confidence"][tolerant]
+                              final_epochs=0, proxy=p))
+        kept[p] = {n: art.meta["report"]["plan"][n] for n in (fragile, tolerant)}
+    assert kept["top1"][fragile] > kept[proxy][fragile]
+    assert kept["top1"][tolerant] < kept[proxy][tolerant]
     for r in an["layers"]:
-        del r["sweep"][0]["confidence"]
+        del r["sweep"][0][proxy]
     path.write_text(json.dumps(an))
-    with pytest.raises(CompressError, match="no confidence"):
-        prune.run(str(trained_lenet), tmp_path / "none.pt", _opts(analysis=path, target_params=0.5, proxy="confidence"))
+    with pytest.raises(CompressError, match=f"no {proxy}"):
+        prune.run(str(trained_lenet), tmp_path / "none.pt", _opts(analysis=path, target_params=0.5, proxy=proxy))
     with pytest.raises(CompressError, match="--proxy"):
         _opts(analysis=path, target_params=0.5, proxy="loss").validate()
+
+
+def test_proxy_fidelity_scores_the_unpruned_network_100_and_a_cut_below(trained_lenet, analysis):
+    """--select adaptive-bn's measure with --proxy fidelity: the overlap with the unpruned network's own
+    outputs on the validation images, so the unpruned network is the 100 every candidate drops from."""
+    prep = prune.prepare(str(trained_lenet), None)
+    opts = _opts(analysis=analysis, target_params=0.5, proxy="fidelity")
+    x, y = prep.dataset.val.tensors
+    s = prune._Search(net=prep.model, spec=prep.spec, shape=prep.input_shape, fine=prep.dataset.train,
+                      val=TensorDataset(x[:300], y[:300]), base_val=0.0, target=0.5, opts=opts)
+    assert prune._proxy_score(s, s.net) == pytest.approx(100.0)
+    layer = surgery.prunable_layers(s.net, s.shape)[0]
+    cut = surgery.pruned_copy(s.net, layer.name, layer.channels // 4, "l1", s.shape)
+    assert 0 < prune._proxy_score(s, cut) < 100.0
 
 
 def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):

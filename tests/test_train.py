@@ -161,6 +161,24 @@ def test_confidence_fits_the_temperature_so_a_change_of_scale_alone_costs_nothin
     assert confidence(noisier, y) < confidence(out, y) - 5
 
 
+def test_fidelity_is_the_overlap_with_the_reference_outputs_and_ignores_labels_and_scale():
+    import torch
+
+    from toolchain.train import fidelity, temperature
+
+    ref = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # softmax (0.5, 0.5) and (0.8808, 0.1192)
+    assert fidelity(ref, ref, 1.0, 1.0) == pytest.approx(100.0)
+    flat = torch.zeros(2, 2)  # (0.5, 0.5) both: overlap 1 on the first image, 0.5 + 0.1192 on the second
+    assert fidelity(flat, ref, 1.0, 1.0) == pytest.approx(100 * (1 + 0.5 + 0.119203) / 2, abs=1e-3)
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (500,))
+    out = torch.randn(500, 10) + 3 * torch.nn.functional.one_hot(y, 10)
+    t = temperature(out, y)
+    assert fidelity(out / 4, out, temperature(out / 4, y), t) == pytest.approx(100.0, abs=0.05)  # scale alone
+    noisier = out + 2 * torch.randn(500, 10)
+    assert fidelity(noisier, out, temperature(noisier, y), t) < 90  # a real change of the outputs
+
+
 def test_adaptive_bn_reestimates_the_statistics():
     import torch
     from torch import nn

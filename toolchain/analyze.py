@@ -35,7 +35,7 @@ from .train import Prepared, adapt_batchnorm, data_meta, prepare
 logger = logging.getLogger(__name__)
 
 SCHEMA = 1
-SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "temperature", "params_removed", "macs_removed")
+SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "fidelity", "temperature", "params_removed", "macs_removed")
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,23 @@ class _Cache:
             f.write(json.dumps(row) + "\n")
 
 
-def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int) -> dict[str, float | None]:
-    """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head) and the confidence (mean
-    probability of the true class at the temperature that fits best, %; None for a reconstruction
-    head) on all, the first and the second half of the images, and that temperature on all."""
-    from .train import confidence, logits, performance, reconstructs, temperature
+def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int,
+                reference: tuple[torch.Tensor, float] | None = None) -> dict:
+    """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head), the confidence (mean
+    probability of the true class at the temperature that fits best, %) and the fidelity to the
+    unpruned network's outputs (`reference`: its logits and fitted temperature; train.fidelity, %) on
+    all, the first and the second half of the images, and that temperature on all; the confidence
+    and fidelity are None for a reconstruction head. Returns the logits too, under "_logits"."""
+    from .train import confidence, fidelity, logits, performance, reconstructs, temperature
 
     out, r = logits(model, x), reconstructs(model)
     parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
+    t = None if r else temperature(out, y)
+    ref_out, ref_t = reference if reference is not None else (out, t)
     return ({f"accuracy{k}": performance(out[i], x[i], y[i], r) for k, i in parts.items()}
             | {f"confidence{k}": None if r else confidence(out[i], y[i]) for k, i in parts.items()}
-            | {"temperature": None if r else round(temperature(out, y), 4)})
+            | {f"fidelity{k}": None if r else fidelity(out[i], ref_out[i], t, ref_t) for k, i in parts.items()}
+            | {"temperature": None if r else round(t, 4), "_logits": out})
 
 
 _MASKED: list[surgery.MaskedCuts] = []  # this process's, for the model it was made for
@@ -155,7 +161,8 @@ def _copy_seconds(model: nn.Module, shape: tuple[int, ...]) -> float:
     return time.perf_counter() - start
 
 
-def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts, adapt=None) -> dict:
+def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_counts, adapt=None,
+             reference=None) -> dict:
     """One layer cut alone to `ratio`: masked on the network itself where the cut allows (exactly the
     pruned network's outputs and counts, without a copy, a new dependency graph or a recount:
     `surgery.MaskedCuts`), else physically on a copy. A masked cut evaluates the full-width network,
@@ -169,14 +176,15 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
         if removed is not None:
             with _batchnorm_kept(model):
                 adapt_batchnorm(model, adapt)
-                measured = _accuracies(model, x, y, half)
+                measured = _accuracies(model, x, y, half, reference)
             params_removed, macs_removed = removed
     if removed is None:
         clone = surgery.pruned_copy(model, layer.name, keep, opts.criterion, shape)
         adapt_batchnorm(clone, adapt)
         counts = artifact.count(clone, shape, throwaway=True)
-        measured = _accuracies(clone, x, y, half)
+        measured = _accuracies(clone, x, y, half, reference)
         params_removed, macs_removed = base_counts["params"] - counts["params"], base_counts["macs"] - counts["macs"]
+    measured.pop("_logits")
     return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
             "params_removed": params_removed, "macs_removed": macs_removed,
             "seconds": round(time.perf_counter() - start, 3)}
@@ -226,6 +234,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     start = time.perf_counter()
     base = _accuracies(prep.model, x, y, half)
     base_acc = base["accuracy"]
+    reference = None if base["temperature"] is None else (base.pop("_logits"), base["temperature"])
     mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
     adapt = None
     if opts.adapt_bn:
@@ -234,12 +243,13 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
-    jobs = [(l, r) for l in todo for r in opts.all_ratios if "temperature" not in (cache.get(l.name, r) or {})]
+    jobs = [(l, r) for l in todo for r in opts.all_ratios  # a cut cached by a version that measured less: again
+            if not {"temperature", "fidelity"} <= (cache.get(l.name, r) or {}).keys()]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
         for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, base_counts | {"mask_below": mask_below},
-                             adapt):
+                             adapt, reference):
             cache.put(row)
             advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
     rows = []
@@ -259,7 +269,8 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                   "num_classes": prep.dataset.num_classes},
         "data": data_meta(prep.dataset) | {"eval_samples": len(y), "eval_split": "validation"},
         "options": asdict(opts) | {"ratios": list(opts.all_ratios), "cache_dir": str(cache.path.parent)},
-        "baseline": {"accuracy": base_acc, "confidence": base["confidence"], "temperature": base["temperature"],
+        "baseline": {"accuracy": base_acc, "confidence": base["confidence"], "fidelity": base["fidelity"],
+                     "temperature": base["temperature"],
                      "params": base_counts["params"],
                      "macs": base_counts["macs"]},
         "layers": rows,
@@ -279,27 +290,29 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
 
 def _stability(rows: list[dict], half: int) -> dict:
     """How far the ranking can be trusted: rank correlation between two disjoint halves, of the
-    top-1 each layer keeps (the ranking's) and of its confidence (the planner's `--proxy confidence`)."""
+    top-1 each layer keeps (the ranking's), of its confidence and of its fidelity (the planner's
+    `--proxy confidence` and `--proxy fidelity`)."""
     def rho(measure: str) -> float | None:
         if any(r.get(f"{measure}_a") is None for r in rows):
             return None
         return _spearman([r[f"{measure}_a"] for r in rows], [r[f"{measure}_b"] for r in rows])
 
     return {"spearman_halves": rho("accuracy"), "spearman_halves_confidence": rho("confidence"),
-            "half_samples": half,
-            "note": "rank correlation of per-layer top-1 (and confidence) on two disjoint halves of the eval subset"}
+            "spearman_halves_fidelity": rho("fidelity"), "half_samples": half,
+            "note": "rank correlation of per-layer top-1 (confidence, fidelity) on two disjoint halves of the eval "
+                    "subset"}
 
 
-def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None):
+def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None, reference=None):
     """Yield results as they finish: here, in forked worker processes, or on a Ray cluster."""
-    shared = (model, opts, shape, x, y, half, base_counts, adapt)
+    shared = (model, opts, shape, x, y, half, base_counts, adapt, reference)
     yield from run_units(Executor(opts.executor, opts.address, opts.workers), _unit, shared, jobs)
 
 
 def _unit(shared, job):
-    model, opts, shape, x, y, half, base_counts, adapt = shared
+    model, opts, shape, x, y, half, base_counts, adapt, reference = shared
     layer, ratio = job
-    return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt)
+    return _measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt, reference)
 
 
 def table(result: dict):

@@ -209,8 +209,8 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
         con.print(f"[dim]skipped {s['name']}: {s['reason']}[/dim]")
     st = result["stability"]
     con.print(f"ranking stability (Spearman between two disjoint halves): top-1 {st['spearman_halves']}"
-              + (f", confidence {st['spearman_halves_confidence']}" if st["spearman_halves_confidence"] is not None
-                 else ""))
+              + "".join(f", {m} {st[f'spearman_halves_{m}']}" for m in ("confidence", "fidelity")
+                        if st.get(f"spearman_halves_{m}") is not None))
     con.print(f"wrote {out} in {result['seconds']:.1f}s ({result['reused_results']} results reused from cache)")
 
 
@@ -243,9 +243,10 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
 @click.option("--latency-table", type=click.Path(dir_okay=False), help="from `compress profile` of this model")
 @click.option("--target", help="a target profile: channel counts rounded to its channel_multiple (with --round-to), "
                                 "and with --objective latency and no table, the model profiled with its settings")
-@click.option("--proxy", type=click.Choice(["top1", "confidence"]), default="top1", show_default=True,
-              help="what a plan reads each cut's cost in from the analysis: the top-1 it keeps (the paper's), or its "
-                   "confidence (mean probability of the true class: continuous, so a fraction of top-1's noise)")
+@click.option("--proxy", type=click.Choice(["top1", "confidence", "fidelity"]), default="top1", show_default=True,
+              help="what a plan reads each cut's cost in from the analysis: the top-1 it keeps (the paper's), its "
+                   "confidence (mean probability of the true class: continuous, so a fraction of top-1's noise), or "
+                   "its fidelity (overlap of its outputs with the unpruned network's, image by image: no label noise)")
 @click.option("--select", type=click.Choice(["analysis", "adaptive-bn"]), default="analysis", show_default=True,
               help="how the plans made at each cap are compared: their single-layer drops summed, or each cut whole, "
                    "BatchNorm re-estimated on 1,000 training images, measured on validation (EagleEye)")

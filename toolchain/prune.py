@@ -42,17 +42,20 @@ from .train import (
     confidence,
     data_meta,
     evaluate,
+    fidelity,
     fit,
     logits,
     metric_name,
     prepare,
     teacher_logits,
+    temperature,
 )
 
 logger = logging.getLogger(__name__)
 
 
-PROXIES = {"top1": "accuracy", "confidence": "confidence"}  # --proxy: the analysis field a plan's costs are read from
+PROXIES = {"top1": "accuracy", "confidence": "confidence",  # --proxy: the analysis field a plan's costs are read from
+           "fidelity": "fidelity"}
 SELECTORS = ("analysis", "adaptive-bn")  # --select: what compares the plans made at each cap
 SELECT_ADAPT_IMAGES = 1000  # training images `--select adaptive-bn` re-estimates a candidate's BatchNorm with
 
@@ -105,7 +108,8 @@ class PruneOptions:
     latency_table: Path | None = None  # from `compress profile` (per layer, ms at each width, on the target)
     target: str | None = None  # a bench target profile: widths round to its channel_multiple; with the latency
     #                            objective and no latency_table, the table is profiled with its settings
-    proxy: str = "top1"  # what a plan reads a cut's cost in from the analysis: top1 (the paper's) or confidence
+    proxy: str = "top1"  # what a plan reads a cut's cost in from the analysis: top1 (the paper's), confidence or
+    #                      fidelity (to the unpruned network's outputs)
     latency_of: Path | None = None  # the latency objective's goal as an ONNX model: as fast as it (the deployed
     #                                 model), timed beside every plan; instead of target_latency
     latency_fraction: float = 1.0  # with latency_of: the goal is this fraction of its latency
@@ -375,6 +379,7 @@ class _Search:
     candidates: list = field(default_factory=list)  # the plans made at each cap and what each was priced at
     adapted: dict = field(default_factory=dict)  # --select adaptive-bn: each plan's measured drop
     adapt_reference: tuple | None = None  # --select adaptive-bn: (training images for BatchNorm, unpruned score)
+    val_reference: tuple | None = None  # --proxy fidelity: the unpruned network's logits on `val`, its temperature
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
@@ -415,10 +420,11 @@ def _caps(s: _Search) -> list[float]:
 
 
 def _cost_field(s: _Search, analysis: dict) -> str:
-    """The analysis field the plan reads each cut's cost from (--proxy): top-1 (the paper's), or the
+    """The analysis field the plan reads each cut's cost from (--proxy): top-1 (the paper's), the
     confidence at a fitted temperature, top-1's continuous twin (on VGG16 at 1,000 validation images
     most single-layer top-1 drops are within a point and their ranking correlates 0.54 between two
-    halves of the images)."""
+    halves of the images), or the fidelity to the unpruned network's outputs, which no label's noise
+    reaches (train.fidelity)."""
     field = PROXIES[s.opts.proxy]
     rows = [analysis["baseline"]] + [p for r in analysis["layers"] for p in r.get("sweep") or [r]]
     if any(r.get(field) is None for r in rows):
@@ -429,7 +435,7 @@ def _cost_field(s: _Search, analysis: dict) -> str:
 
 def _tradeoffs(row: dict, base: float, cap: float, field: str = "accuracy") -> list[tuple[float, float, float]]:
     """(ratio, drop, parameters removed) of one layer pruned alone, from the analysis sweep (the drop
-    in `field`, top-1 or confidence, from `base`): anchored at (0, 0, 0), the drop made
+    in `field`, top-1, confidence or fidelity, from `base`): anchored at (0, 0, 0), the drop made
     non-decreasing, the measured ratios up to `cap` and `cap` itself, read off the segment around it.
     Past the last measured ratio the drop grows no flatter than UNMEASURED_SLOPE: a layer that lost
     nothing at 50% is not assumed to lose nothing at 90%."""
@@ -786,11 +792,19 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
 
 
 def _proxy_score(s: _Search, net: nn.Module) -> float:
-    """The network on the validation images in the --proxy measure: top-1 %, or confidence %."""
+    """The network on the validation images in the --proxy measure: top-1 %, confidence %, or fidelity
+    % to the unpruned network (100 for the unpruned network itself)."""
     if s.opts.proxy == "top1":
         return evaluate(net, s.val)
     x, y = s.val.tensors
-    return confidence(logits(net, x), y)
+    out = logits(net, x)
+    if s.opts.proxy == "confidence":
+        return confidence(out, y)
+    if s.val_reference is None:
+        ref = logits(s.net, x)
+        s.val_reference = ref, temperature(ref, y)
+    ref, t_ref = s.val_reference
+    return fidelity(out, ref, temperature(out, y), t_ref)
 
 
 def _retime(s: _Search, analysis: dict, table: dict, plan: dict[str, int], centre: Path, centre_ms: float,

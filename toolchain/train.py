@@ -79,6 +79,19 @@ def confidence(outputs: torch.Tensor, y: torch.Tensor, t: float | None = None) -
     return round(100.0 * (outputs.float() / t).softmax(1).gather(1, y[:, None].long()).mean().item(), 3)
 
 
+def fidelity(outputs: torch.Tensor, reference: torch.Tensor, t: float, t_reference: float) -> float:
+    """How much of the unpruned network's output distribution a cut keeps, in %: the mean overlap
+    (the sum of the smaller of the two probabilities: 100 minus the total-variation distance) of the
+    two networks' softmax on the same images, each at its fitted temperature `t` (a change of scale
+    alone costs nothing, as with `confidence`). No label takes part: a cut is weighed by how far it
+    moves the network from itself, image by image, not by how many hard images happen to flip. On
+    VGG16 at 64 px the single-layer top-1 and confidence drops ranked the layers no better than
+    chance between two halves of the validation images."""
+    p = (reference.float() / t_reference).softmax(1)
+    q = (outputs.float() / t).softmax(1)
+    return round(100.0 * torch.minimum(p, q).sum(1).mean().item(), 3)
+
+
 def anomaly_score(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A reconstruction head's anomaly score per sample: its mean squared reconstruction error."""
     return (outputs.float() - x.flatten(1).float()).pow(2).mean(1)
