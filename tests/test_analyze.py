@@ -123,3 +123,28 @@ def test_the_masked_analysis_equals_the_one_on_pruned_copies(trained_a2e, tmp_pa
             assert {k: a[k] for k in continuous if k in a} == pytest.approx({k: b[k] for k in continuous if k in b},
                                                                             abs=0.02)
     assert masked["priority"] == copies["priority"]
+
+
+def test_fidelity_is_measured_against_the_unpruned_network_after_the_same_adaptive_batchnorm():
+    """Re-estimating BatchNorm alone moves a network's outputs; a cut's fidelity must not pay for it."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from toolchain.train import adapt_batchnorm, fidelity, logits, temperature
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    x = torch.randn(256, 1, 8, 8)
+    y = net(x).argmax(1)  # labels the network fits: a fitted temperature, not a flat softmax
+    adapt = 3 * torch.randn(32, 1, 8, 8) + 1  # other statistics than the network's own
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ref, t_ref = analyze._fidelity_reference(net, x, y, adapt)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the network's own put back
+    adapted = copy.deepcopy(net)
+    adapt_batchnorm(adapted, adapt)
+    out = logits(adapted, x)
+    assert fidelity(out, ref, temperature(out, y), t_ref) == pytest.approx(100.0)
+    plain = logits(net, x)
+    assert fidelity(out, plain, temperature(out, y), temperature(plain, y)) < 99

@@ -783,7 +783,14 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
         if s.adapt_reference is None:
             x, y = s.fine.tensors
             images = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
-            s.adapt_reference = images, s.base_val if s.opts.proxy == "top1" else _proxy_score(s, s.net)
+            if s.opts.proxy == "fidelity":  # against the unpruned network after the same re-estimation
+                ref = copy.deepcopy(s.net)
+                adapt_batchnorm(ref, images)
+                vx, vy = s.val.tensors
+                out = logits(ref, vx)
+                s.val_reference = out, temperature(out, vy)
+            baseline = {"top1": s.base_val, "fidelity": 100.0}
+            s.adapt_reference = images, baseline[s.opts.proxy] if s.opts.proxy in baseline else _proxy_score(s, s.net)
         images, baseline = s.adapt_reference
         net = _apply(s.net, plan, s.shape)
         adapt_batchnorm(net, images)
