@@ -227,10 +227,9 @@ def objectives(args) -> dict:
         ratios = "_".join(f"{r:g}" for r in ANALYSIS_RATIOS)
         analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}-r{ratios}.json"
         proxy = setup.get("proxy", args.proxy)
-        if not analysis.exists() or prune.PROXIES[proxy] not in json.loads(analysis.read_text())["baseline"]:
-            analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=args.adapt_bn,
-                                                                    eval_samples=args.eval_samples, plots=False),
-                        force=True)
+        analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=args.adapt_bn,
+                                                                eval_samples=args.eval_samples, plots=False),
+                    force=True)  # every cut this version measured already is reused from the analysis cache
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=proxy,
                       select=args.select, final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
         named = {g: f"params-{round(g * 100)}" for g in setup["target_params"] + setup.get("params_only", ())}
