@@ -286,7 +286,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
     compress prune model.pt --order sequential --max-drop 1.0 -o budget.pt
     compress prune model.pt --analysis analysis.json --compare-orders --plans uniform,global --targets 0.05
     compress prune model.pt --analysis analysis.json --objective latency --target-latency 2.5 --target rpi4 -o p.pt
-    compress prune model.pt --analysis analysis.json --objective latency --latency-of deployed.onnx --latency-fraction 0.8 --target rpi4
+    compress prune model.pt --analysis analysis.json --objective latency --latency-of deployed.onnx --latency-fraction 1.5 --target rpi4
     """  # noqa: E501 - an example is one command line
     from . import prune as stage
 
