@@ -88,7 +88,7 @@ SETUPS = {  # base recipe, the parameter goals the latency objective is matched 
     # the same, planned from the fidelity (--proxy fidelity): at 64 px the single-layer top-1 and confidence
     # drops ranked the layers no better than chance between two halves of the analysis's images
     "vgg16-64px-fidelity": {"spec": "zoo:vgg16?size=64", "recipe": {"epochs": 2, "lr": 0.05},
-                            "target_params": (0.25,), "params_only": (0.2,), "proxy": "fidelity"},
+                            "target_params": (0.25,), "proxy": "fidelity"},
     "mobilenet_v2": {"spec": f"torchvision:mobilenet_v2?size={SIZE}", "recipe": {"epochs": 3, "lr": 0.05},
                      "target_params": (0.5, 0.35)},
 }
