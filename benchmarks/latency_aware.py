@@ -88,7 +88,7 @@ SETUPS = {  # base recipe, the parameter goals the latency objective is matched 
     # the same, planned from the fidelity (--proxy fidelity): at 64 px the single-layer top-1 and confidence
     # drops ranked the layers no better than chance between two halves of the analysis's images
     "vgg16-64px-fidelity": {"spec": "zoo:vgg16?size=64", "recipe": {"epochs": 2, "lr": 0.05},
-                            "target_params": (0.25,), "proxy": "fidelity"},
+                            "target_params": (0.25,), "proxy": "fidelity", "proxy_of": "vgg16-64px"},
     "mobilenet_v2": {"spec": f"torchvision:mobilenet_v2?size={SIZE}", "recipe": {"epochs": 3, "lr": 0.05},
                      "target_params": (0.5, 0.35)},
 }
@@ -183,6 +183,21 @@ def _comparisons(rows: dict) -> dict:
             elif pair["p50_ratio"] < 1:
                 out["faster"].append(pair)
     return out
+
+
+def proxy_comparison(models: dict) -> None:
+    """A model planned in another --proxy than its twin (`proxy_of` in SETUPS: same base, analysis cuts,
+    fine-tune and seeds) against that twin, config by config, top-1 paired by seed. Only top-1: the
+    two entries were timed in different runs."""
+    for name, m in models.items():
+        twin = models.get(SETUPS.get(name, {}).get("proxy_of"))
+        if twin is None:
+            continue
+        theirs = {r["config"]: r for r in twin["rows"]}
+        m["against_proxy"] = [{"config": r["config"], "proxy": m["plans"]["proxy"], "twin": SETUPS[name]["proxy_of"],
+                               "twin_proxy": twin["plans"]["proxy"], "top1": paired_verdict(r, theirs[r["config"]]),
+                               "layers_apart": layers_apart(r["layer_kept"], theirs[r["config"]]["layer_kept"])}
+                              for r in m["rows"] if r["config"] in theirs]
 
 
 def plot(models: dict, dst: Path) -> str:
@@ -349,6 +364,7 @@ def main() -> None:
                     "same analysis, one-shot cut, same final fine-tune epochs and seeds; top-1 on the test split",
             "data": DATA, "train_limit": TRAIN_LIMIT, "threads": args.threads,
             "models": kept | measured}
+        proxy_comparison(result["objectives"]["models"])
         result["objectives"]["plot"] = plot(result["objectives"]["models"], RESULTS / "latency_aware.png")
     write("latency_aware", result)
 

@@ -377,6 +377,16 @@ def objectives_section(o: dict | None) -> list[str]:
                 lines.append(f"| {name} | {label} | {c['latency']} | {c['params']} | {c['p50_ratio']:.2f}x | "
                              f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} | "
                              + (f"{c['layers_apart']:.1%} |" if "layers_apart" in c else "- |"))
+    twins = [(name, c) for name, m in o["models"].items() for c in m.get("against_proxy", [])]
+    if twins:
+        lines += ["", "One model planned in two `--proxy` measures (same base, analysis cuts, one-shot cut, fine-tune "
+                  "and seeds), config by config; top-1 only, the two were timed in different runs:", "",
+                  "| model | config | proxy | against | top-1 difference (pts, paired) | verdict | layers apart |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, c in twins:
+            se = "" if c["top1"]["se_pts"] is None else f" ± {c['top1']['se_pts']:.2f}"
+            lines.append(f"| {name} | {c['config']} | {c['proxy']} | {c['twin']} ({c['twin_proxy']}) | "
+                         f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} | {c['layers_apart']:.1%} |")
     return lines + [""]
 
 
