@@ -238,7 +238,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
         adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
-    reference = _fidelity_reference(prep.model, x, y, adapt) if base["temperature"] is not None else None
+    reference = fidelity_reference(prep.model, x, y, adapt) if base["temperature"] is not None else None
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
@@ -287,11 +287,12 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     return result
 
 
-def _fidelity_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adapt: torch.Tensor | None) -> tuple:
+def fidelity_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adapt: torch.Tensor | None) -> tuple:
     """What each cut's fidelity is measured against: the unpruned network's logits and fitted
     temperature, after the same adaptive BatchNorm as every cut when there is one. Re-estimating the
     statistics on 1,000 images alone moves VGG16 (64 px) 0.43 points of fidelity from itself: against
-    the network as trained, every layer touched would pay that much whatever its cut."""
+    the network as trained, every layer touched would pay that much whatever its cut. `prune --proxy
+    fidelity --select adaptive-bn` measures its candidates against the same reference."""
     from .train import logits, temperature
 
     with _batchnorm_kept(model):

@@ -784,11 +784,9 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
             x, y = s.fine.tensors
             images = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
             if s.opts.proxy == "fidelity":  # against the unpruned network after the same re-estimation
-                ref = copy.deepcopy(s.net)
-                adapt_batchnorm(ref, images)
-                vx, vy = s.val.tensors
-                out = logits(ref, vx)
-                s.val_reference = out, temperature(out, vy)
+                from .analyze import fidelity_reference
+
+                s.val_reference = fidelity_reference(s.net, *s.val.tensors, images)
             baseline = {"top1": s.base_val, "fidelity": 100.0}
             s.adapt_reference = images, baseline[s.opts.proxy] if s.opts.proxy in baseline else _proxy_score(s, s.net)
         images, baseline = s.adapt_reference
@@ -808,8 +806,9 @@ def _proxy_score(s: _Search, net: nn.Module) -> float:
     if s.opts.proxy == "confidence":
         return confidence(out, y)
     if s.val_reference is None:
-        ref = logits(s.net, x)
-        s.val_reference = ref, temperature(ref, y)
+        from .analyze import fidelity_reference
+
+        s.val_reference = fidelity_reference(s.net, x, y, None)
     ref, t_ref = s.val_reference
     return fidelity(out, ref, temperature(out, y), t_ref)
 
