@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, data, surgery
+from . import artifact, data, surgery, train
 from .errors import CompressError
 from .executor import Executor, run_units
 from .progress import task
@@ -109,15 +109,15 @@ class _Cache:
 
 
 def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int,
-                reference: tuple[torch.Tensor, float] | None = None) -> dict:
+                reference: tuple[torch.Tensor, float] | None = None, out: torch.Tensor | None = None) -> dict:
     """The performance (top-1 %, or ROC-AUC x100 of a reconstruction head), the confidence (mean
     probability of the true class at the temperature that fits best, %) and the fidelity to the
     unpruned network's outputs (`reference`: its logits and fitted temperature; train.fidelity, %) on
     all, the first and the second half of the images, and that temperature on all; the confidence
-    and fidelity are None for a reconstruction head."""
+    and fidelity are None for a reconstruction head. `out`: the model's logits on `x`, when known."""
     from .train import confidence, fidelity, logits, performance, reconstructs, temperature
 
-    out, r = logits(model, x), reconstructs(model)
+    out, r = logits(model, x) if out is None else out, reconstructs(model)
     parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
     t = None if r else temperature(out, y)
     ref_out, ref_t = reference if reference is not None else (out, t)
@@ -231,14 +231,18 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                             + ("" if opts.include_linear else " (try --include-linear)"))
     base_counts = artifact.count(prep.model, shape)
     start = time.perf_counter()
-    base = _accuracies(prep.model, x, y, half)
+    base_out = train.logits(prep.model, x)
+    base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
     mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
     adapt = None
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
         adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
-    reference = fidelity_reference(prep.model, x, y, adapt) if base["temperature"] is not None else None
+    reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
+    if base["temperature"] is not None:
+        reference = fidelity_reference(prep.model, x, y, adapt) if adapt is not None \
+            else (base_out, train.temperature(base_out, y))
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
