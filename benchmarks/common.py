@@ -49,6 +49,22 @@ def host() -> dict:
             "python": platform.python_version(), "compress": __version__}
 
 
+def settle(max_seconds: float = 300.0, poll: float = 5.0) -> float:
+    """Wait until the machine's 1-minute load average is below what bench flags as busy (EVALUATION.md
+    section 5: 1.0 on 2 cores), at most `max_seconds`; the seconds waited. A timing that starts right
+    after a fine-tune reads the fine-tune's own load for about a minute: without this every such run is
+    flagged, though the machine is quiet. One still busy after `max_seconds` is timed and flagged."""
+    import os
+    import time
+
+    from toolchain.bench import LOADED_PER_CORE
+
+    start, limit = time.perf_counter(), LOADED_PER_CORE * (os.cpu_count() or 1)
+    while os.getloadavg()[0] > limit and time.perf_counter() - start < max_seconds:
+        time.sleep(poll)
+    return round(time.perf_counter() - start, 1)
+
+
 def write(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

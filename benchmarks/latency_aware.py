@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, paired_verdict, summary, trained, write
+from common import RESULTS, paired_verdict, settle, summary, trained, write
 
 from toolchain import analyze, artifact, bench, data, export, profile, prune, quantize, train
 
@@ -125,6 +125,8 @@ def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptio
     dst = CELLS / f"{base.stem}-{label}-s{seed}-{key}.pt"
     if not dst.exists():
         print(f"{name}: pruning {label}, seed {seed}", flush=True)
+        if opts.latency_of or opts.target_latency:  # its plan is timed first: not in the last fine-tune's load
+            settle()
         prune.run(str(base), dst, opts, force=True)
     return artifact.Artifact.open(dst)
 
@@ -255,6 +257,7 @@ def objectives(args) -> dict:
         if args.untimed:
             continue
         table_path = CELLS / f"{base.stem}-latency.json"
+        settle()
         table = profile.run(str(base), table_path, profile.ProfileOptions(target=str(target), runs=args.runs // 2),
                             force=True).meta
         matched = {}  # each latency model aims at a parameter model (seed 0's), timed beside it (--latency-of)
@@ -277,6 +280,7 @@ def objectives(args) -> dict:
             if rows[label]["objective"] == "latency":
                 rows[label]["goal_of"] = matched.get(label, matched[first])
         files = [_onnx(base)] + [_onnx(Path(f)) for row in rows.values() for f in row["files"]]  # every seed's
+        waited = settle()
         rep = bench.run(files, None, bench.BenchOptions(seconds=args.seconds, warmup=50, target=str(target),
                                                         runtime=bench.Runtime(memory=False))).meta
         p50 = [m["p50_ms"] for m in rep["models"]]
@@ -302,7 +306,7 @@ def objectives(args) -> dict:
                      "top1": trained_metrics["accuracy"], "p50_ms": p50[0], "params": trained_metrics["params"],
                      "macs": trained_metrics["macs"], "table_base_ms": table["base_ms"]},
             "rows": list(rows.values()), **_comparisons(rows),
-            "bench_runs": rep["runs"], "bench_loaded": rep["loaded"],
+            "bench_runs": rep["runs"], "bench_loaded": rep["loaded"], "bench_settle_s": waited,
             "minutes": round((time.perf_counter() - start) / 60, 1)}
         print(f"{name}: " + "; ".join(f"{r['config']} top-1 {r['top1_summary']['mean']:.2f} "
                                       f"p50 {r['p50_ms']:.3f} ms" for r in rows.values()), flush=True)

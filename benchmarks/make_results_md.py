@@ -320,7 +320,8 @@ def _analysis(name: str, m: dict) -> str:
                                                      ("confidence", "fidelity")
                                                      if st.get(f"spearman_halves_{k}") is not None)
     return (f"- {name}: every pruned model fine-tuned {m['finetune_epochs']:g} epoch(s), all timed in one run of "
-            f"{m['seconds']:g} s; analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
+            f"{m['seconds']:g} s" + (" **(flagged: the machine was busy when timing began)**" if m.get("bench_loaded")
+                                     else "") + f"; analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
             f"{a['eval_samples']:,} validation "
             f"images, {bn}; ranking stability (Spearman between two halves of the images, at ratio 0.5): {rho}; "
             f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "

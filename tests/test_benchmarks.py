@@ -41,3 +41,21 @@ def test_layers_apart_is_zero_for_one_network_and_grows_with_the_difference():
     assert layers_apart(a, dict(a)) == 0.0
     assert layers_apart(a, {"conv1": 0.75, "conv2": 0.25}) == 0.125
     assert layers_apart(a, {"conv1": 0.5}) == 0.125  # a layer the other network lost whole keeps nothing
+
+
+def test_settle_waits_for_the_load_to_fall_and_gives_up_at_its_limit(monkeypatch):
+    """A timing right after a fine-tune would read the fine-tune's own load (EVALUATION.md section 5)."""
+    import os
+    import time
+
+    import common
+
+    loads = iter([3.0, 2.0, 0.4])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    common.settle(poll=5.0)
+    assert slept == [5.0, 5.0]  # polled until the load fell below 1.0 on 2 cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert common.settle(max_seconds=0.0) < 1  # still busy: timed anyway (and flagged by bench)
