@@ -335,6 +335,13 @@ def _analysis(name: str, m: dict) -> str:
                "adaptive BatchNorm (`--select adaptive-bn`)" if plans.get("select") == "adaptive-bn" else ""))
 
 
+def _seed_ratios(lat: dict, par: dict) -> str:
+    """The range of the latency model's p50, seed by seed, over the parameter model's mean: a latency
+    plan is measured per seed and can differ, and the mean ratio alone would hide one that missed."""
+    per = [p / par["p50_ms"] for p in lat.get("p50_ms_per_seed") or []]
+    return f"({min(per):.2f}-{max(per):.2f})" if len(per) > 1 else ""
+
+
 def objectives_section(o: dict | None) -> list[str]:
     lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
     if not o or not o.get("models"):
@@ -369,13 +376,15 @@ def objectives_section(o: dict | None) -> list[str]:
               "that measured faster than a parameter model (the claim there: a top-1 tie or better); "
               "\"layers apart\": the mean difference, over the layers, in the fraction of channels the two "
               "networks keep (seed 0's; near 0: both objectives chose one network, and can only tie):", "",
-              "| model | comparison | latency model | parameter model | p50 latency / params | "
+              "| model | comparison | latency model | parameter model | p50 latency / params (by seed) | "
               "top-1 difference (pts, paired) | verdict | layers apart |", "|---|---|---|---|---|---|---|---|"]
     for name, m in o["models"].items():
+        rows = {r["config"]: r for r in m["rows"]}
         for key, label in (("matched_latency", "matched latency"), ("faster", "faster")):
             for c in m[key]:
                 se = "" if c["top1"]["se_pts"] is None else f" ± {c['top1']['se_pts']:.2f}"
-                lines.append(f"| {name} | {label} | {c['latency']} | {c['params']} | {c['p50_ratio']:.2f}x | "
+                lines.append(f"| {name} | {label} | {c['latency']} | {c['params']} | {c['p50_ratio']:.2f}x "
+                             f"{_seed_ratios(rows[c['latency']], rows[c['params']])} | "
                              f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} | "
                              + (f"{c['layers_apart']:.1%} |" if "layers_apart" in c else "- |"))
     twins = [(name, c) for name, m in o["models"].items() for c in m.get("against_proxy", [])]
