@@ -305,7 +305,7 @@ def latency_section(r: dict) -> list[str]:
     for m in r["rows"]:
         lines.append(f"| {m['model']} ({m['input']} px) | {m['convs']} | {m['layers_int8']} / {m['layers']} | "
                      f"{_ms(m['p50_fp32_ms'])} | {_ms(m['p50_all_int8_ms'])} | {_ms(m['p50_per_layer_ms'])} | "
-                     f"{m['per_layer_vs_fp32']:.2f}x |")
+                     f"{m['per_layer_vs_fp32']:.2f}x" + (" (flagged: busy machine)" if m.get("loaded") else "") + " |")
     return lines + [""] + objectives_section(r.get("objectives"))
 
 
