@@ -62,6 +62,7 @@ def one(name: str, args, tmp: Path) -> dict:
     export.run(spec, files[0], export.ExportOptions(input_shape=(1, 3, SIZE, SIZE), data=data))
     export.run(str(q_all.path), files[1], export.ExportOptions())
     export.run(str(q_pl.path), files[2], export.ExportOptions())
+    waited += settle()  # quantize's own threads load the machine for a minute after it returns
     rep = bench.run(files, None, bench.BenchOptions(runs=args.runs, warmup=50, threads=args.threads,
                                               runtime=bench.Runtime(memory=False))).meta
     fp32, all_int8, per_layer = (m["p50_ms"] for m in rep["models"])

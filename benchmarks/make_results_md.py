@@ -309,6 +309,20 @@ def latency_section(r: dict) -> list[str]:
     return lines + [""] + objectives_section(r.get("objectives"))
 
 
+def stability_section(r: dict) -> list[str]:
+    lines = ["## How well each analysis measure ranks the layers (`prune --proxy`)", "",
+             f"`python benchmarks/proxy_stability.py`: {r['what']} ({r['eval_samples']:,} {r['data']} validation "
+             f"images, BatchNorm re-estimated on {r['adapt_bn']:,} training images after each cut; the trained "
+             f"models of the latency objective's benchmark, above). Near 1: the ranking holds; near 0 or below: "
+             f"the measure ranks noise. Host: {_host(r)}.", "",
+             "| model | layers | top-1 | confidence | fidelity |", "|---|---|---|---|---|"]
+    for m in r["rows"]:
+        rho = m["spearman_halves"]
+        lines.append(f"| {m['model']} ({m['spec']}) | {m['layers']} | {rho['top1']:.2f} | {rho['confidence']:.2f} | "
+                     f"{rho['fidelity']:.2f} |")
+    return lines + [""]
+
+
 def _analysis(name: str, m: dict) -> str:
     """One model's analysis and planner settings: every plan of both objectives is made from them."""
     a, plans = m["analysis"], m["plans"]
@@ -420,7 +434,7 @@ def render() -> str:
                           ("analyze_speed", analyze_section), ("quantize_speed", quantize_section),
                           ("bench_overhead", bench_section), ("zoo_breadth", breadth_section),
                           ("emulate_root", emulate_section), ("ray", ray_section),
-                          ("latency_aware", latency_section)):
+                          ("latency_aware", latency_section), ("proxy_stability", stability_section)):
         r = _load(name) or (_load("paper_quick") if name == "paper" else None)
         script = "reproduce_paper" if name == "paper" else name
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
