@@ -98,6 +98,7 @@ ANALYSIS_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # the cuts per layer t
 #                                                         both objectives plan from (three left most layers at 50%)
 FASTER = 0.8  # the latency objective's extra goal: this fraction of the first parameter model's measured ms
 CELLS = data.CACHE_DIR / "latency-aware"
+EVAL_SAMPLES = ADAPT_BN = 1000  # the analysis's validation images, and training images for adaptive BatchNorm
 LATER = {"latency_of": None, "latency_fraction": 1.0, "retimes": 0,  # PruneOptions fields newer than the cached
          "select": "analysis"}                                       # cells, at what those cells ran with
 
@@ -114,6 +115,17 @@ def _target(threads: int) -> Path:
     return path
 
 
+def base_model(name: str) -> Path:
+    """The setup's trained model (trained once, cached outside the repo)."""
+    setup = SETUPS[name]
+    return trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
+
+
+def analysis_options(eval_samples: int = EVAL_SAMPLES, adapt_bn: int = ADAPT_BN) -> analyze.AnalyzeOptions:
+    """How every model is analysed: the menu of cuts (ANALYSIS_RATIOS) both objectives plan from."""
+    return analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=adapt_bn, eval_samples=eval_samples, plots=False)
+
+
 def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptions) -> artifact.Artifact:
     """One pruned and fine-tuned model, cached per base model and options (the seed among them)."""
     import dataclasses
@@ -127,7 +139,7 @@ def _pruned(base: Path, name: str, label: str, seed: int, opts: prune.PruneOptio
     dst = CELLS / f"{base.stem}-{label}-s{seed}-{key}.pt"
     if not dst.exists():
         print(f"{name}: pruning {label}, seed {seed}", flush=True)
-        if opts.latency_of or opts.target_latency:  # its plan is timed first: not in the last fine-tune's load
+        if opts.latency_goal:  # its plan is timed first: not in the last fine-tune's load
             settle()
         prune.run(str(base), dst, opts, force=True)
     return artifact.Artifact.open(dst)
@@ -242,12 +254,11 @@ def objectives(args) -> dict:
     out = {}
     for name in args.models.split(","):
         setup, start = SETUPS[name], time.perf_counter()
-        base = trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
+        base = base_model(name)
         ratios = "_".join(f"{r:g}" for r in ANALYSIS_RATIOS)
         analysis = CELLS / f"{base.stem}-analysis-{args.eval_samples}-bn{args.adapt_bn}-r{ratios}.json"
         proxy = setup.get("proxy", args.proxy)
-        analyze.run(str(base), analysis, analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=args.adapt_bn,
-                                                                eval_samples=args.eval_samples, plots=False),
+        analyze.run(str(base), analysis, analysis_options(args.eval_samples, args.adapt_bn),
                     force=True)  # every cut this version measured already is reused from the analysis cache
         common = dict(analysis=analysis, order=prune.Order.ONESHOT, finetune_epochs=0, proxy=proxy,
                       select=args.select, final_epochs=args.epochs, train_limit=TRAIN_LIMIT, target=str(target))
@@ -325,8 +336,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(SETUPS), help="objectives: which trained models")
     ap.add_argument("--seeds", default="0,1,2", help="objectives: fine-tune seeds")
     ap.add_argument("--epochs", type=float, default=0.5, help="objectives: final fine-tune epochs of every model")
-    ap.add_argument("--eval-samples", type=int, default=1000, help="objectives: validation images of the analysis")
-    ap.add_argument("--adapt-bn", type=int, default=1000,
+    ap.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES,
+                    help="objectives: validation images of the analysis")
+    ap.add_argument("--adapt-bn", type=int, default=ADAPT_BN,
                     help="objectives: training images the analysis re-estimates BatchNorm with after each cut")
     ap.add_argument("--proxy", choices=sorted(prune.PROXIES), default="confidence",
                     help="objectives: what both objectives read each cut's cost in from the analysis (prune --proxy)")

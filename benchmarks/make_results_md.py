@@ -79,8 +79,13 @@ def _minutes(m: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in m.items())
 
 
+def _busy(loaded: bool | None) -> str:
+    """The mark of a timing that began on a busy machine (EVALUATION.md section 5)."""
+    return " **(flagged: the machine was busy when timing began)**" if loaded else ""
+
+
 def _load_line(lat: dict) -> str:
-    flag = " **(flagged: the machine was busy when timing began)**" if lat.get("loaded") else ""
+    flag = _busy(lat.get("loaded"))
     return (f"onnxruntime, {lat['threads']} thread(s), {lat['runs']} runs each, interleaved; load average "
             f"{lat.get('load_before')} before, {lat.get('load_after')} after{flag}")
 
@@ -334,8 +339,8 @@ def _analysis(name: str, m: dict) -> str:
                                                      ("confidence", "fidelity")
                                                      if st.get(f"spearman_halves_{k}") is not None)
     return (f"- {name}: every pruned model fine-tuned {m['finetune_epochs']:g} epoch(s), all timed in one run of "
-            f"{m['seconds']:g} s" + (" **(flagged: the machine was busy when timing began)**" if m.get("bench_loaded")
-                                     else "") + f"; analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
+            f"{m['seconds']:g} s{_busy(m.get('bench_loaded'))}; "
+            f"analysis ratios {', '.join(f'{r:g}' for r in a['ratios'])} on "
             f"{a['eval_samples']:,} validation "
             f"images, {bn}; ranking stability (Spearman between two halves of the images, at ratio 0.5): {rho}; "
             f"both objectives read each cut's cost in {proxy[plans['proxy']]}; the latency objective re-plans "

@@ -17,24 +17,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import trained, write
-from latency_aware import ANALYSIS_RATIOS, DATA, SETUPS, TRAIN_LIMIT
+from common import write
+from latency_aware import ADAPT_BN, DATA, EVAL_SAMPLES, SETUPS, analysis_options, base_model
 
-from toolchain import analyze, train
-
-EVAL_SAMPLES = ADAPT_BN = 1000
+from toolchain import analyze
 
 
 def stability(name: str) -> dict:
     """One model's analysis (latency_aware.py's settings) and how its three measures rank."""
-    setup, start = SETUPS[name], time.perf_counter()
-    base = trained(setup["spec"], DATA, train.TrainOptions(**setup["recipe"], train_limit=TRAIN_LIMIT))
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        made = analyze.run(str(base), Path(tmp) / "analysis.json",
-                           analyze.AnalyzeOptions(ratios=ANALYSIS_RATIOS, adapt_bn=ADAPT_BN,
-                                                  eval_samples=EVAL_SAMPLES, plots=False)).meta
+        made = analyze.run(str(base_model(name)), Path(tmp) / "analysis.json", analysis_options()).meta
     st = made["stability"]
-    return {"model": name, "spec": setup["spec"], "layers": len(made["layers"]),
+    return {"model": name, "spec": SETUPS[name]["spec"], "layers": len(made["layers"]),
             "base_val_top1": made["baseline"]["accuracy"],
             "spearman_halves": {"top1": st["spearman_halves"], "confidence": st["spearman_halves_confidence"],
                                 "fidelity": st["spearman_halves_fidelity"]},

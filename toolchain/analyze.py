@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, data, surgery, train
+from . import artifact, data, surgery
 from .errors import CompressError
 from .executor import Executor, run_units
 from .progress import task
-from .train import Prepared, adapt_batchnorm, data_meta, prepare
+from .train import Prepared, adapt_batchnorm, data_meta, logits, prepare, temperature
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int,
     unpruned network's outputs (`reference`: its logits and fitted temperature; train.fidelity, %) on
     all, the first and the second half of the images, and that temperature on all; the confidence
     and fidelity are None for a reconstruction head. `out`: the model's logits on `x`, when known."""
-    from .train import confidence, fidelity, logits, performance, reconstructs, temperature
+    from .train import confidence, fidelity, performance, reconstructs
 
     out, r = logits(model, x) if out is None else out, reconstructs(model)
     parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
@@ -231,7 +231,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
                             + ("" if opts.include_linear else " (try --include-linear)"))
     base_counts = artifact.count(prep.model, shape)
     start = time.perf_counter()
-    base_out = train.logits(prep.model, x)
+    base_out = logits(prep.model, x)
     base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
     mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
@@ -242,7 +242,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
     if base["temperature"] is not None:
         reference = fidelity_reference(prep.model, x, y, adapt) if adapt is not None \
-            else (base_out, train.temperature(base_out, y))
+            else (base_out, temperature(base_out, y))
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
@@ -297,8 +297,6 @@ def fidelity_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adapt
     statistics on 1,000 images alone moves VGG16 (64 px) 0.43 points of fidelity from itself: against
     the network as trained, every layer touched would pay that much whatever its cut. `prune --proxy
     fidelity --select adaptive-bn` measures its candidates against the same reference."""
-    from .train import logits, temperature
-
     with _batchnorm_kept(model):
         adapt_batchnorm(model, adapt)
         out = logits(model, x)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from . import artifact, data, surgery
+from .analyze import SCHEMA, fidelity_reference, model_digest
 from .errors import CompressError
 from .fileio import read_json
 from .progress import task
@@ -201,8 +202,6 @@ class PruneOptions:
 def _load_analysis(path: Path, prep: Prepared) -> dict:
     """The analysis file, refused unless it was made from this very model (by sha256, not only by
     spec: a retrained model of the same spec ranks its layers differently)."""
-    from .analyze import SCHEMA, model_digest
-
     spec, input_shape = prep.spec, prep.input_shape
     result = read_json(path, "analysis")
     if not isinstance(result, dict) or result.get("kind") != "compress-analysis" or "priority" not in result:
@@ -784,8 +783,6 @@ def plan_drop(s: _Search, analysis: dict, plan: dict[str, int]) -> float:
             x, y = s.fine.tensors
             images = x[data.stratified_indices(y, min(SELECT_ADAPT_IMAGES, len(y)), seed=s.opts.seed)]
             if s.opts.proxy == "fidelity":  # against the unpruned network after the same re-estimation
-                from .analyze import fidelity_reference
-
                 s.val_reference = fidelity_reference(s.net, *s.val.tensors, images)
             baseline = {"top1": s.base_val, "fidelity": 100.0}
             s.adapt_reference = images, baseline[s.opts.proxy] if s.opts.proxy in baseline else _proxy_score(s, s.net)
@@ -806,8 +803,6 @@ def _proxy_score(s: _Search, net: nn.Module) -> float:
     if s.opts.proxy == "confidence":
         return confidence(out, y)
     if s.val_reference is None:
-        from .analyze import fidelity_reference
-
         s.val_reference = fidelity_reference(s.net, x, y, None)
     ref, t_ref = s.val_reference
     return fidelity(out, ref, temperature(out, y), t_ref)
