@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import platform
 import re
 import sys
@@ -16,14 +18,55 @@ from toolchain import __version__, artifact, data, train  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+SHARED_BASELINES = Path(os.environ.get("COMPRESS_BASELINES") or ROOT.parent / "shared" / "baselines")
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recipe(opts: train.TrainOptions, data_spec: str) -> dict:
+    return dataclasses.asdict(dataclasses.replace(opts, device="cpu", data=data_spec))
+
+
+def shared_baseline(spec: str, data_spec: str, opts: train.TrainOptions) -> Path | None:
+    """The model in ../shared/baselines (MANIFEST.json) trained from `spec` on `data_spec` with this very
+    recipe and validation split, its sha256 checked; None when there is none. Matched on what was
+    trained, not on a cache file name: an option added later with its old default still matches."""
+    manifest = SHARED_BASELINES / "MANIFEST.json"
+    if not manifest.exists():
+        return None
+    split = {"seed": data.VAL_SEED, "fraction": data.VAL_FRACTION, "max": data.VAL_MAX}
+    want = _recipe(opts, data_spec)
+    for name, entry in json.loads(manifest.read_text()).get("models", {}).items():
+        val = entry.get("validation_split", {})
+        if (entry.get("model_spec"), entry.get("data")) != (spec, data_spec) or \
+                {k: val.get(k) for k in split} != split or want != {k: entry["recipe"].get(k) for k in want}:
+            continue
+        path = SHARED_BASELINES / entry["file"]
+        if path.exists() and sha256(path) == entry["sha256"]:
+            return path
+        print(f"shared baseline {name}: {path} is missing or its sha256 is not the manifest's; not used", flush=True)
+    return None
+
+
 def trained(spec: str, data_spec: str, opts: train.TrainOptions, device: str = "cpu") -> Path:
-    """A model trained with `opts`, cached under the compress cache (reused when the recipe matches).
+    """A model trained with `opts`: the shared baseline when ../shared/baselines holds this one, else
+    cached under the compress cache (reused when the recipe matches), else trained now (and said so).
 
     The key holds the recipe and the validation split (a model trained before the split was carved
     out of the training data is never reused), not the device: a GPU-trained model serves a CPU run."""
-    import dataclasses
     import hashlib
 
+    shared = shared_baseline(spec, data_spec, opts)
+    if shared is not None:
+        return shared
     fields = dataclasses.asdict(dataclasses.replace(opts, device="cpu"))
     later = {k: fields.pop(k) for k in ("distill", "temperature")}  # fields added after models were cached
     recipe = "TrainOptions(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
@@ -34,14 +77,40 @@ def trained(spec: str, data_spec: str, opts: train.TrainOptions, device: str = "
     stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{Path(spec).name if spec.endswith('.pt') else spec}-{data_spec}")
     path = data.CACHE_DIR / "bench-models" / f"{stem}-{key}.pt"
     if not path.exists():
-        print(f"training {spec} on {data_spec} ({opts}) -> {path}", flush=True)
+        print(f"training {spec} on {data_spec} ({opts}) -> {path} (no shared or cached model of this recipe)",
+              flush=True)
         train.run(spec, path, dataclasses.replace(opts, device=device, data=data_spec), force=True)
     return path
 
 
-def host() -> dict:
-    import os
+def git_state() -> dict:
+    """The commit the figures were made at, and whether the tree held uncommitted changes then."""
+    import subprocess
 
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "toolchain", "benchmarks/*.py")
+    return {"commit": git("rev-parse", "--short=12", "HEAD") or None, "dirty": bool(dirty)}
+
+
+def provenance(seeds: list[int] | None = None, recipe: dict | None = None, baselines: dict | None = None,
+               parts: dict | None = None) -> dict:
+    """The `provenance` object EVALUATION.md section 6 asks of every results JSON: the commit (and
+    whether the code was dirty), date, host, seeds, the full recipe, the sha256 of every baseline it
+    starts from, and per part its minutes and the load average before and after it."""
+    return {**git_state(), "date": artifact.now(), "host": host(), "seeds": seeds, "recipe": recipe,
+            "baselines": baselines or {}, "parts": parts or {}}
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def host() -> dict:
     from toolchain.bench_runner import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
@@ -54,7 +123,6 @@ def settle(max_seconds: float = 300.0, poll: float = 5.0) -> float:
     section 5: 1.0 on 2 cores), at most `max_seconds`; the seconds waited. A timing that starts right
     after a fine-tune reads the fine-tune's own load for about a minute: without this every such run is
     flagged, though the machine is quiet. One still busy after `max_seconds` is timed and flagged."""
-    import os
     import time
 
     from toolchain.bench import LOADED_PER_CORE

@@ -379,6 +379,7 @@ class _Search:
     adapted: dict = field(default_factory=dict)  # --select adaptive-bn: each plan's measured drop
     adapt_reference: tuple | None = None  # --select adaptive-bn: (training images for BatchNorm, unpruned score)
     val_reference: tuple | None = None  # --proxy fidelity: the unpruned network's logits on `val`, its temperature
+    spent: float = 0.0  # fine-tune epochs the walk has given its candidates (an equal-budget control gets them too)
 
     def __post_init__(self) -> None:
         self.floor = _floors(_channels(self.net), self.opts.max_layer_ratio, self.units)
@@ -404,6 +405,7 @@ class _Search:
         """Fine-tune a candidate briefly and judge it against the accuracy budget."""
         if epochs:
             fit(net, self.fine, self.opts.finetune(epochs), description=f"fine-tune {label}", teacher=self.teacher)
+            self.spent += epochs
         acc = evaluate(net, self.val)
         return acc, self.opts.max_drop is None or self.base_val - acc <= self.opts.max_drop
 
@@ -1177,6 +1179,7 @@ def run(src: str, dst: Path, opts: PruneOptions, *, force: bool = False, trust: 
                        "macs_before": counts_before[n]["macs"], "macs_after": counts_after.get(n, {}).get("macs", 0)}
                    for n in channels_before},
         "final_finetune": final_stats, "seconds": round(time.perf_counter() - start, 2),
+        "finetune_epochs_total": round(s.spent + opts.final_epochs, 4),
     }
     options = asdict(opts) | {"order": opts.order.value, "plan": opts.resolved_plan().value,
                               "analysis": str(opts.analysis) if opts.analysis else None}
@@ -1228,6 +1231,7 @@ def compare(src: str, dst: Path, opts: PruneOptions, targets: tuple[float, ...],
                        "params": counts["params"], "kept": round(kept, 6), "macs": counts["macs"],
                        "macs_kept": round(counts["macs"] / max(1, st.before["macs"]), 5),
                        "on_target": abs(kept - t) <= PLAN_TOLERANCE * t, "steps": len(s.steps),
+                       "finetune_epochs_total": round(s.spent + opts.final_epochs, 4),
                        "val_before_finetune": pre, "val_top1": evaluate(s.net, st.val),
                        "top1": evaluate(s.net, st.prep.dataset.test)}
                 if cells_dir is not None:
