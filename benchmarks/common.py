@@ -38,16 +38,17 @@ def _recipe(opts: train.TrainOptions, data_spec: str) -> dict:
 def shared_baseline(spec: str, data_spec: str, opts: train.TrainOptions) -> Path | None:
     """The model in ../shared/baselines (MANIFEST.json) trained from `spec` on `data_spec` with this very
     recipe and validation split, its sha256 checked; None when there is none. Matched on what was
-    trained, not on a cache file name: an option added later with its old default still matches."""
+    trained, not on a cache file name: an option the manifest does not name counts at its default, so
+    one added to TrainOptions later still matches."""
     manifest = SHARED_BASELINES / "MANIFEST.json"
     if not manifest.exists():
         return None
     split = {"seed": data.VAL_SEED, "fraction": data.VAL_FRACTION, "max": data.VAL_MAX}
-    want = _recipe(opts, data_spec)
+    want, defaults = _recipe(opts, data_spec), _recipe(train.TrainOptions(), data_spec)
     for name, entry in json.loads(manifest.read_text()).get("models", {}).items():
         val = entry.get("validation_split", {})
         if (entry.get("model_spec"), entry.get("data")) != (spec, data_spec) or \
-                {k: val.get(k) for k in split} != split or want != {k: entry["recipe"].get(k) for k in want}:
+                {k: val.get(k) for k in split} != split or want != defaults | entry.get("recipe", {}):
             continue
         path = SHARED_BASELINES / entry["file"]
         if path.exists() and sha256(path) == entry["sha256"]:

@@ -68,10 +68,14 @@ ROUTES = {
     "order_reverse": ("sensitivity", "reverse", RECOVERY, ("fp32", "all-int8")),
     "order_random": ("sensitivity", "random", RECOVERY, ("fp32", "all-int8")),
 }
-PARTS = {"rows": ("sensitivity", "peer_global", "uniform"), "controls": (), "time": (),
+PARTS = {"rows": ("sensitivity", "peer_global", "uniform"), "controls": (), "time": (), "summary": (),
          "ingredients": ("no_distill", "oneshot", "global_distill"),
          "orders": ("order_sequential", "order_reverse", "order_random")}
-HEADLINE = ("fc-int8", "all-int8", "peer_global", "uniform")
+INGREDIENT_OF = {  # what the sensitivity route (all-int8) gains over each: that part's share
+    "no_distill": "distillation from the baseline (the same walk, plain fine-tuning)",
+    "oneshot": "the iterative walk (the same plan cut in one shot, the same epochs)",
+    "global_distill": "the sensitivity plan against the peer's global plan, both given our recovery",
+}
 
 
 def _key(*parts) -> str:
@@ -110,7 +114,12 @@ def _brief(row: dict) -> str:
 
 
 def _commit(message: str, *paths: Path) -> None:
-    """Commit these files alone (other staged work stays staged); retried while git is busy."""
+    """Commit these files alone, with docs/results.md rendered from them (a test holds the two equal, so
+    a session cut off between cells leaves main green); retried while git is busy."""
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_results_md.py")], cwd=ROOT, capture_output=True)
+    paths = (*paths, ROOT / "docs" / "results.md")
     rel = [str(p.relative_to(ROOT)) for p in paths if p.exists()]
     for attempt in range(10):
         subprocess.run(["git", "add", *rel], cwd=ROOT, capture_output=True)
@@ -256,11 +265,16 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
         if t and base_p50:
             row |= {"p50_ms": t["p50_ms"], "p90_ms": t["p90_ms"], "speedup_p50": round(base_p50 / t["p50_ms"], 2)}
         rows[label] = row
-    for label, row in rows.items():  # paired against the peer and uniform, scheme for scheme
+    for row in rows.values():  # paired against the peer and uniform, in the same scheme (the peer: all-int8)
         for other in ("peer_global", "uniform"):
-            peer = other if row["scheme"] == "all-int8" or other == "peer_global" else f"{other}-fc-int8"
-            if peer in rows and peer != label and rows[label]["route"] != rows[peer]["route"]:
-                row[f"vs_{other}"] = paired_verdict(row, rows[peer])
+            scheme = row["scheme"] if _route_top1(entry, other, row["scheme"])["cells"] else "all-int8"
+            peer = _route_top1(entry, other, scheme)
+            if peer["cells"] and row["route"] != other:
+                row[f"vs_{other}"] = paired_verdict(row, peer) | {"scheme": scheme}
+    ingredients = {r: paired_verdict(rows["all-int8"], rows[r]) | {"what": INGREDIENT_OF[r]}
+                   for r in PARTS["ingredients"] if r in rows and "all-int8" in rows}
+    orders = {r.removeprefix("order_"): paired_verdict(rows["all-int8"], rows[r])
+              for r in PARTS["orders"] if r in rows and "all-int8" in rows}
     goals = {}
     if "fc-int8" in rows and "all-int8" in rows and ctl:
         fc, al = rows["fc-int8"], rows["all-int8"]
@@ -278,7 +292,27 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
             goal = GOALS["speedup_p50"][model]
             goals["speedup_p50"] = {"goal": goal, "got": al["speedup_p50"], "met": al["speedup_p50"] >= goal}
     return {"rows": rows, "equal_budget_top1": ctl and ctl["mean"], "equal_budget_std": ctl and ctl["std"],
-            "equal_budget": control, "goals": goals}
+            "equal_budget": control, "goals": goals, "ingredients": ingredients, "order_verdicts": orders}
+
+
+def orders_file(model: str, entry: dict) -> dict | None:
+    """prune_orders_<model>.json: the sensitivity plan walked in each order (all-int8, the same size,
+    budget and seeds), a cell per order and a paired verdict of the sensitivity order against each."""
+    rows = entry.get("rows", {})
+    cells = [("sensitivity", rows.get("all-int8"))] + [(r.removeprefix("order_"), rows.get(r)) for r in PARTS["orders"]]
+    cells = [(o, r) for o, r in cells if r]
+    if len(cells) < 2:
+        return None
+    timing = entry.get("timing", {})
+    return {"model": model, "data": entry["data"], "plan": "sensitivity", "scheme": "all-int8",
+            "target": TARGET, "seeds": entry["seeds"], "decisions_split": "validation",
+            "baseline_sha256": entry["baseline_sha256"], "equal_budget_top1": entry.get("equal_budget_top1"),
+            "cells": [{"order": o, "kept": r["kept"], "on_target": r["on_target"], "macs": r["macs"],
+                       "p50_ms": r.get("p50_ms"), "seeds": r["seeds"], "top1": r["top1"], "top1_mean": r["top1_mean"],
+                       "top1_std": r["top1_std"], "complete": r["complete"]} for o, r in cells],
+            "verdicts": {f"sensitivity vs {o}": v for o, v in entry.get("order_verdicts", {}).items()},
+            "latency": {k: timing.get(k) for k in ("threads", "runs", "load_before", "load_after", "loaded", "date")},
+            "provenance": entry.get("provenance"), "source": "benchmarks/paper_cnn.py --parts orders"}
 
 
 def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
@@ -338,6 +372,12 @@ def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
         entry["provenance"] = provenance(seeds, recipe, {Path(src).name: digest}, entry["parts"])
         entry["control_epochs"] = _budget(entry)
         store.write(entry, f"paper.json: {model} {part} summary")
+        orders = orders_file(model, entry)
+        if orders:
+            path = RESULTS / f"prune_orders_{model}.json"
+            artifact.write_json(orders, path)
+            if args.commit:
+                _commit(f"prune_orders_{model}.json from paper.json's order cells", path)
 
 
 def main() -> None:

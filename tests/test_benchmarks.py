@@ -59,3 +59,75 @@ def test_settle_waits_for_the_load_to_fall_and_gives_up_at_its_limit(monkeypatch
     assert slept == [5.0, 5.0]  # polled until the load fell below 1.0 on 2 cores
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 0.0, 0.0))
     assert common.settle(max_seconds=0.0) < 1  # still busy: timed anyway (and flagged by bench)
+
+
+def _manifest(folder, recipe: dict, payload: bytes = b"weights", **over) -> dict:
+    import hashlib
+    import json
+
+    (folder / "m.pt").write_bytes(payload)
+    entry = {"file": "m.pt", "sha256": hashlib.sha256(b"weights").hexdigest(), "model_spec": "zoo:alexnet",
+             "data": "fashion-mnist", "recipe": recipe,
+             "validation_split": {"seed": 0, "fraction": 0.1, "max": 5000, "size": 5000}} | over
+    (folder / "MANIFEST.json").write_text(json.dumps({"models": {"alexnet": entry}}))
+    return entry
+
+
+def test_shared_baseline_is_taken_when_model_data_recipe_and_split_match_and_its_sha256_holds(tmp_path, monkeypatch):
+    """EVALUATION.md section 2: the shared baselines are read, never retrained; matched on what was trained."""
+    import dataclasses
+
+    import common
+
+    from toolchain import train
+
+    opts = train.TrainOptions(epochs=6, lr=0.05, seed=0)
+    recipe = dataclasses.asdict(dataclasses.replace(opts, data="fashion-mnist"))
+    monkeypatch.setattr(common, "SHARED_BASELINES", tmp_path)
+    _manifest(tmp_path, recipe)
+    assert common.shared_baseline("zoo:alexnet", "fashion-mnist", opts) == tmp_path / "m.pt"
+    assert common.shared_baseline("zoo:vgg16", "fashion-mnist", opts) is None  # another model
+    assert common.shared_baseline("zoo:alexnet", "mnist", opts) is None  # other data
+    assert common.shared_baseline("zoo:alexnet", "fashion-mnist", dataclasses.replace(opts, epochs=5)) is None
+    older = {k: v for k, v in recipe.items() if k not in ("distill", "temperature")}  # options added later
+    _manifest(tmp_path, older)
+    assert common.shared_baseline("zoo:alexnet", "fashion-mnist", opts) == tmp_path / "m.pt"
+    _manifest(tmp_path, recipe, validation_split={"seed": 1, "fraction": 0.1, "max": 5000})
+    assert common.shared_baseline("zoo:alexnet", "fashion-mnist", opts) is None  # another split
+    _manifest(tmp_path, recipe, payload=b"something else")
+    assert common.shared_baseline("zoo:alexnet", "fashion-mnist", opts) is None  # the sha256 does not hold
+
+
+def _cell(route: str, seed: int, top1: float, scheme: str = "all-int8", epochs: float = 1.3) -> dict:
+    return {"route": route, "seed": seed, "params": 1000, "kept": 0.0499, "macs": 10, "macs_kept": 0.1,
+            "on_target": True, "finetune_epochs_total": epochs,
+            "schemes": {scheme: {"top1": top1, "val_top1": top1, "param_bytes": 1000, "file_bytes": 1100}}}
+
+
+def test_paper_rows_and_verdicts_are_computed_from_the_cells(tmp_path, monkeypatch):
+    import paper_cnn
+
+    cells = {f"sensitivity/s{s}": _cell("sensitivity", s, t) for s, t in enumerate((92.0, 92.1, 91.9))}
+    cells |= {f"peer_global/s{s}": _cell("peer_global", s, t, epochs=1.36) for s, t in enumerate((90.0, 90.2, 90.1))}
+    cells |= {f"control/s{s}": {"route": "control", "seed": s, "top1": t} for s, t in enumerate((93.0, 93.2, 93.1))}
+    entry = {"cells": cells, "baseline_param_bytes": 80_000}
+    out = paper_cnn.summarize("alexnet", entry, [0, 1, 2])
+    row = out["rows"]["all-int8"]
+    assert row["compression_x"] == 80.0 and row["top1_mean"] == 92.0 and row["complete"]
+    assert row["drop_pts"] == round(93.1 - 92.0, 3) and out["equal_budget_top1"] == 93.1
+    assert row["vs_peer_global"]["verdict"] == "ahead" and row["vs_peer_global"]["pairs"] == 3
+    assert out["goals"] == {} or "fc_int8_x" not in out["goals"]  # no fc-int8 cell: no typed-in goal
+    assert paper_cnn._budget(entry) == 1.4  # the control gets the most any compared model got, rounded up
+
+
+def test_paper_store_keeps_a_finished_cell_only_under_its_recipe_key(tmp_path, monkeypatch):
+    """A rerun skips a finished cell with the same key, and redoes one whose recipe changed."""
+    import paper_cnn
+
+    monkeypatch.setattr(paper_cnn, "OUT", tmp_path / "paper.json")
+    store = paper_cnn.Store("alexnet", commit=False)
+    store.put("sensitivity/s0", {"key": "abc", "top1": 92.0})
+    assert store.cell("sensitivity/s0", "abc") == {"key": "abc", "top1": 92.0}
+    assert store.cell("sensitivity/s0", "other") is None and store.cell("uniform/s0", "abc") is None
+    paper_cnn.Store("vgg16", commit=False).put("control/s0", {"key": "k", "top1": 93.0})
+    assert store.cell("sensitivity/s0", "abc") is not None  # another model's cells leave this one's alone
