@@ -35,13 +35,13 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_overhead.py
 
-# The figures of docs/results.md under ../EVALUATION.md: strong baselines and equal-budget controls (cached in
-# ~/.cache/compress), the plan x order grid, the paper's rows; then the page. DEVICE=cuda where a GPU is lent.
+# The paper's figures in docs/results.md under ../shared/EVALUATION.md: the strong baselines (read from
+# ../shared/baselines, trained only where absent), the AlexNet / VGG16 cells (resumable: finished cells in
+# benchmarks/results/paper.json are skipped), the autoencoders; then the page. DEVICE=cuda where a GPU is lent.
 DEVICE ?= cpu
 reproduce: install data
 	$(PY) benchmarks/baselines.py --device $(DEVICE)
-	$(PY) benchmarks/prune_orders.py --model alexnet --device $(DEVICE)
-	$(PY) benchmarks/prune_orders.py --model vgg16 --device $(DEVICE)
+	$(PY) benchmarks/paper_cnn.py --device $(DEVICE)
 	$(PY) benchmarks/reproduce_paper.py --device $(DEVICE)
 	$(PY) benchmarks/make_results_md.py
 

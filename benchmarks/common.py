@@ -135,9 +135,12 @@ def settle(max_seconds: float = 300.0, poll: float = 5.0) -> float:
 
 
 def write(name: str, result: dict) -> Path:
+    """benchmarks/results/NAME.json, with the provenance object every results file carries (the
+    script's own seeds, recipe, baselines and parts, where it gives them, over the commit and host)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    artifact.write_json(result | {"host": host(), "created": artifact.now()}, path)
+    prov = provenance() | result.get("provenance", {})
+    artifact.write_json(result | {"host": host(), "created": artifact.now(), "provenance": prov}, path)
     print(f"wrote {path}")
     return path
 

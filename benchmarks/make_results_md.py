@@ -93,21 +93,19 @@ def _load_line(lat: dict) -> str:
 def baselines_section(r: dict) -> list[str]:
     lines = ["## Baselines (EVALUATION.md section 2)", "",
              "`python benchmarks/baselines.py`: the unpruned models trained on the full Fashion-MNIST training "
-             "data less the validation split (55,000 images; 5,000 held out, never trained on). The equal-budget "
-             f"control is the baseline trained {r['extra_epochs']:g} epochs more at the fine-tune's peak rate "
-             f"({r['finetune_lr']}), one-cycle, one run per fine-tune seed. Host: {_host(r)}.", "",
-             "| model | recipe | minutes | val top-1 | test top-1 | goal | equal-budget test top-1 (mean ± std, "
-             "seeds) |",
-             "|---|---|---|---|---|---|---|"]
+             "data less the validation split (55,000 images; 5,000 held out, never trained on), read from "
+             "../shared/baselines where the manifest's model, data, recipe and split match and the sha256 holds. "
+             "The equal-budget controls (the baseline trained as many epochs more as a compressed model got, at "
+             f"the fine-tune's peak rate {r['finetune_lr']}, one-cycle, one per seed) are in the first section. "
+             f"Host: {_host(r)}.", "",
+             "| model | recipe | from | sha256 | minutes to train | val top-1 | test top-1 | goal |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
         b, rec = m["baseline"], m["recipe"]
-        eq = m.get("equal_budget_top1")
-        eqs = f"{_pm(eq['mean'], eq['std'])} ({len(eq['seeds'])})" if eq else "not measured yet"
         lines.append(f"| {name} | {rec['epochs']:g} epochs, lr {rec['lr']}, batch {rec['batch_size']}, "
-                     f"SGD Nesterov, one-cycle, label smoothing {rec['label_smoothing']} | {b['minutes']:g} | "
-                     f"{b['val_top1']:.2f}% | "
-                     f"{b['test_top1']:.2f}% | >= {m['goal_top1']}%: **{'met' if m['meets_goal'] else 'not met'}** | "
-                     f"{eqs} |")
+                     f"SGD Nesterov, one-cycle, label smoothing {rec['label_smoothing']} | {b.get('source', '?')} | "
+                     f"{b.get('sha256', '?')[:12]} | {b['minutes']:g} | {b['val_top1']:.2f}% | "
+                     f"{b['test_top1']:.2f}% | >= {m['goal_top1']}%: **{'met' if m['meets_goal'] else 'not met'}** |")
     return lines + [""]
 
 
@@ -528,7 +526,7 @@ def render() -> str:
                           ("bench_overhead", bench_section), ("zoo_breadth", breadth_section),
                           ("emulate_root", emulate_section), ("ray", ray_section),
                           ("latency_aware", latency_section), ("proxy_stability", stability_section)):
-        r = _load(name) or (_load("paper_quick") if name == "paper" else None)
+        r = _load(name)
         script = "reproduce_paper" if name == "paper" else name
         out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
     return "\n".join(out)

@@ -14,6 +14,9 @@ unpruned one as fp32 ONNX, timed interleaved in one onnxruntime run (threads fix
 Each finished cell is cached under the compress cache, so a run cut short resumes where it stopped.
 
     python benchmarks/prune_orders.py --model alexnet [--grid order|plan|full] [--seeds 0,1,2] [--quick]
+
+The headline order ablation (the sensitivity plan in each order, int8, beside the paper's rows) is
+benchmarks/paper_cnn.py --parts orders; this script is the wider plan x order grid.
 """
 
 from __future__ import annotations
@@ -166,7 +169,9 @@ def main() -> None:
         ctl = [artifact.Artifact.open(baselines.control(args.model, args.final_epochs, s, args.device)).metrics
                for s in seeds]
         control = summary([m["accuracy"] for m in ctl]) | {"seeds": seeds}
-    write(f"prune_orders{'_quick' if args.quick else ''}_{name}", {
+    # the headline order ablation on AlexNet and VGG16 is paper_cnn.py's (prune_orders_<model>.json); this grid
+    # crosses plans and orders and keeps its own file
+    write(f"prune_orders_quick_{name}" if args.quick else f"prune_orders_grid_{name}", {
         "model": name, "data": data_spec, "decisions_split": "validation", "grid": args.grid,
         "target": args.target, "seeds": seeds,
         "baseline_top1": base.metrics["accuracy"], "baseline_val_top1": base.metrics.get("val_accuracy"),

@@ -1,19 +1,13 @@
-"""The paper's experiments with `compress`, side by side with its figures, under EVALUATION.md.
+"""The paper's autoencoder experiments with `compress`, side by side with its figures, under EVALUATION.md.
 
-1. AlexNet and VGG16-BN at 32x32 on Fashion-MNIST (CIFAR-10 is not available offline), from the
-   strong baselines of benchmarks/baselines.py: analyze (validation split) → prune (sensitivity
-   plan and order, 5% of the parameters, 2-epoch final fine-tune) → quantize → export → bench, at
-   every seed. Rows: `fc-int8` (the paper's scheme: int8 fully-connected layers, float
-   convolutions), `all-int8` (beyond the paper), `peer_global` (the route by hand at the same size:
-   Torch-Pruning global pruning in one shot, the same fine-tuning, onnxruntime static QDQ of every
-   layer). Compression is the paper's measure: fp32 parameter bytes over final parameter bytes (in
-   the ONNX file). Drops are in points against the equal-budget baseline (mean over seeds).
-2. The accordion autoencoder (A2E) on the credit-card fraud data and on MNIST classification:
-   out-of-order layer pruning (the analysis' priority; whole hidden layers go where that is the
-   cheapest step), complexity reduction in parameters and MACs, performance drop in points and in
-   relative %. Fraud reports ROC-AUC (its "performance") and PR-AUC with bootstrap 95% intervals.
+The accordion autoencoder (A2E) on the credit-card fraud data and on MNIST classification:
+out-of-order layer pruning (the analysis' priority; whole hidden layers go where that is the
+cheapest step), complexity reduction in parameters and MACs, performance drop in points and in
+relative %. Fraud reports ROC-AUC (its "performance") and PR-AUC with bootstrap 95% intervals.
+The CNN half of the paper (AlexNet, VGG16) is benchmarks/paper_cnn.py's: both write
+benchmarks/results/paper.json, each its own entries (do not run the two at once).
 
-    python benchmarks/reproduce_paper.py [--quick] [--only alexnet,vgg16,a2e_fraud,a2e_mnist] [--seeds 0,1,2]
+    python benchmarks/reproduce_paper.py [--quick] [--only a2e_fraud,a2e_fraud_anomaly,a2e_mnist] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -24,23 +18,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import prune_orders
 import torch
-from common import RESULTS, host, paired_verdict, summary, trained, write
+from common import RESULTS, host, summary, trained, write
 
-from toolchain import analyze, artifact, bench, data, export, prune, quantize, train
-from toolchain.export import onnx_accuracy, onnx_logits
+from toolchain import analyze, artifact, data, export, prune, train
+from toolchain.export import onnx_logits
 
-MAX_DROP_PTS = 1.0  # the issue's accuracy budget for AlexNet and VGG16, against the equal-budget baseline
 SWEEP = (0.25, 0.5, 0.75, 0.9)  # analysis ratios (the same sweep as prune_orders.py)
-PAPER = {"alexnet": {"compression_x": 47.28}, "vgg16": {"compression_x": 35.21},
+PAPER = {"alexnet": {"compression_x": 47.28}, "vgg16": {"compression_x": 35.21},  # the CNNs: paper_cnn.py
          "a2e_fraud": {"complexity_reduction_pct": 85.1, "performance_drop_pct": 4.9},
          "a2e_mnist": {"complexity_reduction_pct": 94.5, "performance_drop_pct": 13.6}}
 
-EXPERIMENTS = (*PAPER, "a2e_fraud_anomaly")  # the last goes beyond the paper: A2E as an anomaly detector
+EXPERIMENTS = ("a2e_fraud", "a2e_mnist", "a2e_fraud_anomaly")  # the last goes beyond the paper: an anomaly detector
 
 
 @dataclass(frozen=True)
@@ -56,100 +47,6 @@ class Recipe:
     max_layer_ratio: float = 0.9  # how much of one layer may go
 
 
-def cnn(name: str, args, recipe: Recipe, tmp: Path) -> dict:
-    """The paper's scheme (fc-int8) and all-int8 on the sensitivity plan, and the route by hand
-    (Torch-Pruning global, one shot, the same fine-tuning, onnxruntime static QDQ) at the same size,
-    each at every seed; drops against the equal-budget baseline (the baseline trained as many
-    epochs more as the fine-tune adds, same schedule, same seed)."""
-    import baselines
-
-    start = time.perf_counter()
-    if args.quick:  # a smoke test of this path: LeNet-5 on an MNIST subset, labelled as such
-        data_spec = "mnist"
-        src = trained("zoo:lenet5", data_spec, train.TrainOptions(epochs=3, train_limit=6000))
-
-        def control(seed: int) -> Path:
-            return trained(str(src), data_spec, train.TrainOptions(epochs=recipe.final, lr=recipe.lr, seed=seed,
-                                                                   train_limit=recipe.train_limit))
-    else:
-        data_spec, src = baselines.DATA, baselines.baseline(name, args.device)
-
-        def control(seed: int) -> Path:
-            return baselines.control(name, recipe.final, seed, args.device)
-    cells = data.CACHE_DIR / "bench-cells" / ("lenet5" if args.quick else name)  # shared with prune_orders.py
-    an = cells / "analysis.json"
-    if not an.exists():
-        analyze.run(str(src), an, analyze.AnalyzeOptions(ratio=0.5, ratios=SWEEP, eval_samples=2000,
-                                                               include_linear=True, adapt_bn=1000, workers=2,
-                                                               plots=False), force=True)
-    ds = data.load(data_spec, artifact.Artifact.open(src).input_shape)
-    test = (ds.test.tensors[0].numpy(), ds.test.tensors[1].numpy())
-    files = {"original": tmp / f"{name}.onnx"}
-    export.run(str(src), files["original"], export.ExportOptions())
-    cell_args = SimpleNamespace(target=recipe.keep, final_epochs=recipe.final, finetune_epochs=recipe.finetune,
-                                step=recipe.step, lr=recipe.lr, train_limit=recipe.train_limit,
-                                val_samples=500 if args.quick else 2000,
-                                device=args.device)
-    routes = {"sensitivity": (prune.Plan.SENSITIVITY, prune.Order.SENSITIVITY),
-              "peer_global": (prune.Plan.GLOBAL, prune.Order.ONESHOT)}
-    per_seed: dict[str, list] = {"fc-int8": [], "all-int8": [], "peer_global": [], "pruned-fp32": []}
-    sizes: dict[str, int] = {}
-    for seed in args.seeds:
-        for route, (plan, order) in routes.items():
-            # the same cell as prune_orders.py's (one recipe, one cache): a grid run already pruned it
-            pruned = prune_orders.cell(src, an, plan.value, order.value, seed, cell_args, cells)["model"]
-            scopes = (quantize.Scope.FC, quantize.Scope.ALL) if route == "sensitivity" else (quantize.Scope.ALL,)
-            if route == "sensitivity":
-                fp32 = tmp / f"{name}.pruned.s{seed}.onnx"
-                export.run(str(pruned), fp32, export.ExportOptions())
-                per_seed["pruned-fp32"].append(onnx_accuracy(fp32, test))
-                sizes["pruned-fp32"] = artifact.Artifact.open(fp32).metrics["param_bytes"]
-                files.setdefault("pruned-fp32", fp32)
-            for scope in scopes:
-                label = f"{scope.value}-int8" if route == "sensitivity" else route
-                q = tmp / f"{name}.{label}.int8.s{seed}.pt"
-                quantize.run(str(pruned), q, quantize.QuantizeOptions(scope=scope, allow_slower=True,
-                                                                            seed=seed))
-                onnx_path = tmp / f"{name}.{label}.s{seed}.onnx"
-                export.run(str(q), onnx_path, export.ExportOptions())
-                per_seed[label].append(onnx_accuracy(onnx_path, test))
-                sizes[label] = artifact.Artifact.open(onnx_path).metrics["param_bytes"]
-                files.setdefault(label, onnx_path)
-    timing = bench.run(list(files.values()), None, bench.BenchOptions(runs=args.runs, warmup=20,
-                                                                      threads=args.threads)).meta
-    p50 = {label: m["p50_ms"] for label, m in zip(files, timing["models"], strict=True)}
-    p90 = {label: m["p90_ms"] for label, m in zip(files, timing["models"], strict=True)}
-    base_meta = artifact.Artifact.open(src)
-    base_top1 = onnx_accuracy(files["original"], test)
-    controls = [artifact.Artifact.open(control(s)).metrics["accuracy"] for s in args.seeds]
-    eq = summary(controls)
-    orig_bytes = artifact.Artifact.open(files["original"]).metrics["param_bytes"]
-    rows = {}
-    for label, tops in per_seed.items():
-        st = summary(tops)
-        rows[label] = {"compression_x": round(orig_bytes / sizes[label], 2), "param_bytes": sizes[label],
-                       "top1": tops, "top1_mean": st["mean"], "top1_std": st["std"], "seeds": args.seeds,
-                       "drop_pts": round(eq["mean"] - st["mean"], 3),
-                       "drop_vs_baseline_pts": round(base_top1 - st["mean"], 3),
-                       "p50_ms": p50[label], "p90_ms": p90[label],
-                       "speedup_p50": round(p50["original"] / p50[label], 2),
-                       "within_budget": eq["mean"] - st["mean"] <= MAX_DROP_PTS}
-    verdict = paired_verdict({"seeds": args.seeds, "top1": per_seed["all-int8"]},
-                             {"seeds": args.seeds, "top1": per_seed["peer_global"]})
-    return {"baseline_top1": base_top1, "baseline_val_top1": base_meta.metrics.get("val_accuracy"),
-            "equal_budget_top1": eq["mean"], "equal_budget_std": eq["std"], "equal_budget_runs": controls,
-            "seeds": args.seeds, "decisions_split": "validation", "rows": rows,
-            "ours_vs_peer_global": verdict, "paper": PAPER[name],
-            "fc_int8_meets_paper": rows["fc-int8"]["within_budget"]
-            and rows["fc-int8"]["compression_x"] >= PAPER[name]["compression_x"],
-            "latency": {"threads": timing["threads"], "runs": timing["runs"], "load_before": timing["load_before"],
-                        "load_after": timing["load_after"], "loaded": timing["loaded"],
-                        "original_p50_ms": p50["original"], "original_p90_ms": p90["original"]},
-            "recipe": recipe.__dict__ | {"analysis_ratios": SWEEP, "baseline": base_meta.meta["lineage"][0]["options"]},
-            "quick": args.quick, "model": "zoo:lenet5 (quick smoke run)" if args.quick else name,
-            "data": data_spec, **_times(src, start), "host": host()}
-
-
 def _times(src: Path, start: float) -> dict:
     """Wall time of one experiment, training included even when the trained model came from the
     cache (its sidecar keeps the training seconds)."""
@@ -159,26 +56,13 @@ def _times(src: Path, start: float) -> dict:
 
 
 def plot(out: dict, dst: Path) -> str:
-    """Ours beside the paper's: CNN compression (x) per scheme and A2E complexity reduction and drop (%)."""
+    """Ours beside the paper's: A2E complexity reduction and drop (%) (the CNNs: paper_cnn.py's plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    cnns = [n for n in ("alexnet", "vgg16") if n in out]
-    xs = np.arange(len(cnns))
-    a.bar(xs - 0.3, [PAPER[n]["compression_x"] for n in cnns], 0.2, label="paper, fc-int8 (CIFAR-10)", color="#999")
-    for i, (row, color) in enumerate((("fc-int8", "#1f77b4"), ("all-int8", "#2ca02c"), ("peer_global", "#d62728"))):
-        vals = [out[n]["rows"][row]["compression_x"] for n in cnns]
-        a.bar(xs - 0.1 + 0.2 * i, vals, 0.2, label=f"compress {row}", color=color)
-        for x, n, v in zip(xs, cnns, vals, strict=True):
-            a.annotate(f"{out[n]['rows'][row]['drop_pts']:+.2f}", (x - 0.1 + 0.2 * i, v), ha="center", va="bottom",
-                       fontsize=7)
-    a.set_xticks(xs, cnns)
-    a.set_ylabel("fp32 parameter bytes / final (x)")
-    a.set_title("AlexNet, VGG16 (label: drop in points vs equal budget)")
-    a.legend(fontsize=7)
+    fig, b = plt.subplots(figsize=(6, 4.2))
     ae = [n for n in ("a2e_fraud", "a2e_mnist") if n in out]
     for n, marker in zip(ae, ("o", "s"), strict=False):
         b.scatter(PAPER[n]["complexity_reduction_pct"], PAPER[n]["performance_drop_pct"], marker=marker, color="#999",
@@ -299,21 +183,13 @@ def _fraud_score(path: Path, x: np.ndarray, reconstruct: bool) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="alexnet,vgg16,a2e_fraud,a2e_fraud_anomaly,a2e_mnist")
-    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--only", default=",".join(EXPERIMENTS))
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the latency figures")
     ap.add_argument("--device", default="cpu", help="where training and fine-tuning run (cuda where lent)")
-    ap.add_argument("--quick", action="store_true",
-                    help="minutes: small subsets and budgets; the CNN rows run LeNet-5 on MNIST (a smoke test)")
+    ap.add_argument("--quick", action="store_true", help="minutes: small subsets and budgets (a smoke test)")
     args = ap.parse_args()
     q = args.quick
     recipes = {
-        # AlexNet and VGG16: the strong baselines of baselines.py, a size goal (the sensitivity plan picks
-        # each layer's share), 0.02 epochs of fine-tuning per cut, then a 2-epoch final fine-tune at the
-        # rate of the equal-budget controls; top-1 measured in onnxruntime on the test split.
-        "alexnet": Recipe(4000 if q else None, 0, 0.2 if q else 0.05, None, 0.02, 0.2 if q else 2.0, lr=0.02),
-        "vgg16": Recipe(4000 if q else None, 0, 0.2 if q else 0.05, None, 0.02, 0.2 if q else 2.0, lr=0.02),
         "a2e_fraud": Recipe(20000 if q else None, 1 if q else 3, 0.15, None, 0.05, 0.5 if q else 1.0),
         # the paper's 94.5% fewer parameters: the one hidden layer left must go below 10% of its width
         "a2e_mnist": Recipe(6000 if q else None, 1 if q else 5, 0.055, None, 0.1, 0.5 if q else 2.0,
@@ -323,9 +199,9 @@ def main() -> None:
     start, out = time.perf_counter(), {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
-            if name in ("alexnet", "vgg16"):
-                out[name] = cnn(name, args, recipes[name], Path(tmp))
-            elif name == "a2e_fraud":
+            if name not in EXPERIMENTS:
+                ap.error(f"--only: {name} is not one of {', '.join(EXPERIMENTS)} (AlexNet, VGG16: paper_cnn.py)")
+            if name == "a2e_fraud":
                 out[name] = a2e(name, "fraud", "256,32,256,32", args, recipes[name], Path(tmp))
             elif name == "a2e_fraud_anomaly":
                 out[name] = a2e(name, "fraud", "256,32,256,32", args, recipes[name], Path(tmp), head="reconstruction")
@@ -333,9 +209,9 @@ def main() -> None:
                 out[name] = a2e(name, "mnist", "512,64,512,64", args, recipes[name], Path(tmp))
             print(name, {k: v for k, v in out[name].items() if k.endswith(("_x", "_pts", "_pct", "rows"))}, flush=True)
     previous = RESULTS / ("paper" + ("_quick" if q else "") + ".json")
-    if previous.exists():  # keep the experiments an earlier run measured and this one did not
+    if previous.exists():  # keep what an earlier run (or paper_cnn.py) measured and this one did not
         kept = json.loads(previous.read_text())
-        out = {k: v for k, v in kept.items() if k in EXPERIMENTS and k not in out} | out
+        out = {k: v for k, v in kept.items() if k not in out and k not in ("plot", "total_wall_s")} | out
     name_out = "paper" + ("_quick" if q else "")
     out["plot"] = plot(out, RESULTS / f"{name_out}.png")
     out["total_wall_s"] = round(sum(v["wall_s"] for k, v in out.items() if k in EXPERIMENTS), 1)
