@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, data, surgery
+from . import artifact, cache, data, surgery
 from .errors import CompressError
 from .executor import Executor, run_units
 from .progress import task
@@ -84,28 +84,47 @@ def model_digest(prep: Prepared) -> str:
 
 
 class _Cache:
-    """Append-only JSON-lines store of (layer, ratio) results for one model, data and subset."""
+    """Append-only JSON-lines store of (layer, ratio) results for one model, data and subset. A line
+    that is not a whole result (cut short by a killed run, bytes of a disk error, another schema) is
+    dropped with a warning and measured again; a store that cannot be written is warned about once
+    and the analysis goes on without it."""
 
     def __init__(self, key: str, root: Path | None = None):
         root = root or data.CACHE_DIR / "analysis"
-        root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{key}.jsonl"
         self.rows: dict[tuple[str, float], dict] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                    self.rows[(row["name"], float(row["ratio"]))] = row
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut short by an interrupted run
+        rows = [_cached_row(line) for line in cache.read_bytes(self.path).splitlines()]
+        for row in filter(None, rows):
+            self.rows[(row["name"], float(row["ratio"]))] = row
+        bad = rows.count(None)
+        if bad:
+            logger.warning("dropping %d unreadable line(s) of the cache %s (a killed run or a disk error); "
+                           "those cuts are measured again", bad, self.path)
+            text = "".join(json.dumps(r) + "\n" for r in self.rows.values())
+            cache.put(self.path, lambda tmp: tmp.write_text(text), hashed=False)
+        self.writable = True
 
     def get(self, name: str, ratio: float) -> dict | None:
         return self.rows.get((name, ratio))
 
     def put(self, row: dict) -> None:
         self.rows[(row["name"], float(row["ratio"]))] = row
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.writable:
+            self.writable = cache.append(self.path, json.dumps(row) + "\n")
+
+
+_ROW_NUMBERS = ("ratio", "kept", "accuracy", "params_removed", "macs_removed")
+
+
+def _cached_row(line: bytes) -> dict | None:
+    """One cached result, or None where the line is not one (bad bytes, cut short, another schema)."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        return None
+    ok = (isinstance(row, dict) and isinstance(row.get("name"), str)
+          and all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) for k in _ROW_NUMBERS))
+    return row if ok else None
 
 
 def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int,

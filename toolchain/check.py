@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from . import fileio
 from .errors import CompressError
 from .fileio import read_json, write_text
 from .options import unknown_keys
@@ -660,9 +661,9 @@ def to_github(result: CheckResult, environ) -> list[str]:
 def append_step_summary(result: CheckResult, dst: Path) -> None:
     """Append the Markdown table to a GitHub Actions step summary file ($GITHUB_STEP_SUMMARY)."""
     try:
-        with open(dst, "a", encoding="utf-8") as f:
+        with fileio.writing(dst), open(dst, "a", encoding="utf-8") as f:
             f.write(markdown(result) + "\n")
-    except OSError as e:
+    except OSError as e:  # not a fault of the machine: no such folder, a folder in its place
         raise CompressError(f"{dst}: cannot append the step summary ({e})") from e
 
 

@@ -14,6 +14,7 @@ onnxruntime here within tolerance. Its timings are emulated, not a device figure
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,9 +26,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bench_runner, data
+from . import bench_runner, data, fileio
 from .errors import CompressError
 from .progress import task
+
+logger = logging.getLogger(__name__)
 
 SUITE = "bookworm"  # Debian 12: Raspberry Pi OS's base, Python 3.11
 PYTHON = "usr/bin/python3.11"
@@ -58,8 +61,16 @@ def missing_tools() -> list[str]:
 def ensure_root() -> Path:
     """The arm64 root, built once (about a minute of downloads) and reused from the compress cache."""
     root = root_dir()
-    if (root / ".ready").exists():
+    if _ready(root) is not None:
         return root
+    with fileio.writing(root, _CACHE_ADVICE):
+        return _build(root)
+
+
+_CACHE_ADVICE = " (the arm64 root needs about 400 MB in the compress cache: set COMPRESS_CACHE to a place that has it)"
+
+
+def _build(root: Path) -> Path:
     missing = missing_tools()
     if missing:
         raise CompressError(f"emulation needs {', '.join(missing)} (apt-get install {' '.join(missing)})")
@@ -110,8 +121,21 @@ def _env(root: Path, cpu: str | None) -> dict:
 
 
 def root_facts() -> dict:
-    ready = root_dir() / ".ready"
-    return json.loads(ready.read_text()) if ready.exists() else {}
+    return _ready(root_dir()) or {}
+
+
+def _ready(root: Path) -> dict | None:
+    """The finished root's facts (`.ready`, written last), or None: not built, or a damaged marker
+    (warned; the root is built again)."""
+    ready = root / ".ready"
+    if not ready.exists():
+        return None
+    try:
+        facts = json.loads(ready.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:
+        logger.warning("the arm64 root's marker %s is unreadable (%s); building the root again", ready, e)
+        return None
+    return facts if isinstance(facts, dict) else None
 
 
 def measure(cfg: dict, cpu: str | None = None) -> dict:
@@ -277,7 +301,8 @@ def _run(root: Path, cfg: dict, cpu: str | None) -> dict:
 def _call(root: Path, args: list[str], cfg: dict, cpu: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file = Path(tmp) / "cfg.json"
-        cfg_file.write_text(json.dumps(cfg))
+        with fileio.writing(cfg_file):
+            cfg_file.write_text(json.dumps(cfg))
         runner = Path(bench_runner.__file__)
         done = subprocess.run([*_python(root), str(runner), *args, str(cfg_file)], capture_output=True, text=True,
                               env=_env(root, cpu))

@@ -4,9 +4,12 @@ bench start without torch)."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -15,6 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CompressError
+
+logger = logging.getLogger(__name__)
+
+_FAULTS = {  # what the machine refused, and what the user can do about it
+    errno.ENOSPC: "no space left on the device; free some space there or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded; free some space there or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "permission denied; write elsewhere or make the folder writable",
+    errno.EPERM: "operation not permitted (an immutable file or folder?); write elsewhere",
+}
+# torch.save writes through its own C++ stream and reports a full disk as a RuntimeError of these
+_TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "iostream error", "file write failed")
 
 
 def sha256_of(path: Path) -> str:
@@ -25,23 +40,68 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_fault(e: BaseException) -> str | None:
+    """What to tell the user when a write failed for a fault of the machine (a full disk, a read-only
+    or unwritable place), or None: any other error is a bug and must rise as it is."""
+    if isinstance(e, OSError):
+        return _FAULTS.get(e.errno)
+    if isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITE_FAILED):
+        return (f"the write failed ({' '.join(str(e).split())[:80]}): the disk is full or failing; "
+                "free some space there or write elsewhere")
+    return None
+
+
+@contextmanager
+def writing(dst: Path, advice: str = "") -> Iterator[None]:
+    """The one place a fault of the machine met while writing `dst` becomes one CompressError line
+    that names the path and what to do (the CLI prints it, exit 2); every other error rises as is."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        why = write_fault(e)
+        if why is None:
+            raise
+        raise CompressError(f"cannot write {dst}: {why}{advice}") from e
+
+
 @contextmanager
 def atomic_path(dst: Path) -> Iterator[Path]:
     """Yield a temp path next to `dst`; move it into place only if the block succeeds, so an
-    interrupted write never leaves half a file."""
+    interrupted or failed write never leaves half a file. Faults of the machine: see `writing`."""
+    with writing(dst), atomic_raw(dst) as tmp:
+        yield tmp
+
+
+@contextmanager
+def atomic_raw(dst: Path) -> Iterator[Path]:
+    """`atomic_path` without the translation of faults, for a cache that goes on without a write."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
         yield Path(tmp)
         os.replace(tmp, dst)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        remove(Path(tmp))
+
+
+def remove(path: Path) -> None:
+    """Delete a file if it is there; a place that refuses (read-only) keeps it, with a warning, since
+    a failed clean-up must not hide the error that caused it."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as e:
+        logger.warning("could not remove %s: %s", path, e.strerror or e)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a file atomically (a killed or failed copy leaves no half file at `dst`)."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def writable(dst: Path) -> str | None:
@@ -106,7 +166,12 @@ def write_text(dst: Path, text: str) -> None:
 
 
 def write_json(obj: dict, dst: Path) -> None:
-    write_text(dst, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(dst, dumps(obj))
+
+
+def dumps(obj) -> str:
+    """JSON as every file of the tool writes it (paths and numpy scalars included)."""
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def _json_default(o):

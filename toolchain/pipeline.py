@@ -20,7 +20,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from . import analyze, artifact, bench, data, export, fileio, models, prune, quantize, train
+from . import analyze, artifact, bench, cache, data, export, fileio, models, prune, quantize, train
 from .errors import CompressError
 from .options import unknown_keys
 
@@ -35,7 +35,8 @@ def fresh_run_dir(label: str = "run", root: Path = Path("runs")) -> Path:
     for i in range(1000):
         path = root / (f"{stamp}-{label}" + (f"-{i}" if i else ""))
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            with fileio.writing(path):
+                path.mkdir(parents=True, exist_ok=False)
             return path
         except FileExistsError:
             continue
@@ -110,13 +111,25 @@ def _trained(cfg: dict, run_dir: Path, opts: train.TrainOptions) -> tuple[Path, 
         return Path(spec), False
     key = hashlib.sha256(json.dumps([spec, cfg["data"]["spec"], repr(opts)]).encode()).hexdigest()[:16]
     cached = data.CACHE_DIR / "models" / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec)}-{key}.pt"
-    reused = cached.exists() and artifact.sidecar_of(cached).exists()
-    if not reused:
-        train.run(spec, cached, opts, force=True)
     dst = run_dir / "trained.pt"
-    shutil.copyfile(cached, dst)
-    shutil.copyfile(artifact.sidecar_of(cached), artifact.sidecar_of(dst))
+    reused = cache.get(cached, _cached_model) is not None
+    if reused:
+        fileio.copy_file(cached, dst)
+        fileio.copy_file(artifact.sidecar_of(cached), artifact.sidecar_of(dst))
+    else:  # trained into the run folder, then cached: a cache that cannot be written costs no training
+        train.run(spec, dst, opts, force=True)
+        if cache.put(artifact.sidecar_of(cached), lambda tmp: shutil.copyfile(artifact.sidecar_of(dst), tmp)):
+            cache.put(cached, lambda tmp: shutil.copyfile(dst, tmp))
     return dst, reused
+
+
+def _cached_model(path: Path) -> Path:
+    """A cached trained model, refused (ValueError: trained again) unless its sidecar says it is
+    these very bytes (sha256)."""
+    recorded = json.loads(artifact.sidecar_of(path).read_bytes().decode("utf-8"))["model"]["sha256"]
+    if fileio.sha256_of(path) != recorded:
+        raise ValueError(f"its sha256 is not the {str(recorded)[:12]} its sidecar records")
+    return path
 
 
 CONFIG_FILE, PROGRESS_FILE = "config.json", "progress.json"
@@ -129,7 +142,7 @@ class _Progress:
 
     def __init__(self, out: Path, resume: bool):
         self.path = out / PROGRESS_FILE
-        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
+        self.done = _finished(self.path) if resume else {}
         self.key = ""
 
     def stage(self, name: str, options, outputs: list[Path], work) -> bool:
@@ -143,6 +156,16 @@ class _Progress:
         self.done[name] = {"key": self.key, "outputs": [p.name for p in outputs], "finished": artifact.now()}
         artifact.write_json(self.done, self.path)
         return False
+
+
+def _finished(path: Path) -> dict:
+    """progress.json's finished stages, or none (every stage runs again) where it is damaged."""
+    try:
+        done = json.loads(path.read_bytes().decode("utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as e:
+        logger.warning("ignoring the unreadable %s (%s); every stage runs again", path, e)
+        return {}
+    return done if isinstance(done, dict) and all(isinstance(v, dict) and "key" in v for v in done.values()) else {}
 
 
 def resume_config(run_dir: Path) -> dict:
@@ -171,7 +194,8 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
         problem = fileio.writable(out / CONFIG_FILE)
         if problem:
             raise CompressError(f"cannot write the run folder {out}: {problem}")
-    out.mkdir(parents=True, exist_ok=True)
+    with fileio.writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     artifact.write_json(cfg, out / CONFIG_FILE)
     progress, data_spec, times = _Progress(out, resume), cfg["data"]["spec"], {}
     reused_stages = []

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import artifact, data, surgery
+from . import artifact, cache, data, fileio, surgery
 from .errors import CompressError
 from .train import prepare
 
@@ -61,11 +61,10 @@ def run(src: str, dst: Path, opts: ProfileOptions, *, force: bool = False, trust
     timing = {k: v for k, v in asdict(opts).items() if k != "data"}  # the data only sets the shape, keyed already
     key = hashlib.sha256(json.dumps([model_digest(prep), list(shape), timing]).encode()).hexdigest()[:24]
     cached = data.CACHE_DIR / "latency" / f"{key}.json"
-    if cached.exists():
-        table = json.loads(cached.read_text())
-    else:
+    table = cache.get(cached, _read_table)
+    if table is None:
         table = _measure(prep.model, shape, opts)
-        artifact.write_json(table, cached)
+        cache.put(cached, lambda tmp: tmp.write_text(fileio.dumps(table)))
     result = {"schema": SCHEMA, "kind": "compress-latency-table", "created": artifact.now(),
               "model": {"spec": prep.spec, "sha256": model_digest(prep), "input_shape": list(shape)},
               "options": asdict(opts), "cached": str(cached)} | table
@@ -101,6 +100,14 @@ def _cost_fit(model, shape: tuple[int, ...], table: dict) -> dict:
     parts = [c * f for c, f in zip(fit.coef, sizes.features({}), strict=True)]
     share = dict(zip(CostModel.parts, parts, strict=True))
     return fit.summary() | {"share": {k: round(v / (sum(parts) or 1.0), 3) for k, v in share.items()}}
+
+
+def _read_table(path: Path) -> dict:
+    """A cached table, refused (ValueError: measured again) unless it has the fields a table has."""
+    table = json.loads(path.read_bytes().decode("utf-8"))
+    if not isinstance(table, dict) or not isinstance(table.get("layers"), dict) or "base_ms" not in table:
+        raise ValueError("not a latency table")
+    return table
 
 
 def _measure(model, shape: tuple[int, ...], opts: ProfileOptions) -> dict:

