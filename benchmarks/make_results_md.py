@@ -204,6 +204,9 @@ def headline_section(r: dict | None) -> list[str]:
              "parameter bytes in the final ONNX file. Verdicts are paired by seed (2 SE), in points; drop in points "
              "against the equal-budget control. Speed-up: p50 of the fp32 baseline over the row's seed-0 file, all "
              "timed interleaved in one onnxruntime run at one thread.", ""]
+    if (RESULTS / "paper_cnn.png").exists():
+        lines += ["![top-1 against compression per row, beside the paper's point and the goals]"
+                  "(../benchmarks/results/paper_cnn.png)", ""]
     for name in ("alexnet", "vgg16"):
         m = (r or {}).get(name)
         if not m or "baseline_sha256" not in m:

@@ -101,7 +101,7 @@ class Store:
         whole[self.model] = entry
         artifact.write_json(whole, OUT)
         if self.commit:
-            _commit(message, OUT, analysis_path(self.model))
+            _commit(message, OUT, analysis_path(self.model), RESULTS / "paper_cnn.png")
 
     def put(self, name: str, row: dict) -> None:
         entry = self.read()
@@ -273,6 +273,9 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
                 row[f"vs_{other}"] = paired_verdict(row, peer) | {"scheme": scheme}
     ingredients = {r: paired_verdict(rows["all-int8"], rows[r]) | {"what": INGREDIENT_OF[r]}
                    for r in PARTS["ingredients"] if r in rows and "all-int8" in rows}
+    if "pruned-fp32" in rows and "all-int8" in rows:  # the most quantization-aware fine-tuning could win back
+        ingredients["int8"] = paired_verdict(rows["all-int8"], rows["pruned-fp32"]) | {
+            "what": "int8 itself (all-int8 against the same pruned model in fp32: what QAT could recover at most)"}
     orders = {r.removeprefix("order_"): paired_verdict(rows["all-int8"], rows[r])
               for r in PARTS["orders"] if r in rows and "all-int8" in rows}
     goals = {}
@@ -293,6 +296,39 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
             goals["speedup_p50"] = {"goal": goal, "got": al["speedup_p50"], "met": al["speedup_p50"] >= goal}
     return {"rows": rows, "equal_budget_top1": ctl and ctl["mean"], "equal_budget_std": ctl and ctl["std"],
             "equal_budget": control, "goals": goals, "ingredients": ingredients, "order_verdicts": orders}
+
+
+def plot(whole: dict, dst: Path) -> str | None:
+    """Top-1 against compression per row and model, beside the paper's point and the goals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in PAPER if whole.get(m, {}).get("rows")]
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        entry = whole[model]
+        for label, row in entry["rows"].items():
+            if row.get("compression_x") and label in ("fc-int8", "all-int8", "pruned-fp32", "peer_global", "uniform"):
+                ax.errorbar(row["compression_x"], row["top1_mean"], yerr=row["top1_std"] or 0, fmt="o", capsize=3,
+                            label=f"{label} ({len(row['seeds'])} seeds)")
+        ctl = entry.get("equal_budget_top1")
+        if ctl:
+            ax.axhline(ctl, color="k", lw=1, label="equal-budget control")
+            ax.axhline(ctl - GOALS["max_drop_pts"], color="k", lw=1, ls=":", label="goal: 1 point below it")
+        ax.axvline(PAPER[model], color="#999", ls="--", label=f"paper, fc-int8: {PAPER[model]}x (CIFAR-10)")
+        ax.axvline(GOALS["all_int8_x"], color="#2ca02c", ls=":", label=f"goal, all-int8: {GOALS['all_int8_x']:g}x")
+        ax.set_xlabel("fp32 parameter bytes / final parameter bytes (x)")
+        ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+        ax.set_title(f"{model}, 5% of the parameters kept")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(dst, dpi=110)
+    plt.close(fig)
+    return str(dst.relative_to(ROOT))
 
 
 def orders_file(model: str, entry: dict) -> dict | None:
@@ -372,6 +408,7 @@ def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
         entry["provenance"] = provenance(seeds, recipe, {Path(src).name: digest}, entry["parts"])
         entry["control_epochs"] = _budget(entry)
         store.write(entry, f"paper.json: {model} {part} summary")
+        plot(json.loads(OUT.read_text()), RESULTS / "paper_cnn.png")
         orders = orders_file(model, entry)
         if orders:
             path = RESULTS / f"prune_orders_{model}.json"
