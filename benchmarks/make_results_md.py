@@ -173,7 +173,8 @@ def _verdict(v: dict | None) -> str:
 
 def _row(label: str, v: dict, paper: str) -> str:
     seeds = "".join(f"{s}" for s in v["seeds"])
-    flags = ("" if v["on_target"] else " (off target: not counted)") + ("" if v["complete"] else " (seeds missing)")
+    flags = ("" if v["on_target"] else f" (seeds {v['off_target_seeds']} off target: not counted)") + (
+        "" if v["complete"] else " (seeds missing)")
     speed = f"{v['speedup_p50']:.1f}x" if "speedup_p50" in v else "-"
     drop = f"{v['drop_pts']:+.2f}" if "drop_pts" in v else "-"
     comp = f"{v['compression_x']:.2f}x" if v.get("compression_x") else "-"
@@ -293,7 +294,8 @@ def paper_section(r: dict) -> list[str]:
                          f"{m[k].get('pr_auc', '-')} |")
         lines += ["", f"- complexity: {m['complexity_reduction_pct']:.1f}% fewer parameters "
                   f"({m['macs_reduction_pct']:.1f}% fewer MACs); paper {p['complexity_reduction_pct']}%.",
-                  f"- drop: {_pm(m['performance_drop_pts'], m.get('performance_drop_pts_std'))} points "
+                  f"- drop against the unpruned model (no equal-budget control was trained for the autoencoders): "
+                  f"{_pm(m['performance_drop_pts'], m.get('performance_drop_pts_std'))} points "
                   f"({len(m.get('seeds', [0]))} seed(s)), {m['performance_drop_pct']:.2f} relative %; "
                   f"paper {p['performance_drop_pct']} (relative %)."]
         if "bootstrap_95" in m:
