@@ -78,3 +78,24 @@ def masked_always(monkeypatch):
 
     monkeypatch.setattr(analyze, "_copy_seconds", lambda model, shape: float("inf"))
 
+
+# The optional system packages (.ci/run installs them all; a test that needs a missing one skips, saying which).
+SYSTEM_PACKAGES = "openssh-server openssh-client chromium dataset-fashion-mnist qemu-user-static debootstrap"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    """After the skip reasons (-rs), one line on how to run the system-package tests skipped here too."""
+    yield
+
+    def reason(report) -> str:
+        longrepr = report.longrepr
+        return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+    wanting = [r for r in terminalreporter.stats.get("skipped", []) if "apt-get install" in reason(r)]
+    if wanting:
+        terminalreporter.write_sep("-", "full coverage")
+        terminalreporter.write_line(
+            f"{len(wanting)} test(s) skipped for optional system packages this machine lacks (the reasons above). "
+            f"For full coverage, as CI has it (.ci/run): sudo apt-get update && sudo apt-get install -y "
+            f"--no-install-recommends {SYSTEM_PACKAGES}; then make test")
