@@ -508,6 +508,23 @@ def objectives_section(o: dict | None) -> list[str]:
     return lines + [""]
 
 
+NO_PROVENANCE = "**No provenance recorded**"
+
+
+def provenance_line(r: dict, script: str) -> list[str]:
+    """Where a section's figures came from (EVALUATION.md section 6), or a plain mark that the file
+    predates the rule and says nothing of its commit, date or load."""
+    p = r.get("provenance") or {}
+    if not p.get("commit"):
+        return [f"{NO_PROVENANCE}: these figures were measured before results files carried their commit, date "
+                f"and load average (EVALUATION.md section 6); rerun `python benchmarks/{script}.py` to replace "
+                "them.", ""]
+    dirty = " with uncommitted code changes" if p.get("dirty") else ""
+    h = p.get("host", {})
+    return [f"Provenance: commit {p['commit']}{dirty}, {str(p.get('date'))[:10]}, {h.get('cpu', '?')}, "
+            f"{h.get('cores', '?')} cores.", ""]
+
+
 def render() -> str:
     """docs/results.md, from the JSON files in benchmarks/results/ (a test holds the two equal)."""
     out = ["# Results", "",
@@ -533,7 +550,8 @@ def render() -> str:
                           ("latency_aware", latency_section), ("proxy_stability", stability_section)):
         r = _load(name)
         script = "reproduce_paper" if name == "paper" else name
-        out += section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
+        lines = section(r) if r else [f"## {name}", "", f"Not measured yet: run `python benchmarks/{script}.py`.", ""]
+        out += lines[:2] + (provenance_line(r, script) if r else []) + lines[2:]
     return "\n".join(out)
 
 

@@ -131,3 +131,24 @@ def test_paper_store_keeps_a_finished_cell_only_under_its_recipe_key(tmp_path, m
     assert store.cell("sensitivity/s0", "other") is None and store.cell("uniform/s0", "abc") is None
     paper_cnn.Store("vgg16", commit=False).put("control/s0", {"key": "k", "top1": 93.0})
     assert store.cell("sensitivity/s0", "abc") is not None  # another model's cells leave this one's alone
+
+
+def test_a_section_without_provenance_says_so_on_the_page():
+    """EVALUATION.md section 6: a figure whose results file records no commit is marked, not passed off."""
+    from make_results_md import NO_PROVENANCE, provenance_line
+
+    assert provenance_line({"rows": []}, "x")[0].startswith(NO_PROVENANCE)
+    line = provenance_line({"provenance": {"commit": "abc123", "dirty": True, "date": "2026-12-07T21:00:00",
+                                           "host": {"cpu": "AMD EPYC", "cores": 2}}}, "x")[0]
+    assert "abc123" in line and "uncommitted" in line and NO_PROVENANCE not in line
+
+
+def test_every_results_file_gets_a_provenance_object_from_write(tmp_path, monkeypatch):
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    common.write("x", {"figure": 1, "provenance": {"seeds": [0, 1, 2]}})
+    import json
+
+    prov = json.loads((tmp_path / "x.json").read_text())["provenance"]
+    assert prov["seeds"] == [0, 1, 2] and {"commit", "dirty", "date", "host"} <= set(prov)
