@@ -35,7 +35,8 @@ def warn_once(place: Path, why: str) -> None:
     """One warning per unwritable cache folder and process, not one per entry."""
     if str(place) not in _warned:
         _warned.add(str(place))
-        logger.warning("the cache %s cannot be written (%s); going on without it", place, why)
+        logger.warning("the cache %s cannot be written (%s); going on without it (COMPRESS_CACHE sets another "
+                       "place)", place, why.split(";")[0])
 
 
 def hash_path(path: Path) -> Path:

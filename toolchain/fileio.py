@@ -46,8 +46,8 @@ def write_fault(e: BaseException) -> str | None:
     if isinstance(e, OSError):
         return _FAULTS.get(e.errno)
     if isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITE_FAILED):
-        return (f"the write failed ({' '.join(str(e).split())[:80]}): the disk is full or failing; "
-                "free some space there or write elsewhere")
+        said = " ".join(str(e).split("] ")[-1].split()).strip(". ")[:60]
+        return f"no space left on the device, or a disk error (torch: {said}); free some space there or write elsewhere"
     return None
 
 
