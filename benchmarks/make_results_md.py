@@ -443,18 +443,16 @@ def _analysis(name: str, m: dict) -> str:
                "adaptive BatchNorm (`--select adaptive-bn`)" if plans.get("select") == "adaptive-bn" else ""))
 
 
-def _seed_ratios(lat: dict, par: dict) -> str:
-    """The range of the latency model's p50, seed by seed, over the parameter model's mean: a latency
-    plan is measured per seed and can differ, and the mean ratio alone would hide one that missed."""
-    per = [p / par["p50_ms"] for p in lat.get("p50_ms_per_seed") or []]
-    return f"({min(per):.2f}-{max(per):.2f})" if len(per) > 1 else ""
-
-
 def objectives_section(o: dict | None) -> list[str]:
     lines = ["## Latency objective against parameter objective (issue 17, part 4)", ""]
     if not o or not o.get("models"):
         return lines + ["Not measured yet: `python benchmarks/latency_aware.py --part objectives`.", ""]
     faster = sorted({m["faster_fraction"] for m in o["models"].values()} - {None})
+    tops = ", ".join(f"{n} {m['base']['top1']:.2f}%" for n, m in o["models"].items())
+    lines += [f"**Exploratory, weak baselines.** These base models were trained on {o['train_limit']:,} images for a "
+              f"few epochs (test top-1: {tops}; the plain-training goals are AlexNet 93.0%, VGG16-BN 93.5%) and "
+              "fine-tuned for a fraction of an epoch: they break EVALUATION.md's strong-baseline rule, show how "
+              "the two objectives behave, and support no claim of the project's (the README quotes none).", ""]
     lines += [f"`python benchmarks/latency_aware.py --part objectives`: {o['what']}. Base models trained on "
               f"{o['data']} ({o['train_limit']:,} training images); one analysis per model (below); the pruned "
               f"models of one model all fine-tuned the same epochs (below); p50 with the x86-cpu target at "
@@ -484,16 +482,24 @@ def objectives_section(o: dict | None) -> list[str]:
               "that measured faster than a parameter model (the claim there: a top-1 tie or better); "
               "\"layers apart\": the mean difference, over the layers, in the fraction of channels the two "
               "networks keep (seed 0's; near 0: both objectives chose one network, and can only tie):", "",
+              "The verdict counts only the seeds the run was planned with and, at matched latency, only the "
+              "seeds whose pair measured within 3% of each other; seeds added after a verdict was seen are "
+              "shown beside it and never counted (EVALUATION.md sections 3 and 4).", "",
               "| model | comparison | latency model | parameter model | p50 latency / params (by seed) | "
-              "top-1 difference (pts, paired) | verdict | layers apart |", "|---|---|---|---|---|---|---|---|"]
+              "seeds counted (planned) | top-1 difference (pts, paired) | verdict | layers apart |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in o["models"].items():
-        rows = {r["config"]: r for r in m["rows"]}
         for key, label in (("matched_latency", "matched latency"), ("faster", "faster")):
             for c in m[key]:
                 se = "" if c["top1"]["se_pts"] is None else f" ± {c['top1']['se_pts']:.2f}"
+                ratios = ", ".join(f"{r:.2f}" for r in c["p50_ratio_per_seed"].values())
+                late = c.get("top1_all_seeds_not_counted")
+                late = (f" (all {late['pairs']} seeds, more added after the verdict: {late['diff_pts']:+.2f} ± "
+                        f"{late['se_pts']:.2f}, {late['verdict']}; not counted)") if late else ""
+                verdict = c["top1"]["verdict"] if c["counted"] else "not counted (fewer than 2 seeds matched)"
                 lines.append(f"| {name} | {label} | {c['latency']} | {c['params']} | {c['p50_ratio']:.2f}x "
-                             f"{_seed_ratios(rows[c['latency']], rows[c['params']])} | "
-                             f"{c['top1']['diff_pts']:+.2f}{se} | {c['top1']['verdict']} | "
+                             f"({ratios}) | {c['counted_seeds']} ({c['planned_seeds']}) | "
+                             f"{c['top1']['diff_pts']:+.2f}{se}{late} | {verdict} | "
                              + (f"{c['layers_apart']:.1%} |" if "layers_apart" in c else "- |"))
     twins = [(name, c) for name, m in o["models"].items() for c in m.get("against_proxy", [])]
     if twins:
@@ -521,8 +527,9 @@ def provenance_line(r: dict, script: str) -> list[str]:
                 "them.", ""]
     dirty = " with uncommitted code changes" if p.get("dirty") else ""
     h = p.get("host", {})
+    note = f" Note: {p['note']}." if p.get("note") else ""
     return [f"Provenance: commit {p['commit']}{dirty}, {str(p.get('date'))[:10]}, {h.get('cpu', '?')}, "
-            f"{h.get('cores', '?')} cores.", ""]
+            f"{h.get('cores', '?')} cores.{note}", ""]
 
 
 def render() -> str:

@@ -152,3 +152,17 @@ def test_every_results_file_gets_a_provenance_object_from_write(tmp_path, monkey
 
     prov = json.loads((tmp_path / "x.json").read_text())["provenance"]
     assert prov["seeds"] == [0, 1, 2] and {"commit", "dirty", "date", "host"} <= set(prov)
+
+
+def test_a_latency_verdict_counts_the_planned_seeds_and_only_the_pairs_that_matched():
+    """EVALUATION.md sections 3 and 4: seeds added after a verdict, and a pair outside 3%, are not counted."""
+    from latency_aware import _comparisons
+
+    par = {"config": "params-25", "objective": "params", "seeds": [0, 1, 2, 3], "top1": [90.0, 90.0, 90.0, 90.0],
+           "p50_ms": 10.0, "p50_ms_per_seed": [10.0, 10.0, 10.0, 10.0]}
+    lat = {"config": "latency-at-params-25", "objective": "latency", "matched_to": "params-25", "seeds": [0, 1, 2, 3],
+           "top1": [91.0, 95.0, 91.2, 91.1], "p50_ms": 10.2, "p50_ms_per_seed": [10.1, 10.5, 9.9, 10.0]}
+    pair = _comparisons({"a": par, "b": lat}, planned=[0, 1, 2])["matched_latency"][0]
+    assert pair["counted_seeds"] == [0, 2]  # seed 1 measured 1.05x: shown, not counted; seed 3 was added later
+    assert pair["top1"]["pairs"] == 2 and pair["top1"]["diff_pts"] == 1.1
+    assert pair["top1_all_seeds_not_counted"]["pairs"] == 4
