@@ -479,7 +479,8 @@ def objectives_section(o: dict | None) -> list[str]:
                          f"{_ms(row['p50_ms'])} | {row['speedup_vs_unpruned']:.2f}x | {row['params_kept']:.1%} | "
                          f"{row['macs_kept']:.1%} |")
     lines += ["", "Matched latency (the latency model aimed at the parameter model's p50), then every latency model "
-              "that measured faster than a parameter model (the claim there: a top-1 tie or better); "
+              "that measured faster than a parameter model (shown for what it is: a slower parameter model; "
+              "\"faster at the same top-1\" needs a parameter model at the faster one's latency, within 3%); "
               "\"layers apart\": the mean difference, over the layers, in the fraction of channels the two "
               "networks keep (seed 0's; near 0: both objectives chose one network, and can only tie):", "",
               "The verdict counts only the seeds the run was planned with and, at matched latency, only the "
