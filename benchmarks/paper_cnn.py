@@ -221,10 +221,12 @@ def _time(model: str, src: Path, entry: dict, runs: int) -> dict:
 
 
 def _route_top1(entry: dict, route: str, scheme: str) -> dict:
-    """A route's top-1 per seed in one scheme; a cell off the size target (more than 1% from it) is
-    listed under `off_target` and not counted (EVALUATION.md section 4)."""
+    """A route's top-1 per seed in one scheme, at the seeds the run was planned with (a seed added later
+    is never counted: EVALUATION.md section 3); a cell off the size target (more than 1% from it) is
+    listed under `off_target` and not counted (section 4)."""
+    planned = entry.get("seeds")
     found = sorted((c for c in entry.get("cells", {}).values() if c.get("route") == route and scheme in
-                    c.get("schemes", {})), key=lambda c: c["seed"])
+                    c.get("schemes", {}) and (planned is None or c["seed"] in planned)), key=lambda c: c["seed"])
     cells = [c for c in found if c["on_target"]]
     return {"seeds": [c["seed"] for c in cells], "top1": [c["schemes"][scheme]["top1"] for c in cells],
             "val_top1": [c["schemes"][scheme]["val_top1"] for c in cells], "cells": cells,
@@ -234,8 +236,8 @@ def _route_top1(entry: dict, route: str, scheme: str) -> dict:
 def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
     """The rows, computed from the cells (never typed): per row its size, MACs, bytes, compression,
     top-1 over seeds, drop against the equal-budget control, paired verdicts, and speed-up."""
-    controls = sorted((c for c in entry.get("cells", {}).values() if c.get("route") == "control"),
-                      key=lambda c: c["seed"])
+    controls = sorted((c for c in entry.get("cells", {}).values() if c.get("route") == "control"
+                       and c["seed"] in seeds), key=lambda c: c["seed"])
     control = {"seeds": [c["seed"] for c in controls], "top1": [c["top1"] for c in controls]}
     ctl = summary(control["top1"]) if controls else None
     timing = entry.get("timing", {}).get("models", {})
@@ -371,8 +373,11 @@ def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
     entry |= {"model": f"zoo:{model}", "data": baselines.DATA, "baseline_sha256": digest,
               "baseline_file": src.name, "baseline_top1": base.metrics["accuracy"],
               "baseline_val_top1": base.metrics.get("val_accuracy"), "baseline_param_bytes": base_bytes,
-              "baseline_recipe": base.meta["lineage"][0]["options"], "seeds": seeds,
+              "baseline_recipe": base.meta["lineage"][0]["options"], "seeds": entry.get("seeds", seeds),
               "decisions_split": "validation", "target": TARGET, "paper_compression_x": PAPER[model]}
+    if set(seeds) - set(entry["seeds"]):
+        print(f"{model}: seeds {sorted(set(seeds) - set(entry['seeds']))} are run and shown, not counted: the "
+              f"verdicts stay at the seeds the run was planned with, {entry['seeds']}", flush=True)
     store.write(entry, f"paper.json: {model} baseline")
     parts_log = entry.setdefault("parts", {})
     t0, l0 = time.perf_counter(), load()
@@ -409,7 +414,7 @@ def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
         entry = store.read()
         entry.setdefault("parts", {})[part] = {"minutes": round((time.perf_counter() - t0) / 60, 2),
                                                "load_before": l0, "load_after": load()}
-        entry |= summarize(model, entry, seeds)
+        entry |= summarize(model, entry, entry["seeds"])
         entry["provenance"] = provenance(seeds, recipe, {Path(src).name: digest}, entry["parts"])
         entry["control_epochs"] = _budget(entry)
         store.write(entry, f"paper.json: {model} {part} summary")

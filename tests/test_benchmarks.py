@@ -118,6 +118,8 @@ def test_paper_rows_and_verdicts_are_computed_from_the_cells(tmp_path, monkeypat
     assert row["vs_peer_global"]["verdict"] == "ahead" and row["vs_peer_global"]["pairs"] == 3
     assert out["goals"] == {} or "fc_int8_x" not in out["goals"]  # no fc-int8 cell: no typed-in goal
     assert paper_cnn._budget(entry) == 1.4  # the control gets the most any compared model got, rounded up
+    planned = paper_cnn.summarize("alexnet", entry | {"seeds": [0, 1]}, [0, 1])  # seed 2 was added later
+    assert planned["rows"]["all-int8"]["seeds"] == [0, 1] and planned["equal_budget"]["seeds"] == [0, 1]
 
 
 def test_paper_store_keeps_a_finished_cell_only_under_its_recipe_key(tmp_path, monkeypatch):
