@@ -36,6 +36,18 @@ def test_a2e_widths_are_configurable():
     assert [b[0].out_features for b in m.hidden] == [20, 5, 20]
 
 
+def test_lenet5_head_and_channels_are_configurable():
+    """`zoo:lenet5?fc=1024,1024` (the demo's wide head) and `channels=`; the default is LeNet-5's own."""
+    default = models.build("zoo:lenet5", (1, 28, 28), 10).model
+    assert [m.out_features for m in default.classifier if isinstance(m, torch.nn.Linear)] == [120, 84, 10]
+    wide = models.build("zoo:lenet5?fc=1024,1024&channels=8,16", (1, 28, 28), 10).model
+    assert [m.out_features for m in wide.classifier if isinstance(m, torch.nn.Linear)] == [1024, 1024, 10]
+    assert wide.features[3].out_channels == 16 and wide(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    for bad in ("zoo:lenet5?fc=0", "zoo:lenet5?fc=abc", "zoo:lenet5?channels=8"):
+        with pytest.raises(CompressError, match="bad model parameter"):
+            models.build(bad, (1, 28, 28), 10)
+
+
 def test_unknown_specs_list_the_known_names():
     with pytest.raises(CompressError, match="zoo:lenet5"):
         models.build("zoo:nope", (1, 28, 28), 10)

@@ -39,6 +39,22 @@ def _image_model(cls: type[nn.Module]) -> Callable[..., Built]:
     return build
 
 
+def _widths(value, name: str, count: int | None = None) -> list[int]:
+    """A comma-separated list of positive widths from a spec query (`fc=1024,1024`)."""
+    widths = [int(w) for w in str(value).replace("-", ",").split(",") if w.strip()]
+    if not widths or any(w < 1 for w in widths) or (count is not None and len(widths) != count):
+        raise ValueError(f"{name} must be {count or 'one or more'} comma-separated widths >= 1, not {value!r}")
+    return widths
+
+
+def _lenet5(data_shape: tuple[int, ...], num_classes: int, **kw) -> tuple[nn.Module, tuple[int, ...]]:
+    if "channels" in kw:
+        kw["channels"] = _widths(kw["channels"], "channels", 2)
+    if "fc" in kw:
+        kw["fc"] = _widths(kw["fc"], "fc")
+    return _image_model(zoo.LeNet5)(data_shape, num_classes, **kw)
+
+
 def _a2e(data_shape: tuple[int, ...], num_classes: int, **kw) -> tuple[nn.Module, tuple[int, ...]]:
     features = math.prod(data_shape)
     widths = kw.pop("widths", None)
@@ -48,7 +64,7 @@ def _a2e(data_shape: tuple[int, ...], num_classes: int, **kw) -> tuple[nn.Module
 
 
 ZOO: dict[str, Callable] = {
-    "lenet5": _image_model(zoo.LeNet5),
+    "lenet5": _lenet5,
     "alexnet": _image_model(zoo.AlexNet32),
     "vgg16": _image_model(zoo.VGG16BN),
     "a2e": _a2e,

@@ -13,22 +13,28 @@ from torch import nn
 
 
 class LeNet5(nn.Module):
-    """LeCun et al. 1998 for 32x32 inputs (MNIST is zero-padded or resized from 28x28)."""
+    """LeCun et al. 1998 for 32x32 inputs (MNIST is zero-padded or resized from 28x28).
+
+    `channels` (the two convolutions, 6 and 16) and `fc` (the hidden fully-connected widths, 120
+    and 84) are LeNet-5's own by default; `zoo:lenet5?fc=1024,1024` is the same network with a wide
+    head, where, as in the paper's AlexNet, nearly all the weights sit in the fully-connected layers."""
 
     input_size = 32
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels: Sequence[int] = (6, 16),
+                 fc: Sequence[int] = (120, 84)):
         super().__init__()
+        c1, c2 = (int(c) for c in channels)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
-            nn.Linear(120, 84), nn.ReLU(inplace=True),
-            nn.Linear(84, num_classes),
-        )
+        head: list[nn.Module] = [nn.Flatten()]
+        cin = c2 * 5 * 5
+        for width in fc:
+            head += [nn.Linear(cin, int(width)), nn.ReLU(inplace=True)]
+            cin = int(width)
+        self.classifier = nn.Sequential(*head, nn.Linear(cin, num_classes))
 
     def forward(self, x):
         return self.classifier(self.features(x))
