@@ -24,7 +24,7 @@ data: $(STAMP)
 
 demo: install
 	$(VENV)/bin/compress data fetch mnist
-	$(VENV)/bin/compress run
+	$(VENV)/bin/compress run examples/demo.toml -o runs/demo --force  # its figures: runs/demo/summary.json
 
 test: install
 	$(PY) -m pytest tests  # pytest exits 5 when it collects no test: a failure here

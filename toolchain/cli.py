@@ -581,6 +581,7 @@ def run(config, output, resume, quick, json_path, force):
     out = Path(resume) if resume else Path(output) if output else None
     result = pipeline.run(cfg, out, force=force, resume=bool(resume))
     _console().print(pipeline.table(result))
+    _console().print(pipeline.headline(result))
     _write_json(result, json_path)
 
 

@@ -180,6 +180,7 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
 
     With `resume`, continue the run in `out` (killed at any point): finished stages whose inputs
     did not change are reused, the rest run again."""
+    started = time.perf_counter()
     opts = stage_options(cfg)  # the whole config is checked before anything is written
     quick = cfg.get("quick_mode", False)
     if resume:
@@ -239,32 +240,67 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
                      "compression_x": artifact.compression_x(original["params"], m["param_bytes"], 2),
                      "file_ratio_x": round(rows[0]["bytes"] / m["bytes"], 2) if rows else 1.0,
                      "speedup_x": round(report["models"][0]["p50_ms"] / timing["p50_ms"], 2),
-                     "note": _effect(name, out)})
+                     "note": _effect(name, out, cfg, reused)})
+    first, last = rows[0], rows[-1]
+    drop = (round(first["accuracy"] - last["accuracy"], 2)
+            if first["accuracy"] is not None and last["accuracy"] is not None else None)
     summary = {"kind": "compress-run", "created": artifact.now(), "run_dir": str(out),
                "model": cfg["model"]["spec"], "data": data_spec, "quick": quick,
                "data_source": artifact.Artifact.open(trained).meta.get("data", {}).get("source"),
                "trained_reused_from_cache": reused, "stage_seconds": times, "stages": rows,
                "resumed_stages": reused_stages if resume else [],
+               # the run in four figures: the final model against the trained one (the table's last line)
+               "result": {"compression_x": last["compression_x"], "speedup_x": last["speedup_x"],
+                          "accuracy_drop": drop, "int8_kept": bool(artifact.Artifact.open(
+                              out / "quantized.pt").meta.get("quantization")),
+                          "wall_seconds": round(time.perf_counter() - started, 1)},
                "host": report["host"], "config": copy.deepcopy({k: cfg[k] for k in SECTIONS if k in cfg})}
     artifact.write_json(summary, out / "summary.json")
     return summary
 
 
-def _effect(stage: str, out: Path) -> str:
-    """What a stage did, in a few words, for the run table (a stage that changed nothing says why)."""
+SCOPE_WORDS = {"fc": "the fully-connected layers", "all": "every layer"}
+
+
+def _effect(stage: str, out: Path, cfg: dict, reused: bool) -> str:
+    """What a stage did and what it kept, in plain words, for the run table."""
+    if stage == "trained":
+        spec = cfg["model"]["spec"]
+        if spec.endswith((".pt", ".pth")):
+            return "the baseline: your trained model, as given"
+        lineage = artifact.Artifact.open(out / "trained.pt").meta.get("lineage", [])
+        options = next((e["options"] for e in lineage if e.get("stage") == "train"), {})
+        images = f", {options['train_limit']:,} images" if options.get("train_limit") else ""
+        epochs = f" {options['epochs']:g} epochs" if isinstance(options.get("epochs"), int | float) else ""
+        return (f"the baseline: trained{epochs} on {cfg['data']['spec']}{images}"
+                + (" (reused from the cache)" if reused else ""))
     if stage == "pruned":
         rep = artifact.Artifact.open(out / "pruned.pt").meta["report"]
         goal = rep.get("goal_met")
-        return (f"{rep['params_kept']:.1%} of params kept, {rep.get('plan_kind', '')} plan, "
-                f"{rep.get('walk', '')} order" + ("" if goal is None else "; goal met" if goal else "; GOAL NOT MET"))
+        how = {"sensitivity": "cheapest layer first"}.get(rep.get("walk", ""), f"{rep.get('walk', '')} order")
+        return (f"cut neurons and filters layer by layer ({how}), fine-tuned: kept {rep['params_kept']:.0%} "
+                f"of the parameters" + ("" if goal is None else "" if goal else "; SIZE GOAL NOT MET"))
     if stage == "quantized":
         rep = artifact.Artifact.open(out / "quantized.pt").meta["report"]
         recipe = rep["recipe"]
+        where, ratio = SCOPE_WORDS.get(recipe["scope"], recipe["scope"]), recipe.get("int8_vs_fp32_p50")
         if rep.get("kept_fp32_because_int8_was_slower"):
-            return (f"kept fp32: int8 ({recipe['scope']}) ran {recipe['int8_vs_fp32_p50']:.2f}x the fp32 p50 here "
-                    f"(quantize allow_slower = true keeps it)")
-        return f"int8 {recipe['scope']} ({recipe.get('format', 'qdq')}), {rep['drop_vs_fp32']:+.2f} pts vs fp32 ONNX"
-    return "the trained model"
+            return (f"nothing quantized, left in fp32: int8 in {where} took {ratio:.2f}x the fp32 time here "
+                    f"(set [quantize] allow_slower = true to keep int8 anyway)")
+        speed = ("kept without timing it (allow_slower = true)" if not ratio else
+                 f"ran {1 / ratio:.2f}x faster than fp32 here" if ratio <= 1 else
+                 f"took {ratio:.2f}x the fp32 time here (within the {quantize.SLOWER_TOLERANCE:.0%} allowed)")
+        return f"int8 weights in {where}: {speed}, accuracy {-rep['drop_vs_fp32']:+.2f} pts"
+    return ""
+
+
+def headline(summary: dict) -> str:
+    """The run in one line: smaller by X, faster by Y, accuracy -Z points, in N s."""
+    r = summary["result"]
+    drop = "n/a" if r["accuracy_drop"] is None else f"{-r['accuracy_drop']:+.2f}"
+    cached = " (the trained model from the cache)" if summary.get("trained_reused_from_cache") else ""
+    return (f"smaller by {r['compression_x']:.1f}x, faster by {r['speedup_x']:.1f}x, accuracy {drop} points, "
+            f"in {r['wall_seconds']:.0f} s{cached}")
 
 
 def table(summary: dict):
