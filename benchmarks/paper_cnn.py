@@ -52,6 +52,7 @@ WALK = {"step": 0.5, "finetune_epochs": 0.02, "final_epochs": 1.0, "lr": baselin
         "val_samples": 2000, "max_layer_ratio": 0.9}
 PAPER = {"alexnet": 47.28, "vgg16": 35.21}  # the paper's fc-int8 compression (CIFAR-10)
 GOALS = {"all_int8_x": 80.0, "max_drop_pts": 1.0, "speedup_p50": {"alexnet": 40.0, "vgg16": 25.0}}
+BN_IMAGES = 5000  # training images the BatchNorm statistics are re-estimated on (ingredient bn_reestimate)
 SCHEMES = {"fp32": None, "fc-int8": quantize.Scope.FC, "all-int8": quantize.Scope.ALL}
 
 # name: (plan, order, recovery, schemes exported)
@@ -63,18 +64,21 @@ ROUTES = {
     "no_distill": ("sensitivity", "sensitivity", {"distill": 0.0}, ("fp32", "all-int8")),
     "oneshot": ("sensitivity", "oneshot", RECOVERY, ("fp32", "all-int8")),
     "global_distill": ("global", "oneshot", RECOVERY, ("fp32", "all-int8")),
+    # the sensitivity route's own model, its BatchNorm statistics re-estimated on training images afterwards
+    "bn_reestimate": ("sensitivity", "sensitivity", RECOVERY | {"bn_reestimate": BN_IMAGES}, ("fp32", "all-int8")),
     # orders: the sensitivity plan walked in another order
     "order_sequential": ("sensitivity", "sequential", RECOVERY, ("fp32", "all-int8")),
     "order_reverse": ("sensitivity", "reverse", RECOVERY, ("fp32", "all-int8")),
     "order_random": ("sensitivity", "random", RECOVERY, ("fp32", "all-int8")),
 }
 PARTS = {"rows": ("sensitivity", "peer_global", "uniform"), "controls": (), "time": (), "summary": (),
-         "ingredients": ("no_distill", "oneshot", "global_distill"),
+         "ingredients": ("no_distill", "oneshot", "global_distill", "bn_reestimate"),
          "orders": ("order_sequential", "order_reverse", "order_random")}
 INGREDIENT_OF = {  # what the sensitivity route (all-int8) gains over each: that part's share
     "no_distill": "distillation from the baseline (the same walk, plain fine-tuning)",
     "oneshot": "the iterative walk (the same plan cut in one shot, the same epochs)",
     "global_distill": "the sensitivity plan against the peer's global plan, both given our recovery",
+    "bn_reestimate": "BatchNorm re-estimated on training images after the fine-tune (negative: it would help)",
 }
 
 
@@ -156,14 +160,17 @@ def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test,
     top-1 read in onnxruntime on the validation and the test split."""
     plan, order, recovery, schemes = ROUTES[route]
     folder = _files(model) / route
-    opts = prune.PruneOptions(analysis=analysis_path(model), target_params=TARGET, include_linear=True, seed=seed,
-                              device=device, **WALK, **recovery)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(TARGET,), orders=(prune.Order(order),),
-                            plans=(prune.Plan(plan),), cells_dir=folder)
-    row = res["rows"][0]
-    pruned = Path(row.pop("model"))
+    if "bn_reestimate" in recovery:
+        row, pruned = _bn_reestimated(model, seed, folder, recovery["bn_reestimate"])
+    else:
+        opts = prune.PruneOptions(analysis=analysis_path(model), target_params=TARGET, include_linear=True,
+                                  seed=seed, device=device, **WALK, **recovery)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(TARGET,),
+                                orders=(prune.Order(order),), plans=(prune.Plan(plan),), cells_dir=folder)
+        row = res["rows"][0]
+        pruned = Path(row.pop("model"))
     out = {k: row[k] for k in ("params", "kept", "macs", "macs_kept", "on_target", "steps", "finetune_epochs_total",
                                "val_top1")} | {"seed": seed, "route": route, "plan": plan, "order": order,
                                                "recovery": recovery, "schemes": {}}
@@ -180,6 +187,36 @@ def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test,
                                   "val_top1": round(onnx_accuracy(onnx_path, val), 3),
                                   "param_bytes": m["param_bytes"], "file_bytes": onnx_path.stat().st_size}
     return out | {"minutes": round((time.perf_counter() - start) / 60, 2)}
+
+
+def _bn_reestimated(model: str, seed: int, folder: Path, images: int) -> tuple[dict, Path]:
+    """The sensitivity cell's finished model with its BatchNorm statistics re-estimated on `images`
+    training images (class-stratified, this seed): no training, the same budget. Needs that cell's
+    model on this machine (its cell is run first in the ingredients part's order)."""
+    import torch
+
+    from toolchain import train
+
+    cell = Store(model, False).read().get("cells", {}).get(f"sensitivity/s{seed}")
+    pruned = _files(model) / "sensitivity" / f"sensitivity-sensitivity-{TARGET:g}-s{seed}.pt"
+    if cell is None or not pruned.exists():
+        raise SystemExit(f"{model} bn_reestimate/s{seed} needs the sensitivity cell's model {pruned}: rerun that "
+                         "cell on this machine first")
+    net, parent = artifact.load_model(pruned)
+    ds = data.load(baselines.DATA, parent.input_shape)
+    x, y = ds.train.tensors
+    idx = data.stratified_indices(y, images, seed=seed)
+    train.adapt_batchnorm(net, x[idx])
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"s{seed}.pt"
+    meta = artifact.new_meta("prune", {"bn_reestimate": images, "from": pruned.name}, parent=parent,
+                             spec=parent.spec, data=parent.meta.get("data"), input_shape=parent.input_shape,
+                             num_classes=parent.meta["num_classes"], metrics=parent.metrics)
+    artifact.save(net, dst, meta, force=True)
+    with torch.inference_mode():
+        val_top1 = train.evaluate(net, torch.utils.data.TensorDataset(*ds.val.tensors))
+    keep = ("params", "kept", "macs", "macs_kept", "on_target", "steps", "finetune_epochs_total")
+    return {k: cell[k] for k in keep} | {"val_top1": round(val_top1, 3)}, dst
 
 
 def _budget(entry: dict) -> float | None:
