@@ -137,3 +137,55 @@ def test_resume_reuses_finished_stages_and_redoes_changed_ones(real_run, tmp_pat
         cfg["bench"]["runs"] = 10
         changed = pipeline.run(cfg, out, resume=True)
     assert changed["resumed_stages"] == ["train", "analyze", "prune", "quantize", "export"]
+
+
+def test_the_demo_config_is_valid():
+    """`make demo`'s config (examples/demo.toml) passes every check `compress run` makes before it starts."""
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "demo.toml"
+    cfg = pipeline.load_config(example)
+    try:
+        opts = pipeline.stage_options(cfg)
+    except CompressError as e:
+        if "could not be fetched" in str(e):
+            pytest.skip(f"mnist unavailable: {e}")
+        raise
+    assert cfg["model"]["spec"].startswith("zoo:lenet5?fc=") and opts["quantize"].allow_slower is False
+
+
+def _masked(text: str) -> list[str]:
+    """Lines with every number as # and runs of spaces as one: the form of an output, not its figures."""
+    import re
+
+    return [" ".join(re.sub(r"[-+]?\d[\d,.]*", "#", line).split()) for line in text.splitlines() if line.strip()]
+
+
+def test_the_readme_shows_what_the_demo_prints(run_dir, tmp_path):
+    """The README's excerpt of `make demo`'s output (between `<!-- demo output -->` markers) is what
+    `compress run` prints, figures aside: its closing line, and each table line of it."""
+    import shutil
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    real, _, cache = run_dir
+    out = tmp_path / "run"
+    shutil.copytree(real, out)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    excerpt = readme.split("<!-- demo output -->")[1]
+    shown = [line for line in _masked(excerpt) if not line.startswith(("```", "$", "..."))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("toolchain.data.CACHE_DIR", cache)
+        mp.setenv("COLUMNS", "200")
+        result = CliRunner().invoke(main, ["run", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    printed = _masked(result.output)
+    closing = printed[-1].split(" (the trained model from the cache)")[0]  # a resumed run reuses its training
+    assert shown and shown[-1] == closing, (shown[-1], closing)  # smaller by #x, faster by #x, accuracy # points ...
+    header = next(line for line in printed if "stage" in line and "what it did" in line)
+    assert header in shown, header
+    stages = [line.split()[1] for line in shown if line.startswith("│") and line.split()[1] != "│"]
+    assert stages == ["trained", "pruned", "quantized"], stages
