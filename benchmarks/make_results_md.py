@@ -161,7 +161,9 @@ def quantize_section(r: dict) -> list[str]:
 
 ROW_NAMES = {"fc-int8": "sensitivity plan, fc-int8 (the paper's scheme)", "all-int8": "sensitivity plan, all-int8",
              "pruned-fp32": "sensitivity plan, fp32", "peer_global": "Torch-Pruning global by hand, all-int8",
-             "uniform": "uniform plan, all-int8", "uniform-fc-int8": "uniform plan, fc-int8"}
+             "uniform": "uniform plan, all-int8", "uniform-fc-int8": "uniform plan, fc-int8",
+             "point_paper": "sensitivity plan, fc-int8, at the paper's compression",
+             "point_80x": "sensitivity plan, all-int8, at 80x"}
 
 
 def _verdict(v: dict | None) -> str:

@@ -66,6 +66,9 @@ ROUTES = {
     "global_distill": ("global", "oneshot", RECOVERY, ("fp32", "all-int8")),
     # the sensitivity route's own model, its BatchNorm statistics re-estimated on training images afterwards
     "bn_reestimate": ("sensitivity", "sensitivity", RECOVERY | {"bn_reestimate": BN_IMAGES}, ("fp32", "all-int8")),
+    # the goals' own points: the sensitivity route at the kept fraction where a scheme reaches a compression
+    "point_paper": ("sensitivity", "sensitivity", RECOVERY, ("fp32", "fc-int8")),  # fc-int8 at the paper's x
+    "point_80x": ("sensitivity", "sensitivity", RECOVERY, ("fp32", "all-int8")),  # all-int8 at 80x
     # orders: the sensitivity plan walked in another order
     "order_sequential": ("sensitivity", "sequential", RECOVERY, ("fp32", "all-int8")),
     "order_reverse": ("sensitivity", "reverse", RECOVERY, ("fp32", "all-int8")),
@@ -73,7 +76,7 @@ ROUTES = {
 }
 PARTS = {"rows": ("sensitivity", "peer_global", "uniform"), "controls": (), "time": (), "summary": (),
          "ingredients": ("no_distill", "oneshot", "global_distill", "bn_reestimate"),
-         "orders": ("order_sequential", "order_reverse", "order_random")}
+         "orders": ("order_sequential", "order_reverse", "order_random"), "points": ("point_paper", "point_80x")}
 INGREDIENT_OF = {  # what the sensitivity route (all-int8) gains over each: that part's share
     "no_distill": "distillation from the baseline (the same walk, plain fine-tuning)",
     "oneshot": "the iterative walk (the same plan cut in one shot, the same epochs)",
@@ -155,7 +158,7 @@ def _files(model: str) -> Path:
     return data.CACHE_DIR / "paper" / model
 
 
-def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test, val) -> dict:
+def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test, val, target: float = TARGET) -> dict:
     """One route at one seed: prune (plan, order, recovery), then each scheme as an ONNX file, its
     top-1 read in onnxruntime on the validation and the test split."""
     plan, order, recovery, schemes = ROUTES[route]
@@ -164,16 +167,16 @@ def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test,
     if "bn_reestimate" in recovery:
         row, pruned = _bn_reestimated(model, seed, folder, recovery["bn_reestimate"])
     else:
-        opts = prune.PruneOptions(analysis=analysis_path(model), target_params=TARGET, include_linear=True,
+        opts = prune.PruneOptions(analysis=analysis_path(model), target_params=target, include_linear=True,
                                   seed=seed, device=device, **WALK, **recovery)
         with tempfile.TemporaryDirectory() as tmp:
-            res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(TARGET,),
+            res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(target,),
                                 orders=(prune.Order(order),), plans=(prune.Plan(plan),), cells_dir=folder)
         row = res["rows"][0]
         pruned = Path(row.pop("model"))
     out = {k: row[k] for k in ("params", "kept", "macs", "macs_kept", "on_target", "steps", "finetune_epochs_total",
                                "val_top1")} | {"seed": seed, "route": route, "plan": plan, "order": order,
-                                               "recovery": recovery, "schemes": {}}
+                                               "target": target, "recovery": recovery, "schemes": {}}
     for scheme in schemes:
         onnx_path = folder / f"s{seed}-{scheme}.onnx"
         source = pruned
@@ -217,6 +220,46 @@ def _bn_reestimated(model: str, seed: int, folder: Path, images: int) -> tuple[d
         val_top1 = train.evaluate(net, torch.utils.data.TensorDataset(*ds.val.tensors))
     keep = ("params", "kept", "macs", "macs_kept", "on_target", "steps", "finetune_epochs_total")
     return {k: cell[k] for k in keep} | {"val_top1": round(val_top1, 3)}, dst
+
+
+POINTS = {"point_paper": ("fc-int8", lambda model: PAPER[model]),  # route: (scheme, its goal compression)
+          "point_80x": ("all-int8", lambda _: GOALS["all_int8_x"])}
+
+
+def _compression(model: str, src: Path, target: float, scheme: str, base_bytes: int) -> float:
+    """The compression the sensitivity route reaches at `target` in `scheme`: its plan walked with no
+    fine-tuning (sizes do not depend on training), quantized, exported, bytes counted. No accuracy is
+    read: choosing a point by its size sees neither split."""
+    opts = prune.PruneOptions(analysis=analysis_path(model), target_params=target, include_linear=True,
+                              **(WALK | {"finetune_epochs": 0.0, "final_epochs": 0.0}))
+    with tempfile.TemporaryDirectory() as tmp:
+        res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(target,), orders=(prune.Order.SENSITIVITY,),
+                            plans=(prune.Plan.SENSITIVITY,), cells_dir=Path(tmp))
+        pruned, q, onnx_path = Path(res["rows"][0]["model"]), Path(tmp) / "q.pt", Path(tmp) / "q.onnx"
+        quantize.run(str(pruned), q, quantize.QuantizeOptions(scope=SCHEMES[scheme], allow_slower=True, samples=32))
+        export.run(str(q), onnx_path, export.ExportOptions())
+        return base_bytes / artifact.Artifact.open(onnx_path).metrics["param_bytes"]
+
+
+def _point_target(model: str, src: Path, route: str, store: Store) -> float:
+    """The kept fraction at which the route's scheme first reaches its goal compression (bisected on
+    size alone; recorded in paper.json so that every session plans the same point)."""
+    entry = store.read()
+    known = entry.get("point_targets", {}).get(route)
+    if known:
+        return known["target"]
+    scheme, goal = POINTS[route][0], POINTS[route][1](model)
+    lo, hi, probes = 0.005, 0.1, []  # compression falls as the kept fraction rises
+    for _ in range(7):
+        mid = round((lo + hi) / 2, 5)
+        x = _compression(model, src, mid, scheme, entry["baseline_param_bytes"])
+        probes.append({"target": mid, "compression_x": round(x, 3)})
+        lo, hi = (mid, hi) if x >= goal else (lo, mid)
+        print(f"{model} {route}: kept {mid:.4f} gives {scheme} {x:.2f}x (goal {goal}x)", flush=True)
+    entry.setdefault("point_targets", {})[route] = {"target": lo, "scheme": scheme, "goal_x": goal,
+                                                    "probes": probes}
+    store.write(entry, f"paper.json: {model} {route}'s kept fraction ({lo:.4f}, by size alone)")
+    return lo
 
 
 def _budget(entry: dict) -> float | None:
@@ -284,6 +327,7 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
               "pruned-fp32": ("sensitivity", "fp32"), "peer_global": ("peer_global", "all-int8"),
               "uniform": ("uniform", "all-int8"), "uniform-fc-int8": ("uniform", "fc-int8")}
     labels |= {r: (r, "all-int8") for r in (*PARTS["ingredients"], *PARTS["orders"])}
+    labels |= {r: (r, scheme) for r, (scheme, _) in POINTS.items()}
     rows = {}
     for label, (route, scheme) in labels.items():
         got = _route_top1(entry, route, scheme)
@@ -335,6 +379,12 @@ def summarize(model: str, entry: dict, seeds: list[int]) -> dict:
                                        "met": al["drop_pts"] <= GOALS["max_drop_pts"]},
                  "ahead_of_peer_global": {"goal": "ahead (2 SE)", "got": al.get("vs_peer_global", {}).get("verdict"),
                                           "met": al.get("vs_peer_global", {}).get("verdict") == "ahead"}}
+        for route, (_, goal) in POINTS.items():  # the goals' own points: the drop where the size is met
+            if route in rows and "drop_pts" in rows[route]:
+                r = rows[route]
+                goals[f"{route}_drop_pts"] = {"goal": GOALS["max_drop_pts"], "got": r["drop_pts"],
+                                              "at_x": r["compression_x"], "goal_x": goal(model),
+                                              "met": r["drop_pts"] <= GOALS["max_drop_pts"]}
         if "speedup_p50" in al:
             goal = GOALS["speedup_p50"][model]
             goals["speedup_p50"] = {"goal": goal, "got": al["speedup_p50"], "met": al["speedup_p50"] >= goal}
@@ -442,11 +492,13 @@ def run_model(model: str, parts: list[str], seeds: list[int], args) -> None:
             store.write(entry, f"paper.json: {model} timing")
         else:
             for route in PARTS[part]:
+                target = _point_target(model, src, route, store) if route in POINTS else TARGET
                 for seed in seeds:
                     name = f"{route}/s{seed}"
-                    key = _key(ROUTES[route], digest, TARGET, WALK, RATIOS, seed)
+                    key = _key(ROUTES[route], digest, target, WALK, RATIOS, seed)
                     if store.cell(name, key) is None:
-                        store.put(name, _prune_cell(model, src, route, seed, args.device, test, val) | {"key": key})
+                        store.put(name, _prune_cell(model, src, route, seed, args.device, test, val, target)
+                                  | {"key": key})
                     print(f"{model} {name}: {_brief(store.read()['cells'][name])}", flush=True)
         entry = store.read()
         entry.setdefault("parts", {})[part] = {"minutes": round((time.perf_counter() - t0) / 60, 2),
