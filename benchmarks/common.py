@@ -21,14 +21,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHARED_BASELINES = Path(os.environ.get("COMPRESS_BASELINES") or ROOT.parent / "shared" / "baselines")
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = artifact.sha256_of  # a file's sha256 (the one the sidecars record)
 
 
 def _recipe(opts: train.TrainOptions, data_spec: str) -> dict:

@@ -84,17 +84,12 @@ def put(path: Path, write: Callable[[Path], None], *, hashed: bool = True) -> bo
 def append(path: Path, text: str) -> bool:
     """Append to a journal entry (a line per result, each checked by its reader); False, warned
     once, where it cannot be written."""
-    try:
+    def write() -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
-    except OSError as e:
-        why = write_fault(e)
-        if why is None:
-            raise
-        warn_once(Path(path).parent, why)
-        return False
-    return True
+
+    return _tolerated(path, write)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -121,9 +116,18 @@ def discard(path: Path) -> None:
 
 
 def _record(path: Path, digest: str) -> bool:
-    try:
+    def write() -> None:
         with atomic_raw(hash_path(path)) as tmp:
             tmp.write_text(digest + "\n")
+
+    return _tolerated(path, write)
+
+
+def _tolerated(path: Path, write) -> bool:
+    """Run a cache write; a fault of the machine (full disk, read-only) warns once for the folder and
+    gives False (the stage goes on without the cache); any other error is a bug and rises."""
+    try:
+        write()
     except OSError as e:
         why = write_fault(e)
         if why is None:
