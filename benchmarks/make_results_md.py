@@ -174,11 +174,11 @@ def _verdict(v: dict | None) -> str:
 
 
 def _row(label: str, v: dict, paper: str) -> str:
-    seeds = "".join(f"{s}" for s in v["seeds"])
+    seeds = ", ".join(f"{s}" for s in v["seeds"])
     flags = ("" if v["on_target"] else f" (seeds {v['off_target_seeds']} off target: not counted)") + (
         "" if v["complete"] else " (seeds missing)")
     speed = f"{v['speedup_p50']:.1f}x" if "speedup_p50" in v else "-"
-    drop = f"{v['drop_pts']:+.2f}" if "drop_pts" in v else "-"
+    drop = f"{v['drop_pts']:.2f}" if "drop_pts" in v else "-"
     comp = f"{v['compression_x']:.2f}x" if v.get("compression_x") else "-"
     return (f"| {ROW_NAMES.get(label, label)}{flags} | {v['kept']:.2%} | {v['params']:,} | {v['macs_kept']:.1%} | "
             f"{v['file_bytes']:,} | {comp} | {_pm(v['top1_mean'], v['top1_std'])} (seeds {seeds}) | {drop} | "
