@@ -158,6 +158,15 @@ def _files(model: str) -> Path:
     return data.CACHE_DIR / "paper" / model
 
 
+def _pruned(model: str, src: Path, target: float, plan: str, order: str, folder: Path, walk: dict) -> dict:
+    """One model of the plan walked in the order to `target` (prune's compare row; the model saved in `folder`)."""
+    opts = prune.PruneOptions(analysis=analysis_path(model), target_params=target, include_linear=True, **walk)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(target,), orders=(prune.Order(order),),
+                            plans=(prune.Plan(plan),), cells_dir=folder)
+    return res["rows"][0]
+
+
 def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test, val, target: float = TARGET) -> dict:
     """One route at one seed: prune (plan, order, recovery), then each scheme as an ONNX file, its
     top-1 read in onnxruntime on the validation and the test split."""
@@ -167,12 +176,7 @@ def _prune_cell(model: str, src: Path, route: str, seed: int, device: str, test,
     if "bn_reestimate" in recovery:
         row, pruned = _bn_reestimated(model, seed, folder, recovery["bn_reestimate"])
     else:
-        opts = prune.PruneOptions(analysis=analysis_path(model), target_params=target, include_linear=True,
-                                  seed=seed, device=device, **WALK, **recovery)
-        with tempfile.TemporaryDirectory() as tmp:
-            res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(target,),
-                                orders=(prune.Order(order),), plans=(prune.Plan(plan),), cells_dir=folder)
-        row = res["rows"][0]
+        row = _pruned(model, src, target, plan, order, folder, WALK | recovery | {"seed": seed, "device": device})
         pruned = Path(row.pop("model"))
     out = {k: row[k] for k in ("params", "kept", "macs", "macs_kept", "on_target", "steps", "finetune_epochs_total",
                                "val_top1")} | {"seed": seed, "route": route, "plan": plan, "order": order,
@@ -230,12 +234,10 @@ def _compression(model: str, src: Path, target: float, scheme: str, base_bytes: 
     """The compression the sensitivity route reaches at `target` in `scheme`: its plan walked with no
     fine-tuning (sizes do not depend on training), quantized, exported, bytes counted. No accuracy is
     read: choosing a point by its size sees neither split."""
-    opts = prune.PruneOptions(analysis=analysis_path(model), target_params=target, include_linear=True,
-                              **(WALK | {"finetune_epochs": 0.0, "final_epochs": 0.0}))
     with tempfile.TemporaryDirectory() as tmp:
-        res = prune.compare(str(src), Path(tmp) / "c.json", opts, targets=(target,), orders=(prune.Order.SENSITIVITY,),
-                            plans=(prune.Plan.SENSITIVITY,), cells_dir=Path(tmp))
-        pruned, q, onnx_path = Path(res["rows"][0]["model"]), Path(tmp) / "q.pt", Path(tmp) / "q.onnx"
+        row = _pruned(model, src, target, "sensitivity", "sensitivity", Path(tmp),
+                      WALK | {"finetune_epochs": 0.0, "final_epochs": 0.0})
+        pruned, q, onnx_path = Path(row["model"]), Path(tmp) / "q.pt", Path(tmp) / "q.onnx"
         quantize.run(str(pruned), q, quantize.QuantizeOptions(scope=SCHEMES[scheme], allow_slower=True, samples=32))
         export.run(str(q), onnx_path, export.ExportOptions())
         return base_bytes / artifact.Artifact.open(onnx_path).metrics["param_bytes"]
