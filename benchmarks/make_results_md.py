@@ -333,36 +333,48 @@ def bench_section(r: dict) -> list[str]:
 
 def breadth_section(r: dict) -> list[str]:
     rows = r["rows"]
+    rule = r.get("parity_rule")
+    checked = rule is not None and all("parity_int8" in m for m in rows)
     lines = ["## Every torchvision classifier through every stage (issue 14)", "",
              "`python benchmarks/zoo_breadth.py`: "
              + (f"{len(r['not_run'])} of {r['models'] + len(r['not_run'])} models were not run yet (the largest; "
                 f"listed below). " if r.get("not_run") else "")
-             +
-             f"Of the {r['models']} run, {r['ok']} ({100 * r['ok_fraction']:.1f}%; goal "
+             + f"Of the {r['models']} run, {r['ok']} ({100 * r['ok_fraction']:.1f}%; goal "
              f"{100 * r['goal_ok_fraction']:.0f}% of all) went through analyze (one ratio, 32 validation images), "
              f"prune to {r['target_params']:.0%} of the parameters (sensitivity plan, one shot), all-int8 "
              f"quantization, export with the fp32 ONNX checked against PyTorch, and bench; {r['tracebacks']} ended "
              f"in a traceback. "
-             f"**This measures structure, not accuracy**: random weights, `synthetic:` data, small inputs "
-             f"({r['input']['default']} px; {', '.join(f'{k} {v}' for k, v in r['input'].items() if k != 'default')}). "
+             + (f"Int8 parity: the int8 ONNX that is timed against the fp32 pruned model on 64 images, held to "
+                f"top-1 agreement >= {rule['min_agreement']} and relative error <= {rule['max_rel_error']} "
+                f"(fixed before the run); {len(r['parity_failed'])} row(s) failed it"
+                f"{': ' + ', '.join(r['parity_failed']) if r['parity_failed'] else ''}. "
+                if checked else "**No int8 parity**: these rows compare only the fp32 ONNX with PyTorch. ")
+             + "**This measures structure, not accuracy**: random weights"
+             + (" (BatchNorm statistics estimated on 64 images)" if checked else "")
+             + f", `synthetic:` data, small inputs ({r['input']['default']} px; "
+             + f"{', '.join(f'{k} {v}' for k, v in r['input'].items() if k != 'default')}). "
              f"p50: onnxruntime, 1 thread, fp32 unpruned vs pruned all-int8, interleaved; {r.get('jobs', 1)} "
              f"model(s) at a time, so under load (the pair of a row shares it). Host: {_host(r)}. "
-             + (f"Time: {r['model_seconds'] / 3600:.1f} h summed over the models run; one run of all of them "
-                f"takes about {r['estimated_wall_s'] / 3600:.1f} h of wall time ({r.get('jobs', 1)} at a time, "
-                f"{', '.join(r.get('alone') or []) or 'none'} alone; goal: all 80 in 3 h on 2 cores). Rows were "
-                f"measured from {r['measured_between'][0]} to {r['measured_between'][1]} "
-                f"(`measured`): an older row was measured with the toolchain of its day, so where a later change "
-                f"sped a stage up (`git log benchmarks/results/zoo_breadth.json`) it overstates that model's time."
-                if r.get("estimated_wall_s") else ""), "",
-             "| model | params before | after | MACs kept | parity max abs | p50 before ms | p50 after ms | status |",
-             "|---|---|---|---|---|---|---|---|"]
+             + (f"Time: one fresh run of all {r['models']} models took {r['wall_s'] / 3600:.2f} h of wall time "
+                f"({r.get('jobs', 1)} at a time, {', '.join(r.get('alone') or []) or 'none'} alone), measured."
+                if r.get("fresh_run") else
+                f"Time: **no fresh run of all models has been timed**; the rows were measured from "
+                f"{r['measured_between'][0]} to {r['measured_between'][1]}"
+                + (f" at {len(r['row_commits'])} commit(s)" if r.get("row_commits") else " on older code") +
+                f", {r['model_seconds'] / 3600:.1f} h summed over the models (a sum, not the time of a run)."),
+             "",
+             "| model | params before | after | MACs kept | int8 top-1 agreement | int8 rel. error | "
+             "p50 before ms | p50 after ms | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in rows:
         macs = f"{m['macs_after'] / m['macs_before']:.0%}" if m.get("macs_before") else ""
-        parity = f"{m['parity_max_abs']:.1e}" if m.get("parity_max_abs") is not None else ""
-        status = "ok" if m["status"] == "ok" else f"skipped: {m.get('reason', '')[:160]}"
+        p8 = m.get("parity_int8") or {}
+        agree = f"{p8['top1_agreement']:.3f}" if p8 else ""
+        rel = f"{p8['rel_error']:.3f}" if p8 else ""
+        status = "ok" if m["status"] == "ok" else f"{m['status']}: {m.get('reason', '')[:160]}"
         before, after = (f"{m[k]:,}" if m.get(k) else "" for k in ("params_before", "params_after"))
-        lines.append(f"| {m['model']} | {before} | {after} | {macs} | {parity} | {_ms(m.get('p50_before_ms'))} | "
-                     f"{_ms(m.get('p50_after_ms'))} | {status} |")
+        lines.append(f"| {m['model']} | {before} | {after} | {macs} | {agree} | {rel} | "
+                     f"{_ms(m.get('p50_before_ms'))} | {_ms(m.get('p50_after_ms'))} | {status} |")
     missing = r.get("not_run") or []
     if missing:
         lines += ["", f"Not run in this measurement (over the time the run had; the script resumes): "

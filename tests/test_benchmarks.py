@@ -168,3 +168,39 @@ def test_a_latency_verdict_counts_the_planned_seeds_and_only_the_pairs_that_matc
     assert pair["counted_seeds"] == [0, 2]  # seed 1 measured 1.05x: shown, not counted; seed 3 was added later
     assert pair["top1"]["pairs"] == 2 and pair["top1"]["diff_pts"] == 1.1
     assert pair["top1_all_seeds_not_counted"]["pairs"] == 4
+
+
+def test_breadth_int8_parity_holds_for_a_faithful_file_and_fails_for_a_broken_one(tmp_path):
+    """zoo_breadth's parity_int8 can fail: the same check that passes the model's own ONNX file fails
+    one whose weights were changed, and one whose logits are all zero is called degenerate."""
+    import torch
+    from torch import nn
+    from zoo_breadth import _base, parity_int8
+
+    from toolchain import artifact, export, models
+
+    data_spec = "synthetic:3x32x32:4"
+    torch.manual_seed(0)
+    net = models.build("zoo:lenet5", (3, 32, 32), 4).model
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    meta = artifact.new_meta("build", {}, parent=None, spec="zoo:lenet5", data={"spec": data_spec},
+                             input_shape=(3, 32, 32), num_classes=4, metrics={})
+    artifact.save(net, tmp_path / "net.pt", meta)
+    onnx_file = tmp_path / "net.onnx"
+    export.export_onnx(net.eval(), (3, 32, 32), onnx_file, export.ExportOptions())
+    assert parity_int8(tmp_path / "net.pt", onnx_file, data_spec, 32)["holds"]
+    with torch.no_grad():
+        head.weight.mul_(-1)  # a different model: its own file no longer matches it
+    artifact.save(net, tmp_path / "flipped.pt", meta)
+    broken = parity_int8(tmp_path / "flipped.pt", onnx_file, data_spec, 32)
+    assert not broken["holds"] and "relative error" in broken["why"]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    artifact.save(net, tmp_path / "zero.pt", meta)
+    export.export_onnx(net.eval(), (3, 32, 32), tmp_path / "zero.onnx", export.ExportOptions())
+    assert "degenerate" in parity_int8(tmp_path / "zero.pt", tmp_path / "zero.onnx", data_spec, 32)["why"]
+    # the breadth run's starting point: zero-initialised layers drawn at random, BatchNorm statistics estimated
+    base, _ = artifact.load_model(_base("torchvision:vit_b_16?size=32&image_size=32", 32, data_spec,
+                                        tmp_path / "vit.pt"))
+    assert base.heads.head.weight.any() and base.heads.head.weight.std() > 0
