@@ -12,7 +12,6 @@ top/bottom layers agree). Goal: under 60 s on 2 cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -20,24 +19,7 @@ from pathlib import Path
 from common import trained, write
 
 from toolchain import analyze, train
-from toolchain.analyze import _spearman
-
-
-@contextlib.contextmanager
-def _on_copies():
-    """Every cut measured on a pruned copy, as the analysis did before `surgery.MaskedCuts`: the A/B."""
-    class Copies:
-        model = None
-
-        @contextlib.contextmanager
-        def cut(self, *_):
-            yield None
-    saved = analyze._masked_cuts
-    analyze._masked_cuts = lambda model, shape: Copies()
-    try:
-        yield
-    finally:
-        analyze._masked_cuts = saved
+from toolchain.measure import spearman
 
 
 def main() -> None:
@@ -56,13 +38,12 @@ def main() -> None:
                                         ("subset_2_workers", 2, args.eval_samples),
                                         ("full_test_set", 2, None)):
             start = time.perf_counter()
-            with _on_copies() if label.endswith("copies") else contextlib.nullcontext():
-                res = analyze.run(str(model), Path(tmp) / f"{label}.json",
-                                  analyze.AnalyzeOptions(ratio=0.5, eval_samples=samples, workers=workers,
-                                                         # timed runs start empty; the full-test-set reference
-                                                         # (not timed against the goal) may reuse the user cache
-                                                         plots=False,
-                                                         cache_dir=cache / label if samples else None)).meta
+            res = analyze.run(str(model), Path(tmp) / f"{label}.json",
+                              analyze.AnalyzeOptions(ratio=0.5, eval_samples=samples, workers=workers,
+                                                     # timed runs start empty; the full-test-set reference
+                                                     # (not timed against the goal) may reuse the user cache
+                                                     plots=False, masking=not label.endswith("copies"),
+                                                     cache_dir=cache / label if samples else None)).meta
             runs[label] = {"wall_s": round(time.perf_counter() - start, 2), "workers": workers,
                            "eval_samples": res["data"]["eval_samples"], "priority": res["priority"],
                            "baseline_accuracy": res["baseline"]["accuracy"],
@@ -72,7 +53,7 @@ def main() -> None:
             print(f"{label}: {runs[label]['wall_s']} s, {len(res['layers'])} layers, "
                   f"{res['data']['eval_samples']} samples", flush=True)
     names = list(runs["full_test_set"]["layers"])
-    rho = _spearman([runs["subset_2_workers"]["layers"][n] for n in names],
+    rho = spearman([runs["subset_2_workers"]["layers"][n] for n in names],
                     [runs["full_test_set"]["layers"][n] for n in names])
     sub, full = runs["subset_2_workers"]["priority"], runs["full_test_set"]["priority"]
     result = {"model": "zoo:vgg16 (VGG16-BN, 32x32)", "data": "fashion-mnist", "ratio": 0.5,

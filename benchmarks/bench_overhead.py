@@ -29,7 +29,8 @@ import numpy as np
 import onnxruntime as ort
 
 from toolchain import bench, models
-from toolchain.export import ExportOptions, export_onnx
+from toolchain.convert import export_onnx
+from toolchain.measure import host_facts
 
 GOAL = 0.05  # compress's p50 within 5% of the bare loop's
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_overhead.json"
@@ -106,12 +107,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (spec, shape, runs, warmup) in MODELS.items():
             path = Path(tmp) / f"{name}.onnx"
-            export_onnx(models.build(spec, shape, 10).model.eval(), shape, path, ExportOptions())
+            export_onnx(models.build(spec, shape, 10).model.eval(), shape, path)
             if args.quick:
                 runs, warmup = max(20, runs // 10), max(2, warmup // 10)
             rows.append(measure(name, path, runs, warmup, reps, args.threads or None))
     result = {"kind": "bench-overhead", "goal": f"compress bench p50 within {GOAL:.0%} of a bare onnxruntime loop",
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": bench.host_facts(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": host_facts(),
               "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "threads": args.threads, "quick": args.quick, "models": rows,
               "all_within_goal": all(r["within_goal"] for r in rows)}

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from toolchain import __version__, artifact, data, train  # noqa: E402
+from toolchain.measure import load, paired_verdict, settle, summary  # noqa: E402,F401 - the statistics every figure uses
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -100,31 +101,12 @@ def provenance(seeds: list[int] | None = None, recipe: dict | None = None, basel
             "baselines": baselines or {}, "parts": parts or {}}
 
 
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def host() -> dict:
     from toolchain.bench_runner import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "compress": __version__}
-
-
-def settle(max_seconds: float = 300.0, poll: float = 5.0) -> float:
-    """Wait until the machine's 1-minute load average is below what bench flags as busy (EVALUATION.md
-    section 5: 1.0 on 2 cores), at most `max_seconds`; the seconds waited. A timing that starts right
-    after a fine-tune reads the fine-tune's own load for about a minute: without this every such run is
-    flagged, though the machine is quiet. One still busy after `max_seconds` is timed and flagged."""
-    import time
-
-    from toolchain.bench import LOADED_PER_CORE
-
-    start, limit = time.perf_counter(), LOADED_PER_CORE * (os.cpu_count() or 1)
-    while os.getloadavg()[0] > limit and time.perf_counter() - start < max_seconds:
-        time.sleep(poll)
-    return round(time.perf_counter() - start, 1)
 
 
 def write(name: str, result: dict) -> Path:
@@ -138,24 +120,3 @@ def write(name: str, result: dict) -> Path:
     return path
 
 
-def summary(xs: list[float]) -> dict:
-    """Mean and sample standard deviation (None for one value), rounded for tables."""
-    import statistics
-
-    return {"mean": round(statistics.fmean(xs), 3), "std": round(statistics.stdev(xs), 3) if len(xs) > 1 else None,
-            "n": len(xs)}
-
-
-def paired_verdict(a: dict, b: dict) -> dict:
-    """A against B, paired by seed (EVALUATION.md section 3): "ahead" or "behind" only where the mean
-    difference exceeds twice its standard error, else "tie" (also with fewer than 2 pairs)."""
-    import math
-    import statistics
-
-    pairs = {s: x for s, x in zip(a["seeds"], a["top1"], strict=True)}
-    diffs = [pairs[s] - y for s, y in zip(b["seeds"], b["top1"], strict=True) if s in pairs]
-    mean = statistics.fmean(diffs) if diffs else 0.0
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
-    verdict = "tie" if se is None or abs(mean) <= 2 * se else ("ahead" if mean > 0 else "behind")
-    return {"diff_pts": round(mean, 3), "se_pts": None if se is None else round(se, 3), "pairs": len(diffs),
-            "verdict": verdict}

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from common import RESULTS, paired_verdict, settle, summary, trained, write
 
-from toolchain import analyze, artifact, bench, data, export, profile, prune, quantize, train
+from toolchain import analyze, artifact, bench, cost, data, export, profile, prune, quantize, train
 
 MODELS = {"mobilenet_v2": "depthwise", "regnet_x_400mf": "grouped"}
 SIZE = 64
@@ -161,7 +161,7 @@ def _row(label: str, cfg: dict, name: str, arts: list, table: dict, seeds: list[
            "goal": cfg.get("latency_fraction", 1.0) if latency else cfg["target_params"],
            "goal_unit": f"x the p50 of {Path(cfg['latency_of']).name}" if latency else "fraction of parameters",
            "goal_ms": [r.get("latency_goal_ms") for r in kept] if latency else None,
-           "additive_ms": [round(profile.predicted_ms(table, r["plan"]), 4) for r in kept],  # the table's sum
+           "additive_ms": [round(cost.predicted_ms(table, r["plan"]), 4) for r in kept],  # the table's sum
            "latency_rounds": [r.get("latency_rounds") for r in kept],
            "plan_candidates": [r.get("plan_candidates") for r in kept],  # each cap's plan and its prices
            "cost_models": [r.get("latency_cost_models") for r in kept],

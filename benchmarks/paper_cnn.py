@@ -42,7 +42,7 @@ import baselines
 from common import RESULTS, ROOT, load, paired_verdict, provenance, settle, sha256, summary
 
 from toolchain import analyze, artifact, bench, data, export, prune, quantize
-from toolchain.export import onnx_accuracy
+from toolchain.convert import onnx_accuracy
 
 OUT = RESULTS / "paper.json"
 TARGET = 0.05  # of the parameters, every row (the plan lands within 1% below it)

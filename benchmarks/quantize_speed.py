@@ -20,7 +20,8 @@ from pathlib import Path
 from common import RESULTS, host, trained, write
 
 from toolchain import analyze, bench, data, export, prune, quantize, train
-from toolchain.export import onnx_accuracy, param_bytes
+from toolchain.convert import onnx_accuracy
+from toolchain.onnxio import param_bytes
 
 
 def pruned(spec: str, args, tmp: Path) -> Path:

@@ -24,7 +24,7 @@ import torch
 from common import RESULTS, host, summary, trained, write
 
 from toolchain import analyze, artifact, data, export, prune, train
-from toolchain.export import onnx_logits
+from toolchain.onnxio import onnx_logits
 
 SWEEP = (0.25, 0.5, 0.75, 0.9)  # analysis ratios (the same sweep as prune_orders.py)
 PAPER = {"alexnet": {"compression_x": 47.28}, "vgg16": {"compression_x": 35.21},  # the CNNs: paper_cnn.py

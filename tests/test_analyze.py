@@ -3,7 +3,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from toolchain import analyze
+from toolchain import analyze, train
 from toolchain.errors import CompressError
 
 
@@ -140,7 +140,7 @@ def test_fidelity_is_measured_against_the_unpruned_network_after_the_same_adapti
     y = net(x).argmax(1)  # labels the network fits: a fitted temperature, not a flat softmax
     adapt = 3 * torch.randn(32, 1, 8, 8) + 1  # other statistics than the network's own
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    ref, t_ref = analyze.fidelity_reference(net, x, y, adapt)
+    ref, t_ref = train.fidelity_reference(net, x, y, adapt)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the network's own put back
     adapted = copy.deepcopy(net)
     adapt_batchnorm(adapted, adapt)

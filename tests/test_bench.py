@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from toolchain import bench, bench_runner
+from toolchain import bench, bench_runner, measure, target
 from toolchain.cli import main
+from toolchain.convert import export_onnx
 from toolchain.errors import CompressError
-from toolchain.export import ExportOptions, export_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "20", "--warmup", "2", "--no-memory"]
@@ -32,7 +32,7 @@ def models(tmp_path_factory):
     paths = []
     for name, net in (("small", small), ("big", big)):
         path = d / f"{name}.onnx"
-        export_onnx(net.eval(), (3, 16, 16), path, ExportOptions(simplify=False))
+        export_onnx(net.eval(), (3, 16, 16), path, simplify=False)
         paths.append(path)
     return paths
 
@@ -104,11 +104,11 @@ def test_interleave_stops_after_seconds_with_equal_counts():
 
 
 def test_bench_result_derives_statistics_and_flags_noise():
-    steady = bench.BenchResult("m.onnx", 10, 1.0, 2.0, tuple([1.0] * 50 + [1.02] * 50), batch=4)
+    steady = measure.BenchResult("m.onnx", 10, 1.0, 2.0, tuple([1.0] * 50 + [1.02] * 50), batch=4)
     assert steady.p50 == pytest.approx(1.01) and not steady.noisy
     assert steady.throughput == pytest.approx(4000 / 1.01, rel=1e-3)
-    spread = bench.BenchResult("m.onnx", 10, 1.0, 2.0, tuple([1.0] * 50 + [1.5] * 50))
-    assert spread.iqr / spread.p50 > bench.NOISY_IQR and spread.noisy
+    spread = measure.BenchResult("m.onnx", 10, 1.0, 2.0, tuple([1.0] * 50 + [1.5] * 50))
+    assert spread.iqr / spread.p50 > measure.NOISY_IQR and spread.noisy
     d = spread.to_dict()
     assert d["p99_ms"] == pytest.approx(1.5) and d["min_ms"] == 1.0 and d["runs"] == 100 and d["noisy"]
 
@@ -191,25 +191,24 @@ def test_unknown_provider_name(models):
 # ---------------------------------------------------------------- targets
 
 def test_every_packaged_target_loads():
-    names = bench.targets()
+    names = target.targets()
     assert {"x86-cpu", "rpi4", "rpi5", "jetson-orin-nano", "jetson-nano"} <= set(names)
     for name in names:
-        t = bench.load_target(name)
+        t = target.load_target(name)
         assert t.name == name and t.arch in ("x86_64", "aarch64") and t.description and t.cpu
         assert t.runtime.providers[-1] == "CPUExecutionProvider" and t.ssh.python and t.ssh.port == 22
         assert t.int8.format in ("qdq", "qoperator")
-    orin = bench.load_target("jetson-orin-nano")
+    orin = target.load_target("jetson-orin-nano")
     assert orin.runtime.providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-    assert orin.runtime.precision is bench.Precision.FP16
-    assert bench.load_target("rpi4").cpu == "Cortex-A72" and bench.load_target("rpi5").cpu == "Cortex-A76"
+    assert orin.runtime.precision is target.Precision.FP16
+    assert target.load_target("rpi4").cpu == "Cortex-A72" and target.load_target("rpi5").cpu == "Cortex-A76"
 
 
-def test_documented_targets_folder_matches_the_packaged_profiles():
-    """targets/*.toml (where the docs point) are the very files the package ships."""
-    shipped = sorted((REPO / "toolchain" / "targets").glob("*.toml"))
-    assert shipped
-    for path in shipped:
-        assert (REPO / "targets" / path.name).read_text() == path.read_text(), path.name
+def test_documented_targets_folder_is_the_one_the_package_ships():
+    """targets/*.toml (where the docs point) are the very files the package reads: one folder,
+    toolchain/targets a link to it, so no copy can drift."""
+    assert (REPO / "toolchain" / "targets").resolve() == (REPO / "targets").resolve()
+    assert sorted(target.targets()) == sorted(p.stem for p in (REPO / "targets").glob("*.toml"))
 
 
 def test_target_profile_is_applied_and_the_report_names_this_host(models, tmp_path):
@@ -234,20 +233,20 @@ def test_target_from_a_file_and_its_errors(models, tmp_path):
     report = bench.run(models[:1], None, bench.BenchOptions(runs=3, warmup=0, target=str(board),
                                                       runtime=bench.Runtime(memory=False))).meta
     assert report["threads"] == 1 and report["graph_optimization"] == "basic" and not report["target_mismatch"]
-    assert bench.load_target(str(board)).ssh.user == "me"
+    assert target.load_target(str(board)).ssh.user == "me"
     board.write_text('[runtime]\nthread = 1\n')
     with pytest.raises(CompressError, match="unknown key.*thread"):
-        bench.load_target(str(board))
+        target.load_target(str(board))
     board.write_text('[runtime\n')
     with pytest.raises(CompressError, match="not valid TOML"):
-        bench.load_target(str(board))
+        target.load_target(str(board))
     with pytest.raises(CompressError, match="no such file"):
-        bench.load_target(str(tmp_path / "gone.toml"))
+        target.load_target(str(tmp_path / "gone.toml"))
 
 
 def test_cli_choices_are_the_enum_values():
     opt = next(p for p in main.commands["bench"].params if p.name == "graph_opt")
-    assert list(opt.type.choices) == [g.value for g in bench.GraphOpt]
+    assert list(opt.type.choices) == [g.value for g in target.GraphOpt]
 
 
 # ---------------------------------------------------------------- providers

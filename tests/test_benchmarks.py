@@ -177,7 +177,7 @@ def test_breadth_int8_parity_holds_for_a_faithful_file_and_fails_for_a_broken_on
     from torch import nn
     from zoo_breadth import _base, parity_int8
 
-    from toolchain import artifact, export, models
+    from toolchain import artifact, convert, models
 
     data_spec = "synthetic:3x32x32:4"
     torch.manual_seed(0)
@@ -187,7 +187,7 @@ def test_breadth_int8_parity_holds_for_a_faithful_file_and_fails_for_a_broken_on
                              input_shape=(3, 32, 32), num_classes=4, metrics={})
     artifact.save(net, tmp_path / "net.pt", meta)
     onnx_file = tmp_path / "net.onnx"
-    export.export_onnx(net.eval(), (3, 32, 32), onnx_file, export.ExportOptions())
+    convert.export_onnx(net.eval(), (3, 32, 32), onnx_file)
     assert parity_int8(tmp_path / "net.pt", onnx_file, data_spec, 32)["holds"]
     with torch.no_grad():
         head.weight.mul_(-1)  # a different model: its own file no longer matches it
@@ -198,7 +198,7 @@ def test_breadth_int8_parity_holds_for_a_faithful_file_and_fails_for_a_broken_on
         head.weight.zero_()
         head.bias.zero_()
     artifact.save(net, tmp_path / "zero.pt", meta)
-    export.export_onnx(net.eval(), (3, 32, 32), tmp_path / "zero.onnx", export.ExportOptions())
+    convert.export_onnx(net.eval(), (3, 32, 32), tmp_path / "zero.onnx")
     assert "degenerate" in parity_int8(tmp_path / "zero.pt", tmp_path / "zero.onnx", data_spec, 32)["why"]
     # the breadth run's starting point: zero-initialised layers drawn at random, BatchNorm statistics estimated
     base, _ = artifact.load_model(_base("torchvision:vit_b_16?size=32&image_size=32", 32, data_spec,

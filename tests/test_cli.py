@@ -193,3 +193,19 @@ def test_every_help_example_runs(cmd, workspace, tmp_path, monkeypatch):
     if not_run:  # the rest ran; these failed cleanly for want of the emulator, which a skip makes visible
         pytest.skip(f"`compress {'`, `compress '.join(not_run)}` need {', '.join(missing)}: "
                     f"apt-get install -y {' '.join(missing)} (.ci/run installs them)")
+
+
+def test_every_choice_on_the_command_line_is_what_the_stage_accepts():
+    """The CLI lists its choices as text, so that `compress --help` starts without torch; each list is
+    exactly the enum or registry the stage validates against."""
+    from toolchain import prune, quantize
+    from toolchain.cli import main
+
+    def choices(command: str, name: str) -> list[str]:
+        return list(next(p for p in main.commands[command].params if p.name == name).type.choices)
+    assert choices("prune", "order") == [o.value for o in prune.Order]
+    assert choices("prune", "plan") == [p.value for p in prune.Plan if p is not prune.Plan.LATENCY]  # --objective
+    assert choices("prune", "proxy") == list(prune.PROXIES)
+    assert choices("prune", "select") == list(prune.SELECTORS)
+    assert choices("quantize", "scope") == [s.value for s in quantize.Scope]
+    assert choices("quantize", "calibrate") == [c.value for c in quantize.Calibrate]

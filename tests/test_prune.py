@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from toolchain import analyze, artifact, prune, surgery
+from toolchain import analyze, artifact, cost, prune, surgery, train
 from toolchain.errors import CompressError
+from toolchain.prune import plans, search
 
 
 @pytest.fixture(scope="module")
@@ -141,19 +142,19 @@ def test_tradeoffs_read_the_sweep_up_to_the_cap():
     row = {"sweep": [{"ratio": 0.5, "accuracy": 88.0, "params_removed": 50}, {"ratio": 0.25, "accuracy": 91.0,
                       "params_removed": 25}, {"ratio": 0.75, "accuracy": 70.0, "params_removed": 75}]}
     # non-decreasing drop, anchored at 0; the cap read off the segment around it
-    assert prune._tradeoffs(row, 90.0, 0.75) == [(0.0, 0.0, 0.0), (0.25, 0.0, 25.0), (0.5, 2.0, 50.0),
+    assert plans._tradeoffs(row, 90.0, 0.75) == [(0.0, 0.0, 0.0), (0.25, 0.0, 25.0), (0.5, 2.0, 50.0),
                                                  (0.75, 20.0, 75.0)]
-    assert prune._tradeoffs(row, 90.0, 0.6)[-1] == pytest.approx((0.6, 9.2, 60.0))
+    assert plans._tradeoffs(row, 90.0, 0.6)[-1] == pytest.approx((0.6, 9.2, 60.0))
     single = {"ratio": 0.5, "accuracy": 90.5, "params_removed": 40}  # the paper's one ratio; lost nothing alone
-    assert prune._tradeoffs(single, 90.0, 0.9)[-1] == pytest.approx((0.9, 4.0, 72.0))  # not free up to 90%
+    assert plans._tradeoffs(single, 90.0, 0.9)[-1] == pytest.approx((0.9, 4.0, 72.0))  # not free up to 90%
 
 
 def test_tradeoffs_read_the_confidence_with_proxy_confidence():
     row = {"sweep": [{"ratio": 0.25, "accuracy": 90.0, "confidence": 80.0, "params_removed": 25},
                      {"ratio": 0.5, "accuracy": 90.0, "confidence": 77.5, "params_removed": 50}]}
     # top-1 saw no change; the confidence did
-    assert [d for _, d, _ in prune._tradeoffs(row, 90.0, 0.5)] == [0.0, 0.0, 0.0]
-    assert [d for _, d, _ in prune._tradeoffs(row, 81.0, 0.5, "confidence")] == [0.0, 1.0, 3.5]
+    assert [d for _, d, _ in plans._tradeoffs(row, 90.0, 0.5)] == [0.0, 0.0, 0.0]
+    assert [d for _, d, _ in plans._tradeoffs(row, 81.0, 0.5, "confidence")] == [0.0, 1.0, 3.5]
 
 
 @pytest.mark.parametrize("proxy", ["confidence", "fidelity"])
@@ -189,15 +190,15 @@ def test_a_continuous_proxy_plans_from_its_field_and_refuses_an_analysis_without
 def test_proxy_fidelity_scores_the_unpruned_network_100_and_a_cut_below(trained_lenet, analysis):
     """--select adaptive-bn's measure with --proxy fidelity: the overlap with the unpruned network's own
     outputs on the validation images, so the unpruned network is the 100 every candidate drops from."""
-    prep = prune.prepare(str(trained_lenet), None)
+    prep = train.prepare(str(trained_lenet), None)
     opts = _opts(analysis=analysis, target_params=0.5, proxy="fidelity")
     x, y = prep.dataset.val.tensors
-    s = prune._Search(net=prep.model, spec=prep.spec, shape=prep.input_shape, fine=prep.dataset.train,
+    s = search._Search(net=prep.model, spec=prep.spec, shape=prep.input_shape, fine=prep.dataset.train,
                       val=TensorDataset(x[:300], y[:300]), base_val=0.0, target=0.5, opts=opts)
-    assert prune._proxy_score(s, s.net) == pytest.approx(100.0)
+    assert plans._proxy_score(s, s.net) == pytest.approx(100.0)
     layer = surgery.prunable_layers(s.net, s.shape)[0]
     cut = surgery.pruned_copy(s.net, layer.name, layer.channels // 4, "l1", s.shape)
-    assert 0 < prune._proxy_score(s, cut) < 100.0
+    assert 0 < plans._proxy_score(s, cut) < 100.0
 
 
 def test_sensitivity_plan_spares_the_fragile_layer_and_meets_the_goal(trained_lenet, analysis, tmp_path):
@@ -316,11 +317,11 @@ def test_size_model_counts_what_pruning_leaves(name):
         shape, net = (3, 32, 32), _tiny(name).eval()
     layers = [l for l in surgery.prunable_layers(net, shape, include_linear=True) if l.skip is None]
     units = {l.name: l.multiple for l in layers}
-    sizes = prune._SizeModel(net, list(units), units, shape)
+    sizes = cost.SizeModel(net, list(units), units, shape)
     rng = random.Random(0)
     for _ in range(3):
         plan = {l.name: rng.randint(1, l.channels // l.multiple) * l.multiple for l in layers}
-        pruned = prune._apply(net, plan, shape)
+        pruned = search._apply(net, plan, shape)
         assert sizes.params(plan) == sum(p.numel() for p in pruned.parameters()), plan
 
 
@@ -377,13 +378,13 @@ def test_select_adaptive_bn_measures_each_caps_plan_whole_and_takes_the_best(tra
     """--select adaptive-bn: a plan at every cap up to SELECT_MAX_CAP, each cut whole on a copy and
     measured on validation; the least measured drop is taken, whatever the analysis' sum says."""
     measured = []
-    real = prune._proxy_score
+    real = plans._proxy_score
 
     def spy(s, net):
-        measured.append(prune.artifact.param_count(net))
+        measured.append(artifact.param_count(net))
         return real(s, net)
 
-    monkeypatch.setattr(prune, "_proxy_score", spy)
+    monkeypatch.setattr(plans, "_proxy_score", spy)
     opts = _opts(analysis=analysis, target_params=0.4, include_linear=True, order=prune.Order.ONESHOT,
                  plan=prune.Plan.SENSITIVITY, final_epochs=0, select="adaptive-bn")
     rep = prune.run(str(trained_lenet), tmp_path / "p.pt", opts).meta["report"]
@@ -402,7 +403,7 @@ def test_select_adaptive_bn_reestimates_batchnorm_on_training_images_only(traine
     from toolchain import data
 
     adapted = []
-    monkeypatch.setattr(prune, "adapt_batchnorm", lambda net, x: adapted.append(len(x)))
+    monkeypatch.setattr(plans, "adapt_batchnorm", lambda net, x: adapted.append(len(x)))
     reads = []
     original = data.Dataset.test
     monkeypatch.setattr(data.Dataset, "test", property(lambda self: reads.append(list(data._DECIDING))

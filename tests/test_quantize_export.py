@@ -3,8 +3,9 @@ import onnx
 import pytest
 import torch
 
-from toolchain import export, quantize
+from toolchain import bench, convert, export, measure, onnxio, quantize
 from toolchain.errors import CompressError
+from toolchain.onnxio import quantize_onnx
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_scope_all_quantizes_convolutions_too(trained_lenet, tmp_path):
 def test_export_a_spec_with_dynamic_batch(tmp_path):
     art = export.run("zoo:alexnet", tmp_path / "a.onnx", export.ExportOptions(input_shape=(1, 3, 32, 32)))
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    assert export.onnx_logits(tmp_path / "a.onnx", x).shape == (3, 10)
+    assert onnxio.onnx_logits(tmp_path / "a.onnx", x).shape == (3, 10)
     assert art.meta["report"]["parity"]["max_abs_diff"] < 1e-3
 
 
@@ -110,7 +111,7 @@ def test_latency_ratio_is_measured(tmp_path):
     from toolchain import models
 
     net = models.build("zoo:lenet5", (1, 32, 32), 10).model
-    export.export_onnx(net, (1, 32, 32), tmp_path / "a.onnx", export.ExportOptions())
+    convert.export_onnx(net, (1, 32, 32), tmp_path / "a.onnx")
     assert 0.5 < quantize._latency_ratio(tmp_path / "a.onnx", tmp_path / "a.onnx") < 2.0
 
 
@@ -120,12 +121,13 @@ def test_adaptive_pools_onnx_cannot_express_export_as_the_same_linear_map(size, 
     equal to PyTorch's pooling."""
     from torch import nn
 
-    from toolchain.export import ExportOptions, PoolAsMatmul, export_onnx, onnx_logits
+    from toolchain.convert import PoolAsMatmul, export_onnx
+    from toolchain.onnxio import onnx_logits
 
     x = torch.randn(3, 4, *size)
     assert torch.allclose(PoolAsMatmul(size, out)(x), nn.AdaptiveAvgPool2d(out)(x), atol=1e-6)
     net = nn.Sequential(nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(out), nn.Flatten(), nn.Linear(4 * out[0] * out[1], 3))
-    notes = export_onnx(net, (4, *size), tmp_path / "m.onnx", ExportOptions())
+    notes = export_onnx(net, (4, *size), tmp_path / "m.onnx")
     assert notes["pools_as_matmul"] == ["1"]
     with torch.no_grad():
         assert np.allclose(onnx_logits(tmp_path / "m.onnx", x.numpy()), net.eval()(x).numpy(), atol=1e-5)
@@ -136,12 +138,12 @@ def test_parity_is_relative_to_the_output_scale(tmp_path):
     export check divides by max(1, max |output|)."""
     from torch import nn
 
-    from toolchain.export import ExportOptions, export_onnx, parity
+    from toolchain.convert import export_onnx, parity
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
     with torch.no_grad():
         net[1].weight.mul_(1e7)
-    export_onnx(net, (3, 2, 2), tmp_path / "big.onnx", ExportOptions())
+    export_onnx(net, (3, 2, 2), tmp_path / "big.onnx")
     check = parity(net, tmp_path / "big.onnx", np.random.default_rng(0).random((4, 3, 2, 2)).astype(np.float32))
     assert check["output_scale"] > 1e5 and check["max_rel_diff"] == check["max_abs_diff"] / check["output_scale"]
     assert check["max_rel_diff"] < 1e-5
@@ -149,13 +151,13 @@ def test_parity_is_relative_to_the_output_scale(tmp_path):
 
 def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp_path, monkeypatch):
     """Past 2 GiB (vit_h_14, regnet_y_128gf) the weights go to `<name>.data`; simulated with a low limit."""
-    from toolchain import bench, onnxio
+    from toolchain import onnxio
 
     monkeypatch.setattr(onnxio, "PROTOBUF_LIMIT", 1)
     art = export.run(str(quantized.path), tmp_path / "big.onnx", export.ExportOptions())
     beside = tmp_path / "big.onnx.data"
     assert art.meta["report"]["external_data"] == "big.onnx.data" and beside.stat().st_size > 0
-    assert export.external_data(tmp_path / "big.onnx")
+    assert onnxio.external_data(tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx").stat().st_size < beside.stat().st_size
     rep = bench.run([tmp_path / "big.onnx"], None, bench.BenchOptions(runs=5, warmup=1, threads=1)).meta
     assert rep["models"][0]["bytes"] == (tmp_path / "big.onnx").stat().st_size + beside.stat().st_size
@@ -163,8 +165,8 @@ def test_a_model_past_protobufs_limit_keeps_its_weights_beside_it(quantized, tmp
     fp32 = export.run("zoo:lenet5", tmp_path / "fp32.onnx", export.ExportOptions(input_shape=(1, 1, 32, 32)))
     assert fp32.meta["report"]["external_data"] == "fp32.onnx.data"
     calib = np.random.default_rng(0).standard_normal((8, 1, 32, 32)).astype(np.float32)
-    quantize.quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", recipe, calib)
-    assert export.param_bytes(tmp_path / "int8.onnx")["int8_bytes"] > 0
+    quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", recipe, calib)
+    assert onnxio.param_bytes(tmp_path / "int8.onnx")["int8_bytes"] > 0
 
 
 @pytest.mark.parametrize("target, activations", [(None, np.int8), ("x86-cpu", np.uint8), ("rpi4", np.int8)])
@@ -189,13 +191,12 @@ def test_an_unknown_target_is_refused_before_quantizing():
 def test_per_layer_precision_keeps_int8_only_where_it_measured_faster(trained_lenet, tmp_path, monkeypatch):
     """Timings faked so that only the first quantizable layer is faster in int8: exactly that layer
     goes int8, every other stays fp32, and the per-layer ratios are recorded."""
-    from toolchain import bench
 
     def timed(files, **_):  # fp32 first and last at 1.0 ms; layer 0 alone in int8 0.8 ms, the rest 1.2 ms
         p50 = [1.0] + [0.8] + [1.2] * (len(files) - 3) + [1.0]
         return {"models": [{"p50_ms": v} for v in p50]}
 
-    monkeypatch.setattr(bench, "interleaved", timed)
+    monkeypatch.setattr(measure, "interleaved", timed)
     monkeypatch.setattr(quantize, "_latency_ratio", lambda fp32, int8, opts=None: 0.95)
     q = quantize.run(str(trained_lenet), tmp_path / "q.pt", quantize.QuantizeOptions(
         scope=quantize.Scope.ALL, samples=32, per_layer=True))

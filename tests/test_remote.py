@@ -25,8 +25,8 @@ from torch import nn
 
 from toolchain import bench, remote
 from toolchain.cli import main
+from toolchain.convert import export_onnx
 from toolchain.errors import CompressError
-from toolchain.export import ExportOptions, export_onnx
 
 SSHD = Path("/usr/sbin/sshd")
 MISSING = [tool for tool in ("ssh", "scp", "ssh-keygen") if shutil.which(tool) is None]
@@ -52,7 +52,7 @@ def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("remote_models") / "tiny.onnx"
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    export_onnx(net.eval(), (3, 16, 16), path, ExportOptions(simplify=False))
+    export_onnx(net.eval(), (3, 16, 16), path, simplify=False)
     return path
 
 

@@ -4,18 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from toolchain import models, surgery
+from toolchain import importance, models, surgery
 from toolchain.errors import CompressError
 
 
 def test_every_criterion_resolves_and_scores_a_group():
     built = models.build("zoo:vgg16", (1, 32, 32), 10)
-    for name in surgery.CRITERIA:
+    for name in importance.CRITERIA:
         clone = surgery.pruned_copy(built.model, "features.0", 32, name, (1, 32, 32))
         assert clone.features[0].out_channels == 32 and clone.features[1].num_features == 32
         assert clone(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
     with pytest.raises(CompressError, match="l1"):
-        surgery.get_criterion("nope")
+        importance.get_criterion("nope")
 
 
 def test_prunable_layers_skip_outputs_and_coupled_groups():

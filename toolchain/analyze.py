@@ -14,27 +14,39 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import artifact, cache, data, surgery
+from . import artifact, cache, data, importance, surgery
 from .errors import CompressError
 from .executor import Executor, run_units
+from .measure import spearman
+from .plots import plot_sensitivity
 from .progress import task
-from .train import Prepared, adapt_batchnorm, data_meta, logits, prepare, temperature
+from .train import (
+    adapt_batchnorm,
+    batchnorm_kept,
+    confidence,
+    data_meta,
+    fidelity,
+    fidelity_reference,
+    logits,
+    model_digest,
+    performance,
+    prepare,
+    reconstructs,
+    temperature,
+)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = 1
+SCHEMA = artifact.ANALYSIS_SCHEMA
 SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "fidelity", "temperature", "params_removed", "macs_removed")
 
 
@@ -53,6 +65,8 @@ class AnalyzeOptions:
     adapt_bn: int = 0  # training images to re-estimate BatchNorm statistics with after each cut (0: off)
     executor: str = "local"  # local (forked `workers`) or ray (toolchain.executor)
     address: str | None = None  # the Ray cluster (default $RAY_ADDRESS, else a local one)
+    masking: bool = True  # a cut measured by masking where that is exact and cheaper; False: every cut on a pruned
+    #                       copy (the same figures, slower: the A/B of benchmarks/analyze_speed.py)
 
     @property
     def all_ratios(self) -> tuple[float, ...]:
@@ -62,7 +76,7 @@ class AnalyzeOptions:
         for r in self.all_ratios:
             if not 0 < r < 1:
                 raise CompressError(f"ratio {r} is outside (0, 1)")
-        surgery.get_criterion(self.criterion)
+        importance.get_criterion(self.criterion)
         if self.eval_samples is not None and self.eval_samples < 10:
             raise CompressError(f"--eval-samples must be at least 10, not {self.eval_samples}")
         if not 1 <= self.workers <= 64:
@@ -72,15 +86,6 @@ class AnalyzeOptions:
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         Executor(self.executor, self.address, self.workers).validate()
-
-
-def model_digest(prep: Prepared) -> str:
-    """sha256 of the model an analysis was made from: the file's, else of its state dict."""
-    if prep.parent is not None and prep.parent.meta.get("model", {}).get("sha256"):
-        return prep.parent.meta["model"]["sha256"]
-    buf = io.BytesIO()
-    torch.save(prep.model.state_dict(), buf)
-    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 class _Cache:
@@ -134,8 +139,6 @@ def _accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, half: int,
     unpruned network's outputs (`reference`: its logits and fitted temperature; train.fidelity, %) on
     all, the first and the second half of the images, and that temperature on all; the confidence
     and fidelity are None for a reconstruction head. `out`: the model's logits on `x`, when known."""
-    from .train import confidence, fidelity, performance, reconstructs
-
     out, r = logits(model, x) if out is None else out, reconstructs(model)
     parts = {"": slice(None), "_a": slice(None, half), "_b": slice(half, None)}
     t = None if r else temperature(out, y)
@@ -153,21 +156,6 @@ def _masked_cuts(model: nn.Module, shape: tuple[int, ...]) -> surgery.MaskedCuts
     if not _MASKED or _MASKED[0].model is not model:
         _MASKED[:] = [surgery.MaskedCuts(model, shape)]
     return _MASKED[0]
-
-
-@contextmanager
-def _batchnorm_kept(model: nn.Module) -> Iterator[None]:
-    """Adaptive BatchNorm re-estimates statistics in place: put the network's own back after."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
-    try:
-        yield
-    finally:
-        for m, (momentum, buffers) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            for k, v in buffers.items():
-                getattr(m, k).copy_(v)
-        model.eval()
 
 
 def _copy_seconds(model: nn.Module, shape: tuple[int, ...]) -> float:
@@ -193,7 +181,7 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
         if removed is not None and removed[1] > base_counts.get("mask_below", 1.0) * base_counts["macs"]:
             removed = None  # the copy's forward passes save more than making the copy costs
         if removed is not None:
-            with _batchnorm_kept(model):
+            with batchnorm_kept(model):
                 adapt_batchnorm(model, adapt)
                 measured = _accuracies(model, x, y, half, reference)
             params_removed, macs_removed = removed
@@ -206,16 +194,6 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
     return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
             "params_removed": params_removed, "macs_removed": macs_removed,
             "seconds": round(time.perf_counter() - start, 3)}
-
-
-def _spearman(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 3:
-        return None
-    ra = torch.tensor(a).argsort().argsort().float()
-    rb = torch.tensor(b).argsort().argsort().float()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = (ra.norm() * rb.norm()).item()
-    return round((ra @ rb).item() / denom, 4) if denom else None
 
 
 def priority(layers: list[dict]) -> list[str]:
@@ -253,7 +231,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     base_out = logits(prep.model, x)
     base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
-    mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
+    mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6) if opts.masking else 0.0
     adapt = None
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
@@ -304,22 +282,9 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     }
     artifact.write_json(result, dst)
     if opts.plots:
-        from .report import plot_sensitivity
         result["plots"] = plot_sensitivity(result, dst)
         artifact.write_json(result, dst)
     return result
-
-
-def fidelity_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adapt: torch.Tensor | None) -> tuple:
-    """What each cut's fidelity is measured against: the unpruned network's logits and fitted
-    temperature, after the same adaptive BatchNorm as every cut when there is one. Re-estimating the
-    statistics on 1,000 images alone moves VGG16 (64 px) 0.43 points of fidelity from itself: against
-    the network as trained, every layer touched would pay that much whatever its cut. `prune --proxy
-    fidelity --select adaptive-bn` measures its candidates against the same reference."""
-    with _batchnorm_kept(model):
-        adapt_batchnorm(model, adapt)
-        out = logits(model, x)
-    return out, temperature(out, y)
 
 
 def _stability(rows: list[dict], half: int) -> dict:
@@ -329,7 +294,7 @@ def _stability(rows: list[dict], half: int) -> dict:
     def rho(measure: str) -> float | None:
         if any(r.get(f"{measure}_a") is None for r in rows):
             return None
-        return _spearman([r[f"{measure}_a"] for r in rows], [r[f"{measure}_b"] for r in rows])
+        return spearman([r[f"{measure}_a"] for r in rows], [r[f"{measure}_b"] for r in rows])
 
     return {"spearman_halves": rho("accuracy"), "spearman_halves_confidence": rho("confidence"),
             "spearman_halves_fidelity": rho("fidelity"), "half_samples": half,

@@ -19,11 +19,13 @@ from torch import nn
 from . import __version__
 from .errors import CompressError
 from .fileio import Artifact, atomic_path, check_outputs, now, read_json, sha256_of, sidecar_of, write_json, write_text  # noqa: F401 - re-exported: stages use artifact.*
+from .models import apply_structure, build, structure
 
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "compress-model/1"
 SIDECAR_FORMAT = "compress-artifact/1"
+ANALYSIS_SCHEMA = 1  # the analysis file (`compress analyze`) that prune reads
 
 
 def check_output(dst: Path, force: bool, *also: Path) -> None:
@@ -35,8 +37,6 @@ def check_output(dst: Path, force: bool, *also: Path) -> None:
 # --- model files ---------------------------------------------------------------------------
 
 def _payload(model: nn.Module, spec: str | None, input_shape, num_classes: int) -> dict:
-    from .models import structure
-
     if spec is None or spec.startswith("pickled:"):
         return {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape),
                 "num_classes": num_classes, "module": model}
@@ -66,8 +66,6 @@ def save(model: nn.Module, dst: Path, meta: dict, *, force: bool = False,
 
 def load_model(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, Artifact]:
     """Load a compress model file (or, with `trust`, any pickled nn.Module) in eval mode."""
-    from .models import apply_structure, build
-
     art = Artifact.open(path)
     try:
         payload = torch.load(art.path, map_location="cpu", weights_only=not trust)

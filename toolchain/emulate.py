@@ -29,6 +29,7 @@ from pathlib import Path
 from . import bench_runner, data, fileio
 from .errors import CompressError
 from .progress import task
+from .target import arch, load_target
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +190,8 @@ def _check(root: Path, cfg: dict, index: int, cpu: str | None) -> dict:
 def check_target(path: Path, target_name: str, input_shape: list[int] | None = None) -> dict:
     """`compress export --check-target`: the model loads on the target's (emulated) onnxruntime,
     every op is there, and its outputs match this host's; else a CompressError naming what failed."""
-    from .bench import _arch, load_target
-
     target = load_target(target_name)
-    if target.arch and _arch(target.arch) != _arch("aarch64"):
+    if target.arch and arch(target.arch) != arch("aarch64"):
         raise CompressError(f"--check-target emulates arm64 devices; {target.name} is {target.arch}")
     row = check([path], input_shape, target.cpu)[0]
     where = f"on {target.name} (emulated aarch64, onnxruntime {root_facts().get('onnxruntime', '?')})"

@@ -10,30 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import artifact, data, train
+from . import artifact, data, models, train
+from .convert import export_onnx, onnx_accuracy, parity, test_arrays
+from .emulate import check_target
 from .errors import CompressError
-from .onnxio import (  # noqa: F401 - the ONNX helpers, re-exported for callers of export.*
-    PROTOBUF_LIMIT,
-    external_data,
-    onnx_logits,
-    param_bytes,
-    save_onnx,
-    session,
-)
+from .onnxio import param_bytes, quantize_onnx, save_onnx
+from .target import load_target
 
 logger = logging.getLogger(__name__)
-
-INPUT, OUTPUT = "input", "output"
 
 
 @dataclass(frozen=True)
@@ -57,126 +48,12 @@ class ExportOptions:
         if self.seed < 0:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         if self.check_target:
-            from .bench import load_target
             load_target(self.check_target)
-
-
-class PoolAsMatmul(nn.Module):
-    """AdaptiveAvgPool2d at one input size, as one matrix product: ONNX has no adaptive pooling
-    whose output size does not divide the input size (AlexNet's and VGG's 6x6 / 7x7 pools on small
-    inputs), and this is the same linear map."""
-
-    def __init__(self, size: tuple[int, int], out: tuple[int, int]):
-        super().__init__()
-        (h, w), (oh, ow) = size, out
-        weights = torch.zeros(h * w, oh * ow)
-        for i in range(oh):
-            rows = range(math.floor(i * h / oh), math.ceil((i + 1) * h / oh))
-            for j in range(ow):
-                cols = range(math.floor(j * w / ow), math.ceil((j + 1) * w / ow))
-                cell = [a * w + b for a in rows for b in cols]
-                weights[cell, i * ow + j] = 1.0 / len(cell)
-        self.register_buffer("weights", weights)
-        self.out = (oh, ow)
-
-    def forward(self, x):
-        return (x.flatten(2) @ self.weights).reshape(x.shape[0], x.shape[1], *self.out)
-
-
-def _exportable(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, list[str]]:
-    """The model, or a copy with the adaptive pools ONNX cannot express replaced (and their names)."""
-    import copy
-
-    sizes: dict[str, tuple[int, int]] = {}
-    pools = {n: m for n, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: sizes.__setitem__(n, tuple(i[0].shape[-2:])))
-             for n, m in pools.items()]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-    swap = {}
-    for name, size in sizes.items():
-        out = pools[name].output_size
-        out = (out, out) if isinstance(out, int) else tuple(o or s for o, s in zip(out, size, strict=True))
-        if any(s % o for s, o in zip(size, out, strict=True)):
-            swap[name] = PoolAsMatmul(size, out)
-    if not swap:
-        return model, []
-    clone = copy.deepcopy(model)
-    for name, module in swap.items():
-        parent, _, leaf = name.rpartition(".")
-        setattr(clone.get_submodule(parent) if parent else clone, leaf, module)
-    return clone.eval(), sorted(swap)
-
-
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], dst: Path, opts: ExportOptions) -> dict:
-    """Export fp32 ONNX with a dynamic batch axis, simplified when onnxsim can. Returns notes."""
-    import onnx
-
-    model, swapped = _exportable(model.eval(), input_shape)
-    example = torch.zeros(1, *input_shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (example,), str(dst), dynamo=False, opset_version=opts.opset,
-                              input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
-            raise CompressError(f"export: torch could not export the model: {str(e).splitlines()[0]}") from e
-    notes = {"simplified": False, "pools_as_matmul": swapped}
-    if opts.simplify:
-        try:
-            import onnxsim
-
-            simplified, ok = onnxsim.simplify(onnx.load(str(dst)))
-            if ok:
-                onnx.save(simplified, str(dst))
-                notes["simplified"] = True
-            else:
-                logger.warning("onnxsim could not validate the simplified graph; keeping the original")
-        except Exception as e:  # noqa: BLE001 - onnxsim raises arbitrary errors; the raw graph is valid
-            logger.warning("onnxsim failed (%s); keeping the unsimplified graph", str(e).splitlines()[0])
-            notes["simplify_error"] = str(e).splitlines()[0]
-    return notes
-
-
-def onnx_accuracy(path: Path, test: tuple[np.ndarray, np.ndarray], reconstruct: bool = False) -> float:
-    """Top-1 accuracy (%) of an ONNX model run in onnxruntime (a reconstruction head: ROC-AUC x100)."""
-    from .train import performance
-
-    x, y = test
-    return performance(torch.from_numpy(onnx_logits(path, x)), torch.from_numpy(x), torch.from_numpy(y), reconstruct)
-
-
-def parity(model: nn.Module, path: Path, x: np.ndarray) -> dict:
-    """PyTorch against onnxruntime on the same inputs."""
-    with torch.inference_mode():
-        ref = model.eval()(torch.from_numpy(x)).numpy()
-    got = onnx_logits(path, x)
-    diff = float(np.abs(ref - got).max())
-    scale = max(1.0, float(np.abs(ref).max()))  # random-weight Inception logits reach 1e8; fp32 error is relative
-    return {"max_abs_diff": diff, "max_rel_diff": diff / scale, "output_scale": scale,
-            "top1_agreement": round(float((ref.argmax(1) == got.argmax(1)).mean()), 5), "samples": len(x)}
-
-
-def test_arrays(ds: data.Dataset, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test split (or a class-stratified subset of n) as arrays for onnxruntime."""
-    x, y = ds.test.tensors
-    if n and n < len(y):
-        idx = data.stratified_indices(y, n, seed=seed)
-        x, y = x[idx], y[idx]
-    return x.numpy(), y.numpy()
 
 
 def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """Export a model file or spec to ONNX (int8 if it went through `quantize`) and verify it."""
     import onnx
-
-    from . import models
-    from .onnxio import quantize_onnx
 
     opts.validate()
     dst = Path(dst)
@@ -203,7 +80,7 @@ def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust:
     test = test_arrays(data.load(data_spec, shape), opts.eval_samples, opts.seed) if data_spec else None
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        notes = export_onnx(net, shape, fp32, opts)
+        notes = export_onnx(net, shape, fp32, opset=opts.opset, simplify=opts.simplify)
         try:
             onnx.checker.check_model(str(fp32))
         except onnx.checker.ValidationError as e:
@@ -224,7 +101,6 @@ def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust:
             quantize_onnx(fp32, final, recipe, calib.numpy())
         target_check = None
         if opts.check_target:  # before anything is written: a model that would fail on the device fails here
-            from .emulate import check_target
             target_check = check_target(final, opts.check_target, [1, *shape])
         metrics = {"param_bytes_fp32": param_bytes(fp32)["total"]}
         sizes = param_bytes(final)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .bench_runner import RunnerError, make_session
 from .errors import CompressError
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ def input_dims(path: Path) -> list[int | None]:
 
 def session(path: Path, threads: int | None = None):
     """An onnxruntime CPU session, made as `compress bench` makes its sessions (one code path)."""
-    from .bench_runner import RunnerError, make_session
-
     try:
         return make_session(str(path), {"threads": threads}, ["CPUExecutionProvider"])[0]
     except RunnerError as e:

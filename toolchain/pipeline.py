@@ -20,9 +20,10 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from . import analyze, artifact, bench, cache, data, export, fileio, models, prune, quantize, train
+from . import analyze, artifact, bench, cache, data, export, fileio, models, profile, prune, quantize, train
 from .errors import CompressError
-from .options import unknown_keys
+from .options import from_table, unknown_keys
+from .target import load_target
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def stage_options(cfg: dict) -> dict:
     """Every stage's options from the config, checked whole before anything runs: unknown keys,
     wrong types, bad enum values and out-of-range numbers, the model spec against the data, and
     the bench target. Returns {stage: options}."""
-    from .options import from_table
-
     for section in ("model", "data"):
         unknown_keys(cfg.get(section, {}), ("spec",), f"[{section}]")
         if not isinstance(cfg.get(section, {}).get("spec"), str):
@@ -93,7 +92,7 @@ def stage_options(cfg: dict) -> dict:
             "export": from_table(export.ExportOptions, dict(cfg.get("export", {})), "[export]"),
             "bench": from_table(bench.BenchOptions, b_cfg, "[bench]")}
     if opts["bench"].target:
-        bench.load_target(opts["bench"].target)
+        load_target(opts["bench"].target)
     if spec.endswith((".pt", ".pth")):
         train.prepare(spec, data_spec, train_limit=64, test_limit=64)
     else:
@@ -216,8 +215,9 @@ def run(cfg: dict, out: Path | None = None, *, force: bool = False, resume: bool
     timed("analyze", opts["analyze"], [out / "analysis.json"],
           lambda: analyze.run(str(trained), out / "analysis.json", opts["analyze"], force=force))
     p_opts = dataclasses.replace(opts["prune"], analysis=out / "analysis.json")
-    timed("prune", opts["prune"], [out / "pruned.pt"],
-          lambda: prune.run(str(trained), out / "pruned.pt", p_opts, force=force))
+    timed("prune", opts["prune"], [out / "pruned.pt"], lambda: prune.run(
+        str(trained), out / "pruned.pt", with_latency_table(str(trained), out / "pruned.pt", p_opts, force=force),
+        force=force))
     timed("quantize", opts["quantize"], [out / "quantized.pt"],
           lambda: quantize.run(str(out / "pruned.pt"), out / "quantized.pt", opts["quantize"], force=force))
     onnx_files = {"trained": out / "original.onnx", "pruned": out / "pruned.fp32.onnx", "quantized": out / "model.onnx"}
@@ -315,3 +315,17 @@ def table(summary: dict):
                   f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else "-", f"{r['p50_ms']:.3f}",
                   f"{r['compression_x']:.2f}x", f"{r['speedup_x']:.2f}x", r.get("note", ""))
     return t
+
+
+def with_latency_table(src: str, dst: Path, opts: prune.PruneOptions, *, force: bool = False, trust: bool = False,
+                       also: tuple[Path, ...] = ()) -> prune.PruneOptions:
+    """prune's latency objective with a `--target` and no table: the table profiled first with the
+    target's settings (`compress profile`, cached per model) and written beside `dst`. Composition
+    lives here, not in prune: a stage never runs another stage."""
+    table = prune.table_needed(dst, opts)
+    if table is None:
+        return opts
+    artifact.check_output(Path(dst), force, table, *also)  # before minutes of profiling
+    profile.run(src, table, profile.ProfileOptions(data=opts.data, target=opts.target,
+                                                   include_linear=opts.include_linear), force=force, trust=trust)
+    return dataclasses.replace(opts, latency_table=table)

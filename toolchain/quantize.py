@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -24,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifact, data
+from . import artifact, data, measure
+from .convert import export_onnx, onnx_accuracy, test_arrays
 from .errors import CompressError
-from .onnxio import OP_TYPES, ArrayReader, CalibrationReader, quantize_onnx  # noqa: F401 - re-exported
+from .onnxio import param_bytes, quantizable_nodes, quantize_onnx
+from .remote import Remote
+from .target import arch, load_target
 from .train import data_meta, prepare, reconstructs
 
 logger = logging.getLogger(__name__)
@@ -67,8 +71,6 @@ class QuantizeOptions:
         activations and weights (s8s8, onnxruntime's default)."""
         if self.target is None:
             return {"format": "qdq", "activation_type": "int8", "weight_type": "int8", "per_channel": True}
-        from .bench import load_target
-
         target = load_target(self.target)
         return asdict(target.int8) | {"target": target.name}
 
@@ -76,14 +78,10 @@ class QuantizeOptions:
         """Where the int8-slower-than-fp32 guard is timed: "device" (over SSH), "here", or None when
         this host is not the target's kind and no device was given (an x86 or emulated timing says
         nothing about a Cortex-A72)."""
-        import platform
-
-        from .bench import _arch, load_target
-
         if self.host:
             return "device"
-        arch = load_target(self.target).arch if self.target else ""
-        return None if arch and _arch(arch) != _arch(platform.machine()) else "here"
+        machine = load_target(self.target).arch if self.target else ""
+        return None if machine and arch(machine) != arch(platform.machine()) else "here"
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -94,7 +92,6 @@ class QuantizeOptions:
             raise CompressError(f"--seed must be >= 0, not {self.seed}")
         self.int8()  # an unknown or broken target profile is refused before any work
         if self.host:
-            from .remote import Remote
             Remote(host=self.host).validate()
 
 
@@ -160,8 +157,6 @@ def make_calibration(data_spec: str, input_shape: tuple[int, ...] | None, sample
 def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
         trust: bool = False) -> artifact.Artifact:
     """Record the int8 recipe with the model and measure the int8 model in onnxruntime."""
-    from .export import ExportOptions, export_onnx, onnx_accuracy, param_bytes, test_arrays
-
     opts.validate()
     dst = Path(dst)
     artifact.check_output(dst, force)
@@ -173,7 +168,7 @@ def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
               **opts.int8()}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        export_onnx(prep.model, prep.input_shape, fp32, ExportOptions())
+        export_onnx(prep.model, prep.input_shape, fp32)
         quantize_onnx(fp32, int8, recipe, calib)
         test = test_arrays(prep.dataset, opts.eval_samples, opts.seed)
         recon = reconstructs(prep.model)
@@ -226,16 +221,13 @@ def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
 def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOptions, tmp: Path) -> tuple[list, dict]:
     """Each quantizable layer alone in int8, every variant timed against fp32 interleaved in one run
     (fp32 first and last): the layers whose int8 variant runs faster, and each variant's p50 ratio."""
-    from .bench import interleaved
-    from .onnxio import quantizable_nodes
-
     names = quantizable_nodes(fp32, recipe)
     files = [fp32]
     for i, name in enumerate(names):
         files.append(tmp / f"layer{i}.onnx")
         quantize_onnx(fp32, files[-1], recipe | {"nodes": [name]}, calib)
     files.append(fp32)
-    report = interleaved(files, host=opts.host, target=opts.target if opts.host else None)
+    report = measure.interleaved(files, host=opts.host, target=opts.target if opts.host else None)
     p50 = [m["p50_ms"] for m in report["models"]]
     base = min(p50[0], p50[-1])
     ratios = {name: round(p / base, 4) for name, p in zip(names, p50[1:-1], strict=True)}
@@ -245,11 +237,9 @@ def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOption
 def _latency_ratio(fp32: Path, int8: Path, opts: QuantizeOptions | None = None) -> float:
     """p50 of the int8 model over p50 of the fp32 one, timed interleaved in one run (on the
     device over SSH with `opts.host`)."""
-    from .bench import interleaved
-
     host = opts.host if opts is not None else None
     target = opts.target if host else None
-    report = interleaved([fp32, int8], host=host, target=target)
+    report = measure.interleaved([fp32, int8], host=host, target=target)
     if 300 * sum(m["p50_ms"] for m in report["models"]) / 1000 < GUARD_SECONDS:  # too short to tell 10% apart
-        report = interleaved([fp32, int8], host=host, target=target, seconds=GUARD_SECONDS)
+        report = measure.interleaved([fp32, int8], host=host, target=target, seconds=GUARD_SECONDS)
     return round(report["models"][1]["p50_ms"] / report["models"][0]["p50_ms"], 4)

