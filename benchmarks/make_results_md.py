@@ -25,34 +25,48 @@ def _host(r: dict) -> str:
 
 
 def analyze_section(r: dict) -> list[str]:
-    runs = r["runs"]
-    lines = ["## Sensitivity analysis speed (issue 3)", "",
-             f"`python benchmarks/analyze_speed.py`: {r['model']} trained on {r['data']} "
-             f"(top-1 {r['model_accuracy']:.2f}% on the whole validation split, where the analysis measures), "
-             f"13 convolutions, one ratio ({r['ratio']}). "
-             f"Host: {_host(r)}.", "",
-             "| run | workers | eval samples | wall time |", "|---|---|---|---|"]
+    if "vgg16" not in r:  # the issue-3 measurement, before the streamed cuts
+        return ["## Sensitivity analysis speed (issues 3 and 40)", "",
+                "`python benchmarks/analyze_speed.py` has not been rerun since it measured the streamed cuts.", ""]
+    runs, v, m = r["runs"], r["vgg16"], r["mobilenet_v3_small"]
+    lines = ["## Sensitivity analysis speed (issues 3 and 40)", "",
+             f"`python benchmarks/analyze_speed.py`, every figure from one run on one machine ({_host(r)}). "
+             f"A cut is measured *whole* (each masked cut runs the whole network: the path before issue 40) "
+             f"or *streamed* (`toolchain.streaming`: the network traced once, its unchanged prefix computed "
+             f"once per batch, only the part each cut changes run; every cut a mask can stand in for). The whole "
+             f"path sends the cuts that remove more MACs than a copy costs to a pruned copy.", "",
+             "| run | workers | cuts streamed / whole | eval samples | ratios | wall time | load before |",
+             "|---|---|---|---|---|---|---|"]
     for label, run in runs.items():
-        label = "whole validation split" if label == "full_test_set" else label.replace("_", " ")  # an old key
-        wall = f"{run['wall_s']:.1f} s" + (" (results reused from the cache)" if run.get("reused_results") else "")
-        lines.append(f"| {label} | {run['workers']} | {run['eval_samples']:,} | {wall} |")
-    lines += ["", f"- Goal: under {r['goal_s']} s on 2 cores: **{'met' if r['goal_met'] else 'not met'}**.",
-              *([f"- Each cut measured on the network itself (masked) against each on a pruned copy, 1 worker, "
-                 f"in this run: {r['masked_vs_copies']:.2f}x the wall time; every layer's accuracy "
-                 f"{'identical' if r['masked_equal_copies'] else 'DIFFERENT'}. A masked cut skips the copy, its "
-                 "dependency graph and its count but evaluates the full-width network; the analysis masks a cut only "
-                 "while the MACs it removes cost less than a copy (timed once per analysis), so on VGG16 at 32 px "
-                 "with 1,000 images the deep, wide layers still go to copies. On large networks with few images "
-                 "(the zoo run) nearly every cut is masked."]
-                if "masked_vs_copies" in r else []),
-              f"- 2 workers against 1: {r['speedup_2_workers']:.2f}x. On 2 cores one process already runs "
-              "PyTorch's kernels on both cores, so worker processes pay off only with more cores than that.",
-              f"- Ranking on the stratified subset against the whole validation split: "
-              f"Spearman {r['subset_vs_full_spearman']}; "
-              f"top 3 agree: {r['top3_agree']}, bottom 3 agree: {r['bottom3_agree']}.",
-              f"- Stability reported by the subset run itself (two disjoint halves): "
-              f"{runs['subset_2_workers']['stability_spearman_halves']}.", ""]
+        busy = " (busy)" if run["load_before"] > 1.0 else ""
+        lines.append(f"| {label.replace('_', ' ')} | {run['workers']} | {run['cuts']['streamed']} / "
+                     f"{run['cuts']['whole']} | {run['eval_samples']:,} | {len(run['ratios'])} | "
+                     f"{run['wall_s']:.1f} s | {run['load_before']}{busy} |")
+    lines += ["",
+              f"- VGG16-BN ({v['model']}), one ratio, {v['eval_samples']:,} images: streamed "
+              f"{v['streamed_speedup_1_worker']:.2f}x faster with 1 worker, {v['streamed_speedup_2_workers']:.2f}x "
+              f"with 2; 2 workers against 1 (streamed): {v['two_workers_speedup_streamed']:.2f}x (goal "
+              f"{v['goal_two_workers_x']}x: **{'met' if v['goal_two_workers_met'] else 'not met'}**); streamed with "
+              f"2 workers {v['wall_s']['streamed_2_workers']:.1f} s (goal {v['goal_s']} s: "
+              f"**{'met' if v['goal_met'] else 'not met'}**). Against the whole path: "
+              f"{_agree(v['streamed_vs_whole'])}; streamed with 2 workers against 1: "
+              f"{_agree(v['streamed_1_vs_2_workers'])}. Two workers do not pay on 2 cores: one process already "
+              f"runs PyTorch's convolutions on both cores, and each worker makes its own pass of the unchanged "
+              f"network.",
+              f"- MobileNetV3-small at 32 px, {len(m['ratios'])} ratios on {m['eval_samples']} images, "
+              f"{m['workers']} workers: whole {m['wall_s']['whole']:.1f} s, streamed {m['wall_s']['streamed']:.1f} s "
+              f"({m['streamed_speedup']:.2f}x; goal {m['goal_s']} s: **{'met' if m['goal_met'] else 'not met'}**); "
+              f"against the whole path: {_agree(m['streamed_vs_whole'])}.",
+              *([f"- Runs that began on a busy machine (load over 1.0 on 2 cores; absolute times inflated, "
+                 f"ratios within the run hold): {', '.join(r['busy_runs'])}."] if r.get("busy_runs") else []), ""]
     return lines
+
+
+def _agree(a: dict) -> str:
+    if a["bit_identical"]:
+        return "**bit-identical**"
+    return (f"top-1 and counts {'identical' if a['top1_and_counts_identical'] else '**DIFFERENT**'}, continuous "
+            f"figures within {a['max_continuous_diff']:g} points (cuts the whole path measured on copies)")
 
 
 def _ms(x: float | None) -> str:

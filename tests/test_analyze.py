@@ -1,5 +1,5 @@
+import dataclasses
 import json
-from contextlib import contextmanager
 
 import pytest
 
@@ -103,15 +103,8 @@ def test_the_masked_analysis_equals_the_one_on_pruned_copies(trained_a2e, tmp_pa
     masked = analyze.run(str(trained_a2e), tmp_path / "m.json",
                          analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c1")).meta
 
-    class _Copies:  # every cut on a copy
-        model = None
-
-        @contextmanager
-        def cut(self, *_):
-            yield None
-    monkeypatch.setattr(analyze, "_masked_cuts", lambda model, shape: _Copies())
-    copies = analyze.run(str(trained_a2e), tmp_path / "c.json",
-                         analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c2")).meta
+    copies = analyze.run(str(trained_a2e), tmp_path / "c.json",  # every cut on a copy
+                         analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c2", cuts="copies")).meta
     # wall time aside, and the continuous figures to float noise (the two paths sum in another order)
     continuous = ("confidence", "confidence_a", "confidence_b", "fidelity", "fidelity_a", "fidelity_b", "temperature")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds" and k not in continuous}  # noqa: E731
@@ -148,3 +141,23 @@ def test_fidelity_is_measured_against_the_unpruned_network_after_the_same_adapti
     assert fidelity(out, ref, temperature(out, y), t_ref) == pytest.approx(100.0)
     plain = logits(net, x)
     assert fidelity(out, plain, temperature(out, y), temperature(plain, y)) < 99
+
+
+@pytest.mark.parametrize("spec", ["lenet", "torchvision:resnet18?size=32", "torchvision:mobilenet_v2?size=32"])
+def test_a_streamed_analysis_is_bit_for_bit_the_one_that_runs_each_cut_whole(spec, trained_lenet, tmp_path,
+                                                                           masked_always):
+    """Cuts measured from the unchanged prefix, computed once (toolchain.streaming), give the very
+    figures of the whole masked network run per cut: residual adds and grouped (depthwise)
+    convolutions included."""
+    model, data_spec = (str(trained_lenet), None) if spec == "lenet" else (spec, "synthetic:3x32x32:10")
+    opts = analyze.AnalyzeOptions(ratios=(0.25, 0.5), eval_samples=200, include_linear=True, plots=False,
+                                  data=data_spec)
+    streamed = analyze.run(model, tmp_path / "s.json", dataclasses.replace(opts, cache_dir=tmp_path / "s")).meta
+    assert analyze._SUFFIXES and analyze._SUFFIXES[1] is not None  # it was streamed
+    whole = analyze.run(model, tmp_path / "w.json",
+                        dataclasses.replace(opts, cache_dir=tmp_path / "w", cuts="whole")).meta
+    fields = ("accuracy", "confidence", "fidelity", "accuracy_a", "accuracy_b", "confidence_a", "fidelity_b",
+              "temperature", "kept", "params_removed", "macs_removed", "sweep")
+    assert [{k: r[k] for k in fields} for r in streamed["layers"]] == \
+        [{k: r[k] for k in fields} for r in whole["layers"]]
+    assert streamed["priority"] == whole["priority"]

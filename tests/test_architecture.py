@@ -15,7 +15,7 @@ PACKAGE = ROOT / "toolchain"
 
 CORE = {"errors", "progress", "fileio", "options", "artifact", "models", "models.zoo", "data", "data.sources",
         "cache", "onnxio", "bench_runner", "remote", "emulate", "target", "surgery", "importance", "executor", "train",
-        "data.packaged",
+        "data.packaged", "streaming",
         "convert", "cost", "measure", "plots"}
 STAGES = {"analyze", "prune", "profile", "quantize", "export", "bench", "check", "report"}
 ORCHESTRATION = {"", "pipeline", "cli"}  # "": the package itself (toolchain/__init__.py, the Python API)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, cache, data, importance, surgery
+from . import artifact, cache, data, importance, streaming, surgery
 from .errors import CompressError
 from .executor import Executor, run_units
 from .measure import spearman
@@ -47,6 +47,9 @@ from .train import (
 logger = logging.getLogger(__name__)
 
 SCHEMA = artifact.ANALYSIS_SCHEMA
+CUT_METHODS = {"streamed": "masked where exact, from the unchanged prefix computed once (toolchain.streaming)",
+               "whole": "masked where exact, the whole network run per cut",
+               "copies": "every cut on a physically pruned copy"}  # the A/Bs of benchmarks/analyze_speed.py
 SWEEP_FIELDS = ("ratio", "kept", "accuracy", "confidence", "fidelity", "temperature", "params_removed", "macs_removed")
 
 
@@ -65,8 +68,7 @@ class AnalyzeOptions:
     adapt_bn: int = 0  # training images to re-estimate BatchNorm statistics with after each cut (0: off)
     executor: str = "local"  # local (forked `workers`) or ray (toolchain.executor)
     address: str | None = None  # the Ray cluster (default $RAY_ADDRESS, else a local one)
-    masking: bool = True  # a cut measured by masking where that is exact and cheaper; False: every cut on a pruned
-    #                       copy (the same figures, slower: the A/B of benchmarks/analyze_speed.py)
+    cuts: str = "streamed"  # how a cut is measured (CUT_METHODS); every method gives the same figures
 
     @property
     def all_ratios(self) -> tuple[float, ...]:
@@ -77,6 +79,8 @@ class AnalyzeOptions:
             if not 0 < r < 1:
                 raise CompressError(f"ratio {r} is outside (0, 1)")
         importance.get_criterion(self.criterion)
+        if self.cuts not in CUT_METHODS:
+            raise CompressError(f"cuts must be one of {', '.join(CUT_METHODS)}, not {self.cuts!r}")
         if self.eval_samples is not None and self.eval_samples < 10:
             raise CompressError(f"--eval-samples must be at least 10, not {self.eval_samples}")
         if not 1 <= self.workers <= 64:
@@ -231,7 +235,8 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     base_out = logits(prep.model, x)
     base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
-    mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6) if opts.masking else 0.0
+    mask_below = 0.0 if opts.cuts == "copies" else \
+        _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
     adapt = None
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
@@ -247,9 +252,14 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
             if not {"temperature", "fidelity"} <= (cache.get(l.name, r) or {}).keys()]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
+    counts = base_counts | {"mask_below": mask_below}
+    streams, whole = _streamable(prep.model, jobs, opts, shape, adapt)
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
-        for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, base_counts | {"mask_below": mask_below},
-                             adapt, reference):
+        for rows in _run_streams(prep.model, streams, opts, shape, x, y, half, counts, reference):
+            for row in rows:
+                cache.put(row)
+                advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
+        for row in _run_jobs(prep.model, whole, opts, shape, x, y, half, counts, adapt, reference):
             cache.put(row)
             advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
     rows = []
@@ -279,6 +289,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
         "stability": _stability(rows, half),
         "seconds": round(time.perf_counter() - start, 2), "reused_results": reused,
         "workers": opts.workers, "executor": opts.executor,
+        "cuts": {"method": opts.cuts, "streamed": sum(map(len, streams)), "whole": len(whole)},
     }
     artifact.write_json(result, dst)
     if opts.plots:
@@ -306,6 +317,64 @@ def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None, ref
     """Yield results as they finish: here, in forked worker processes, or on a Ray cluster."""
     shared = (model, opts, shape, x, y, half, base_counts, adapt, reference)
     yield from run_units(Executor(opts.executor, opts.address, opts.workers), _unit, shared, jobs)
+
+
+_SUFFIXES: list = []  # this process's traced network, for the model it was made for
+
+
+def _suffixes(model: nn.Module) -> streaming.Suffixes | None:
+    if not _SUFFIXES or _SUFFIXES[0] is not model:
+        _SUFFIXES[:] = [model, streaming.Suffixes.of(model)]
+    return _SUFFIXES[1]
+
+
+def _streamable(model, jobs, opts, shape, adapt) -> tuple[list[list[tuple]], list]:
+    """The cuts measured in one pass of the unchanged network (`toolchain.streaming`), dealt to the
+    workers by the size of their changed part, and the rest (`_measure`: a cut masking cannot stand in
+    for, adaptive BatchNorm, a network torch.fx cannot trace). Every cut that can be masked is
+    streamed: its changed part costs less than a pruned copy's forward pass (the whole path sends the
+    cuts that remove the most MACs to copies: there the two agree in top-1, and in the continuous
+    figures to float rounding, as tests/test_analyze.py holds)."""
+    suffixes = _suffixes(model) if opts.cuts == "streamed" and adapt is None and jobs else None
+    if suffixes is None:
+        return [], jobs
+    masked, plans, whole = _masked_cuts(model, shape), [], []
+    for layer, ratio in jobs:
+        keep = surgery.keep_count(layer.channels, ratio, layer.multiple)
+        removed, lost = masked.plan(layer.name, keep, opts.criterion)
+        changed = suffixes.dirty(set(lost)) if lost else None
+        if removed is None or changed is None:
+            whole.append((layer, ratio))
+        else:
+            plans.append((len(changed), (layer, ratio, keep, removed, lost)))
+    groups: list[list[tuple]] = [[] for _ in range(min(max(1, opts.workers), len(plans)))]
+    loads = [0] * len(groups)
+    for size, plan in sorted(plans, key=lambda p: -p[0]):  # largest first, each to the least loaded worker
+        i = loads.index(min(loads))
+        groups[i].append(plan)
+        loads[i] += size
+    return groups, whole
+
+
+def _run_streams(model, groups, opts, shape, x, y, half, base_counts, reference):
+    shared = (model, opts, shape, x, y, half, base_counts, None, reference)
+    yield from run_units(Executor(opts.executor, opts.address, opts.workers), _stream_unit, shared, groups)
+
+
+def _stream_unit(shared, group):
+    """One worker's cuts, in one pass of the unchanged network: each cut's rows as `_measure` gives them."""
+    model, opts, shape, x, y, half, base_counts, _, reference = shared
+    start = time.perf_counter()
+    cuts = [streaming.Cut((layer.name, ratio), set(lost), lambda lost=lost: surgery.mask_inputs(model, lost))
+            for layer, ratio, _, _, lost in group]
+    outs = _suffixes(model).logits(x, cuts)
+    seconds = round((time.perf_counter() - start) / len(group), 3)
+    rows = []
+    for layer, ratio, keep, (params_removed, macs_removed), _ in group:
+        measured = _accuracies(model, x, y, half, reference, out=outs[(layer.name, ratio)])
+        rows.append({"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
+                     "params_removed": params_removed, "macs_removed": macs_removed, "seconds": seconds})
+    return rows
 
 
 def _unit(shared, job):

@@ -396,6 +396,20 @@ class MaskedCuts:
         self.model, self.shape, self.dg = model, input_shape, graph(model, input_shape)
         self.io = _io_sizes(model, input_shape)
 
+    def plan(self, name: str, keep: int, criterion: str) -> tuple[tuple[int, int] | None, dict[str, list[int]]]:
+        """What `cut` would do, without masking: (parameters removed, MACs removed) or None (measure
+        it on a copy), and the input channels it masks per reading module (`mask_inputs`)."""
+        group = _chosen_group(self.dg, self.model, name, keep, criterion)
+        if group is None:
+            return (0, 0), {}
+        cuts = self._cuts(group)
+        lost = _lost_inputs(self.dg, self.model, group)
+        between = self._between(cuts, lost) if cuts is not None else None
+        if between is None:
+            return None, lost
+        params, macs = self._removed(cuts)
+        return (params, macs + between), lost
+
     @contextmanager
     def cut(self, name: str, keep: int, criterion: str) -> Iterator[tuple[int, int] | None]:
         """Yield (parameters removed, MACs removed) with the cut masked in place, or None."""
