@@ -160,4 +160,4 @@ def test_a_streamed_analysis_is_bit_for_bit_the_one_that_runs_each_cut_whole(spe
               "temperature", "kept", "params_removed", "macs_removed", "sweep")
     assert [{k: r[k] for k in fields} for r in streamed["layers"]] == \
         [{k: r[k] for k in fields} for r in whole["layers"]]
-    assert streamed["priority"] == whole["priority"]
+    assert streamed["priority"] == whole["priority"] and streamed["baseline"] == whole["baseline"]

@@ -231,20 +231,10 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
         raise CompressError(f"{prep.spec} has no prunable convolution layer"
                             + ("" if opts.include_linear else " (try --include-linear)"))
     base_counts = artifact.count(prep.model, shape)
-    start = time.perf_counter()
-    base_out = logits(prep.model, x)
-    base = _accuracies(prep.model, x, y, half, out=base_out)
-    base_acc = base["accuracy"]
-    mask_below = 0.0 if opts.cuts == "copies" else \
-        _copy_seconds(prep.model, shape) / max(time.perf_counter() - start, 1e-6)
     adapt = None
     if opts.adapt_bn:
         tx, ty = prep.dataset.train.tensors
         adapt = tx[data.stratified_indices(ty, min(opts.adapt_bn, len(ty)), seed=opts.seed)]
-    reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
-    if base["temperature"] is not None:
-        reference = fidelity_reference(prep.model, x, y, adapt) if adapt is not None \
-            else (base_out, temperature(base_out, y))
     key = hashlib.sha256(json.dumps([model_digest(prep), prep.dataset.name, "val", len(y), opts.seed, opts.criterion]
                                     + ([opts.adapt_bn] if opts.adapt_bn else [])).encode()).hexdigest()[:24]
     cache = _Cache(key, opts.cache_dir)
@@ -252,10 +242,26 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
             if not {"temperature", "fidelity"} <= (cache.get(l.name, r) or {}).keys()]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
-    counts = base_counts | {"mask_below": mask_below}
     streams, whole = _streamable(prep.model, jobs, opts, shape, adapt)
+    here = len(streams) == 1 and opts.executor == "local"  # one worker: its pass gives the unpruned logits too
+    outs = _stream_logits(prep.model, streams[0], x, clean=True) if here else None
+    base_out = outs.pop(None) if here else logits(prep.model, x)
+    base = _accuracies(prep.model, x, y, half, out=base_out)
+    base_acc = base["accuracy"]
+    mask_below = 0.0  # a cut run whole is masked unless it removes more MACs than a copy costs (timed here)
+    if whole and opts.cuts != "copies":
+        timer = time.perf_counter()
+        logits(prep.model, x)
+        mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - timer, 1e-6)
+    reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
+    if base["temperature"] is not None:
+        reference = fidelity_reference(prep.model, x, y, adapt) if adapt is not None \
+            else (base_out, temperature(base_out, y))
+    counts = base_counts | {"mask_below": mask_below}
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
-        for rows in _run_streams(prep.model, streams, opts, shape, x, y, half, counts, reference):
+        done = [_stream_rows(prep.model, streams[0], outs, x, y, half, reference, time.perf_counter() - start)] \
+            if here else _run_streams(prep.model, streams, opts, shape, x, y, half, counts, reference)
+        for rows in done:
             for row in rows:
                 cache.put(row)
                 advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
@@ -365,11 +371,18 @@ def _stream_unit(shared, group):
     """One worker's cuts, in one pass of the unchanged network: each cut's rows as `_measure` gives them."""
     model, opts, shape, x, y, half, base_counts, _, reference = shared
     start = time.perf_counter()
+    outs = _stream_logits(model, group, x)
+    return _stream_rows(model, group, outs, x, y, half, reference, time.perf_counter() - start)
+
+
+def _stream_logits(model, group, x, clean: bool = False) -> dict:
     cuts = [streaming.Cut((layer.name, ratio), set(lost), lambda lost=lost: surgery.mask_inputs(model, lost))
             for layer, ratio, _, _, lost in group]
-    outs = _suffixes(model).logits(x, cuts)
-    seconds = round((time.perf_counter() - start) / len(group), 3)
-    rows = []
+    return _suffixes(model).logits(x, cuts, clean=clean)
+
+
+def _stream_rows(model, group, outs, x, y, half, reference, seconds: float) -> list[dict]:
+    rows, seconds = [], round(seconds / len(group), 3)
     for layer, ratio, keep, (params_removed, macs_removed), _ in group:
         measured = _accuracies(model, x, y, half, reference, out=outs[(layer.name, ratio)])
         rows.append({"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,

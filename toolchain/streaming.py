@@ -101,9 +101,11 @@ class Suffixes:
             return args[0]
         raise ValueError(f"unexpected node {n.op}")
 
-    def logits(self, x: torch.Tensor, cuts: Iterable[Cut], batch_size: int = 1024) -> dict[Hashable, torch.Tensor]:
-        """Each cut's logits on `x` (eval mode, batches of `batch_size`, as `train.logits` runs them).
-        Raises ValueError for a cut `dirty` refuses: call it first."""
+    def logits(self, x: torch.Tensor, cuts: Iterable[Cut], batch_size: int = 1024,
+               clean: bool = False) -> dict[Hashable, torch.Tensor]:
+        """Each cut's logits on `x` (eval mode, batches of `batch_size`, as `train.logits` runs them), and
+        with `clean` the unchanged network's under the key None. Raises ValueError for a cut `dirty`
+        refuses: call it first."""
         plans = []
         for cut in cuts:
             changed = self.dirty(cut.readers)
@@ -123,8 +125,9 @@ class Suffixes:
         evict: dict[int, list[fx.Node]] = {}
         for n, i in last_use.items():
             evict.setdefault(i, []).append(n)
-        stop = max(by_ready, default=-1)  # past the last cut's reads, the unchanged network is not needed
-        out: dict[Hashable, list[torch.Tensor]] = {p[1].key: [] for p in plans}
+        stop = len(self.nodes) - 1 if clean else max(by_ready, default=-1)  # past the last cut's reads, the
+        #                                                              unchanged network is needed only when asked
+        out: dict[Hashable, list[torch.Tensor]] = {p[1].key: [] for p in plans} | ({None: []} if clean else {})
         self.gm.eval()
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
@@ -137,6 +140,8 @@ class Suffixes:
                             for d in changed:
                                 local[d] = self._run(d, local)
                         out[cut.key].append(local[changed[-1]])
+                    if clean and n.op == "output":
+                        out[None].append(env[n])
                     for a in evict.get(i, ()):
                         env.pop(a, None)
         return {k: torch.cat(v) for k, v in out.items()}
