@@ -245,13 +245,15 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
     streams, whole = _streamable(prep.model, jobs, opts, shape, adapt)
     here = len(streams) == 1 and opts.executor == "local"  # one worker: its pass gives the unpruned logits too
     outs = _stream_logits(prep.model, streams[0], x, clean=True) if here else None
+    timer = time.perf_counter()
     base_out = outs.pop(None) if here else logits(prep.model, x)
     base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
-    mask_below = 0.0  # a cut run whole is masked unless it removes more MACs than a copy costs (timed here)
-    if whole and opts.cuts != "copies":
-        timer = time.perf_counter()
-        logits(prep.model, x)
+    mask_below = 0.0  # a cut run whole is masked unless it removes more MACs than a copy costs, against
+    if whole and opts.cuts != "copies":  # the time of one evaluation of the unpruned network
+        if here:
+            timer = time.perf_counter()
+            _accuracies(prep.model, x, y, half, out=logits(prep.model, x))
         mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - timer, 1e-6)
     reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
     if base["temperature"] is not None:
