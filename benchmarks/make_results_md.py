@@ -35,12 +35,15 @@ def analyze_section(r: dict) -> list[str]:
              f"or *streamed* (`toolchain.streaming`: the network traced once, its unchanged prefix computed "
              f"once per batch, only the part each cut changes run; every cut a mask can stand in for). The whole "
              f"path sends the cuts that remove more MACs than a copy costs to a pruned copy.", "",
-             "| run | workers | cuts streamed / whole | eval samples | ratios | wall time | load before |",
+             "| run | workers | cuts streamed / masked whole / on a copy | eval samples | ratios | wall time | "
+             "load before |",
              "|---|---|---|---|---|---|---|"]
     for label, run in runs.items():
         busy = " (busy)" if run["load_before"] > 1.0 else ""
-        lines.append(f"| {label.replace('_', ' ')} | {run['workers']} | {run['cuts']['streamed']} / "
-                     f"{run['cuts']['whole']} | {run['eval_samples']:,} | {len(run['ratios'])} | "
+        paths = run["cuts"].get("measured_now", run["cuts"])
+        lines.append(f"| {label.replace('_', ' ')} | {run['workers']} | {paths.get('streamed', 0)} / "
+                     f"{paths.get('masked', 0)} / {paths.get('copy', 0)} | {run['eval_samples']:,} | "
+                     f"{len(run['ratios'])} | "
                      f"{run['wall_s']:.1f} s | {run['load_before']}{busy} |")
     lines += ["",
               f"- VGG16-BN ({v['model']}), one ratio, {v['eval_samples']:,} images: streamed "

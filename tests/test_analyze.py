@@ -107,7 +107,7 @@ def test_the_masked_analysis_equals_the_one_on_pruned_copies(trained_a2e, tmp_pa
                          analyze.AnalyzeOptions(**opts, cache_dir=tmp_path / "c2", cuts="copies")).meta
     # wall time aside, and the continuous figures to float noise (the two paths sum in another order)
     continuous = ("confidence", "confidence_a", "confidence_b", "fidelity", "fidelity_a", "fidelity_b", "temperature")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds" and k not in continuous}  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "path") and k not in continuous}  # noqa: E731
                           | {"sweep": [{k: v for k, v in s.items() if k not in continuous} for s in r["sweep"]]}
                           for r in rows]
     assert strip(masked["layers"]) == strip(copies["layers"])

@@ -184,6 +184,7 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
     with _masked_cuts(model, shape).cut(layer.name, keep, opts.criterion) as removed:
         if removed is not None and removed[1] > base_counts.get("mask_below", 1.0) * base_counts["macs"]:
             removed = None  # the copy's forward passes save more than making the copy costs
+        masked = removed is not None
         if removed is not None:
             with batchnorm_kept(model):
                 adapt_batchnorm(model, adapt)
@@ -197,7 +198,7 @@ def _measure(model, layer: surgery.Layer, ratio, opts, shape, x, y, half, base_c
         params_removed, macs_removed = base_counts["params"] - counts["params"], base_counts["macs"] - counts["macs"]
     return {"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
             "params_removed": params_removed, "macs_removed": macs_removed,
-            "seconds": round(time.perf_counter() - start, 3)}
+            "seconds": round(time.perf_counter() - start, 3), "path": "masked" if masked else "copy"}
 
 
 def priority(layers: list[dict]) -> list[str]:
@@ -242,34 +243,36 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
             if not {"temperature", "fidelity"} <= (cache.get(l.name, r) or {}).keys()]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
-    streams, whole = _streamable(prep.model, jobs, opts, shape, adapt)
-    here = len(streams) == 1 and opts.executor == "local"  # one worker: its pass gives the unpruned logits too
-    outs = _stream_logits(prep.model, streams[0], x, clean=True) if here else None
+    streams = _streams(prep.model, jobs, opts, adapt)  # None: every cut run whole (`_measure`)
+    here = streams is not None and len(streams) == 1 and opts.executor == "local"
+    first = _stream_pass(prep.model, shape, streams[0], opts, x, clean=True) if here else None
     timer = time.perf_counter()
-    base_out = outs.pop(None) if here else logits(prep.model, x)
+    base_out = first[0].pop(None) if here else logits(prep.model, x)  # one worker: its pass gives it too
     base = _accuracies(prep.model, x, y, half, out=base_out)
     base_acc = base["accuracy"]
-    mask_below = 0.0  # a cut run whole is masked unless it removes more MACs than a copy costs, against
-    if whole and opts.cuts != "copies":  # the time of one evaluation of the unpruned network
-        if here:
-            timer = time.perf_counter()
-            _accuracies(prep.model, x, y, half, out=logits(prep.model, x))
-        mask_below = _copy_seconds(prep.model, shape) / max(time.perf_counter() - timer, 1e-6)
+    mask_below = 1.0  # streamed, a cut that cannot be is masked where it can; run whole, it is masked unless
+    if streams is None:  # it removes more MACs than a copy costs, against one evaluation of the network
+        mask_below = 0.0 if opts.cuts == "copies" else \
+            _copy_seconds(prep.model, shape) / max(time.perf_counter() - timer, 1e-6)
     reference = None  # the fidelity's: without adaptive BN, the baseline's own logits
     if base["temperature"] is not None:
         reference = fidelity_reference(prep.model, x, y, adapt) if adapt is not None \
             else (base_out, temperature(base_out, y))
     counts = base_counts | {"mask_below": mask_below}
+    shared = (prep.model, opts, shape, x, y, half, counts, adapt, reference)
     with task(f"analyze {len(todo)} layers x {len(opts.all_ratios)} ratios", len(jobs)) as advance:
-        done = [_stream_rows(prep.model, streams[0], outs, x, y, half, reference, time.perf_counter() - start)] \
-            if here else _run_streams(prep.model, streams, opts, shape, x, y, half, counts, reference)
+        if streams is None:
+            done = ([row] for row in _run_jobs(prep.model, jobs, opts, shape, x, y, half, counts, adapt, reference))
+        elif here:
+            done = [_stream_rows(shared, *first)]
+        else:
+            done = run_units(Executor(opts.executor, opts.address, opts.workers), _stream_unit, shared, streams)
+        paths: dict[str, int] = {}
         for rows in done:
             for row in rows:
                 cache.put(row)
+                paths[row.get("path", "?")] = paths.get(row.get("path", "?"), 0) + 1
                 advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
-        for row in _run_jobs(prep.model, whole, opts, shape, x, y, half, counts, adapt, reference):
-            cache.put(row)
-            advance(info=f"{row['name']} @ {row['ratio']}: {row['accuracy']:.2f}%")
     rows = []
     for l in todo:
         sweep = [cache.get(l.name, r) for r in opts.all_ratios]
@@ -297,7 +300,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
         "stability": _stability(rows, half),
         "seconds": round(time.perf_counter() - start, 2), "reused_results": reused,
         "workers": opts.workers, "executor": opts.executor,
-        "cuts": {"method": opts.cuts, "streamed": sum(map(len, streams)), "whole": len(whole)},
+        "cuts": {"method": opts.cuts, "measured_now": paths},  # by path: streamed, masked (whole), copy
     }
     artifact.write_json(result, dst)
     if opts.plots:
@@ -336,60 +339,62 @@ def _suffixes(model: nn.Module) -> streaming.Suffixes | None:
     return _SUFFIXES[1]
 
 
-def _streamable(model, jobs, opts, shape, adapt) -> tuple[list[list[tuple]], list]:
-    """The cuts measured in one pass of the unchanged network (`toolchain.streaming`), dealt to the
-    workers by the size of their changed part, and the rest (`_measure`: a cut masking cannot stand in
-    for, adaptive BatchNorm, a network torch.fx cannot trace). Every cut that can be masked is
-    streamed: its changed part costs less than a pruned copy's forward pass (the whole path sends the
-    cuts that remove the most MACs to copies: there the two agree in top-1, and in the continuous
-    figures to float rounding, as tests/test_analyze.py holds)."""
+def _streams(model, jobs, opts, adapt) -> list[list[tuple]] | None:
+    """The cuts dealt to the workers for streaming (`toolchain.streaming`: each worker one pass of the
+    unchanged network), each worker's share about as much of the network to re-run (counted from
+    each layer's place in the graph); None where nothing is streamed (`cuts` other than "streamed",
+    adaptive BatchNorm, a network torch.fx cannot trace). A cut is streamed wherever a mask can stand
+    in for it: its changed part costs less than a pruned copy's forward pass (run whole, the cuts
+    that remove the most MACs go to copies: the two agree in top-1, and in the continuous figures to
+    float rounding, as tests/test_analyze.py holds)."""
     suffixes = _suffixes(model) if opts.cuts == "streamed" and adapt is None and jobs else None
     if suffixes is None:
-        return [], jobs
-    masked, plans, whole = _masked_cuts(model, shape), [], []
+        return None
+    place = {n.target: i for i, n in enumerate(suffixes.nodes) if n.op == "call_module"}
+    groups: list[list[tuple]] = [[] for _ in range(min(max(1, opts.workers), len(jobs)))]
+    loads = [0] * len(groups)
+    for job in sorted(jobs, key=lambda j: place.get(j[0].name, 0)):  # earliest (longest rest) first
+        i = loads.index(min(loads))
+        groups[i].append(job)
+        loads[i] += len(suffixes.nodes) - place.get(job[0].name, 0)
+    return groups
+
+
+def _stream_pass(model, shape, jobs, opts, x, clean: bool = False) -> tuple[dict, list, list, float]:
+    """A worker's cuts planned (`MaskedCuts.plan`) and those a mask stands in for streamed in one pass:
+    (their logits, and with `clean` the unpruned network's under None; the streamed plans; the cuts
+    left to run whole; the seconds it took)."""
+    start, masked, suffixes = time.perf_counter(), _masked_cuts(model, shape), _suffixes(model)
+    plans, whole = [], []
     for layer, ratio in jobs:
         keep = surgery.keep_count(layer.channels, ratio, layer.multiple)
         removed, lost = masked.plan(layer.name, keep, opts.criterion)
-        changed = suffixes.dirty(set(lost)) if lost else None
-        if removed is None or changed is None:
+        if removed is None or not lost or suffixes.dirty(set(lost)) is None:
             whole.append((layer, ratio))
         else:
-            plans.append((len(changed), (layer, ratio, keep, removed, lost)))
-    groups: list[list[tuple]] = [[] for _ in range(min(max(1, opts.workers), len(plans)))]
-    loads = [0] * len(groups)
-    for size, plan in sorted(plans, key=lambda p: -p[0]):  # largest first, each to the least loaded worker
-        i = loads.index(min(loads))
-        groups[i].append(plan)
-        loads[i] += size
-    return groups, whole
-
-
-def _run_streams(model, groups, opts, shape, x, y, half, base_counts, reference):
-    shared = (model, opts, shape, x, y, half, base_counts, None, reference)
-    yield from run_units(Executor(opts.executor, opts.address, opts.workers), _stream_unit, shared, groups)
-
-
-def _stream_unit(shared, group):
-    """One worker's cuts, in one pass of the unchanged network: each cut's rows as `_measure` gives them."""
-    model, opts, shape, x, y, half, base_counts, _, reference = shared
-    start = time.perf_counter()
-    outs = _stream_logits(model, group, x)
-    return _stream_rows(model, group, outs, x, y, half, reference, time.perf_counter() - start)
-
-
-def _stream_logits(model, group, x, clean: bool = False) -> dict:
+            plans.append((layer, ratio, keep, removed, lost))
     cuts = [streaming.Cut((layer.name, ratio), set(lost), lambda lost=lost: surgery.mask_inputs(model, lost))
-            for layer, ratio, _, _, lost in group]
-    return _suffixes(model).logits(x, cuts, clean=clean)
+            for layer, ratio, _, _, lost in plans]
+    outs = suffixes.logits(x, cuts, clean=clean) if cuts or clean else {}
+    return outs, plans, whole, time.perf_counter() - start
 
 
-def _stream_rows(model, group, outs, x, y, half, reference, seconds: float) -> list[dict]:
-    rows, seconds = [], round(seconds / len(group), 3)
-    for layer, ratio, keep, (params_removed, macs_removed), _ in group:
+def _stream_unit(shared, jobs):
+    """One worker's cuts: planned and streamed in one pass, the rest run whole; rows as `_measure` gives."""
+    model, opts, shape, x, *_ = shared
+    return _stream_rows(shared, *_stream_pass(model, shape, jobs, opts, x))
+
+
+def _stream_rows(shared, outs: dict, plans: list, whole: list, seconds: float) -> list[dict]:
+    model, opts, shape, x, y, half, base_counts, adapt, reference = shared
+    rows, seconds = [], round(seconds / max(1, len(plans)), 3)
+    for layer, ratio, keep, (params_removed, macs_removed), _ in plans:
         measured = _accuracies(model, x, y, half, reference, out=outs[(layer.name, ratio)])
         rows.append({"name": layer.name, "ratio": ratio, "channels": layer.channels, "kept": keep, **measured,
-                     "params_removed": params_removed, "macs_removed": macs_removed, "seconds": seconds})
-    return rows
+                     "params_removed": params_removed, "macs_removed": macs_removed, "seconds": seconds,
+                     "path": "streamed"})
+    return rows + [_measure(model, layer, ratio, opts, shape, x, y, half, base_counts, adapt, reference)
+                   for layer, ratio in whole]
 
 
 def _unit(shared, job):

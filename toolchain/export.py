@@ -51,6 +51,21 @@ class ExportOptions:
             load_target(self.check_target)
 
 
+def _int8(parent: artifact.Artifact, recipe: dict, fp32: Path, final: Path) -> str:
+    """The int8 file: the very one `quantize` measured when this fp32 graph is the one it quantized
+    (quantized once: no second calibration, the figures are that file's), else quantized again from
+    the stored recipe and calibration set (another opset, a model file from before)."""
+    stored = artifact.load_extra(parent.path, "int8_onnx")
+    if stored is not None and recipe.get("fp32_onnx_sha256") == artifact.sha256_of(fp32):
+        final.write_bytes(stored.numpy().tobytes())
+        return "the file quantize measured"
+    calib = artifact.load_extra(parent.path, "calibration")
+    if calib is None:
+        raise CompressError(f"{parent.path} lost its calibration set; rerun `compress quantize`")
+    quantize_onnx(fp32, final, recipe, calib.numpy())
+    return "quantized again from the recipe and calibration set quantize stored"
+
+
 def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust: bool = False) -> artifact.Artifact:
     """Export a model file or spec to ONNX (int8 if it went through `quantize`) and verify it."""
     import onnx
@@ -94,11 +109,8 @@ def run(src: str, dst: Path, opts: ExportOptions, *, force: bool = False, trust:
                                 f"top-1 agreement {check['top1_agreement']:.3f}); tolerance {opts.tolerance}")
         final = fp32
         if recipe:
-            calib = artifact.load_extra(parent.path, "calibration")
-            if calib is None:
-                raise CompressError(f"{parent.path} lost its calibration set; rerun `compress quantize`")
             final = Path(tmp) / "int8.onnx"
-            quantize_onnx(fp32, final, recipe, calib.numpy())
+            notes["int8"] = _int8(parent, recipe, fp32, final)
         target_check = None
         if opts.check_target:  # before anything is written: a model that would fail on the device fails here
             target_check = check_target(final, opts.check_target, [1, *shape])

@@ -28,7 +28,8 @@ import torch
 from . import artifact, data, measure
 from .convert import export_onnx, onnx_accuracy, test_arrays
 from .errors import CompressError
-from .onnxio import param_bytes, quantizable_nodes, quantize_onnx
+from .fileio import sha256_of
+from .onnxio import external_data, param_bytes, quantizable_nodes, quantize_onnx
 from .remote import Remote
 from .target import arch, load_target
 from .train import data_meta, prepare, reconstructs
@@ -185,6 +186,8 @@ def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
                 int8_acc, sizes["int8"] = onnx_accuracy(int8, test, recon), param_bytes(int8)
         timed = None if opts.allow_slower else guard  # the guard decides; --allow-slower has decided
         slowdown = _latency_ratio(fp32, int8, opts) if timed else None
+        measured = {"fp32_onnx_sha256": sha256_of(fp32)} if not external_data(int8) else {}
+        int8_file = torch.frombuffer(bytearray(int8.read_bytes()), dtype=torch.uint8) if measured else None
     recipe["int8_vs_fp32_p50"], recipe["speed_guard"] = slowdown, (
         {"device": f"timed on {opts.host}", "here": "timed on this host"}.get(timed)
         or ("not timed: --allow-slower keeps int8 whatever it measures (time it with `compress bench`)"
@@ -213,9 +216,12 @@ def run(src: str, dst: Path, opts: QuantizeOptions, *, force: bool = False,
                              num_classes=prep.dataset.num_classes, metrics=metrics,
                              report={"recipe": recipe, "param_bytes": sizes,
                                      "drop_vs_fp32": round(fp32_acc - int8_acc, 3)})
-    meta["quantization"] = None if kept_fp32 else recipe
+    meta["quantization"] = None if kept_fp32 else recipe | measured
     meta["report"]["kept_fp32_because_int8_was_slower"] = kept_fp32
-    return artifact.save(prep.model, dst, meta, force=force, extra={"calibration": torch.from_numpy(calib)})
+    extra = {"calibration": torch.from_numpy(calib)}
+    if int8_file is not None and not kept_fp32:  # the very file measured here: export writes it (`export.run`)
+        extra["int8_onnx"] = int8_file
+    return artifact.save(prep.model, dst, meta, force=force, extra=extra)
 
 
 def _per_layer(fp32: Path, recipe: dict, calib: np.ndarray, opts: QuantizeOptions, tmp: Path) -> tuple[list, dict]:
