@@ -207,3 +207,18 @@ def test_per_layer_precision_keeps_int8_only_where_it_measured_faster(trained_le
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     int8_weights = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1]
     assert len(int8_weights) == 1
+
+
+def test_export_writes_the_very_int8_file_quantize_measured(trained_lenet, tmp_path, monkeypatch):
+    """Quantized once: export calibrates nothing again when its fp32 graph is the one quantize
+    quantized; the file's figures are the ones quantize reported. Another opset is quantized again."""
+    q = quantize.run(str(trained_lenet), tmp_path / "q.pt",
+                     quantize.QuantizeOptions(scope=quantize.Scope.ALL, allow_slower=True))
+    real = export.quantize_onnx
+    monkeypatch.setattr(export, "quantize_onnx", lambda *a, **k: pytest.fail("calibrated a second time"))
+    art = export.run(str(tmp_path / "q.pt"), tmp_path / "q.onnx", export.ExportOptions())
+    assert art.meta["report"]["int8"] == "the file quantize measured"
+    assert art.metrics["accuracy"] == q.metrics["accuracy"] and art.metrics["param_bytes"] == q.metrics["param_bytes"]
+    monkeypatch.setattr(export, "quantize_onnx", real)
+    other = export.run(str(tmp_path / "q.pt"), tmp_path / "q13.onnx", export.ExportOptions(opset=13))
+    assert other.meta["report"]["int8"].startswith("quantized again")
