@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-cache-dir --upgrade pip
 	$(PIP) install -q --no-cache-dir torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q --no-cache-dir -e '.[dev,ray]'
+	$(PIP) install -q --no-cache-dir -e '.[dev,ray,timm]'
 	touch $(STAMP)
 
 install: $(STAMP)

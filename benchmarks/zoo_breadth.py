@@ -37,6 +37,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import RESULTS, git_state, load, write
@@ -46,7 +48,6 @@ from toolchain import data
 SIZE, SIZES = 64, {"inception_v3": 96, "maxvit_t": 224, "vit_h_14": 56}  # ViT-H/14: a multiple of its patch
 TARGET = 0.5
 ALONE_PARAMS = 400_000_000  # models this large run alone, after the rest (memory, not time)
-CELLS = data.CACHE_DIR / "zoo-breadth"
 MIN_AGREEMENT, MAX_REL_ERROR = 0.9, 0.2  # int8 against fp32, fixed before the run (parity_int8)
 ROW_FORMAT = 2  # rows of another format (before parity_int8) are measured again
 
@@ -57,7 +58,21 @@ def spec(name: str) -> tuple[str, int]:
     return f"torchvision:{name}?size={size}{extra}", size
 
 
-def one(name: str, threads: int) -> dict:
+@dataclass(frozen=True)
+class Zoo:
+    """A family of architectures to take through every stage: its results file, its names (smallest
+    first), each one's model spec and input size, and its size in parameters (models over
+    ALONE_PARAMS run alone)."""
+
+    results: str
+    what: str
+    names: Callable[[], list[str]]
+    spec: Callable[[str], tuple[str, int]]
+    params: Callable[[str], int]
+    inputs: dict = None  # input sizes, for the page: {"default": px, name: px, ...}
+
+
+def one(name: str, threads: int, zoo: Zoo | None = None) -> dict:
     """Every stage for one model (run in a child process)."""
     import torch
 
@@ -65,7 +80,8 @@ def one(name: str, threads: int) -> dict:
     from toolchain.errors import CompressError
 
     torch.set_num_threads(threads)
-    model, size = spec(name)
+    zoo = zoo or TORCHVISION
+    model, size = zoo.spec(name)
     data_spec = f"synthetic:3x{size}x{size}:10"
     row: dict = {"model": name, "input": size, "status": "skipped"}
     stage, start, seconds = "build", time.perf_counter(), {}
@@ -197,8 +213,18 @@ def _size(name: str) -> int:
     return next(iter(get_model_weights(name))).meta["num_params"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models), key=_size)
+
+
+TORCHVISION = Zoo("zoo_breadth", "structure, not accuracy: random weights, synthetic data, small inputs",
+                  _torchvision_names, spec, lambda name: _size(name), {"default": SIZE, **SIZES})
+
+
+def main(zoo: Zoo = TORCHVISION, doc: str = __doc__, script: str = __file__) -> None:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated model names to measure (default: every classification model); "
                                    "the results keep every other model's last row")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model")
@@ -214,29 +240,27 @@ def main() -> None:
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.threads)))
+        print(json.dumps(one(args.one, args.threads, zoo)))
         return
-    import torchvision
-
-    # smallest first: a cut-short run covers most
-    names = sorted(torchvision.models.list_models(module=torchvision.models), key=_size)
+    names = zoo.names()  # smallest first: a cut-short run covers most
     wanted = set(args.only.split(",") if args.only else names)
     if wanted - set(names):
-        ap.error(f"not torchvision classification models: {', '.join(sorted(wanted - set(names)))}")
-    CELLS.mkdir(parents=True, exist_ok=True)
-    committed = RESULTS / "zoo_breadth.json"
+        ap.error(f"not in this benchmark's list: {', '.join(sorted(wanted - set(names)))}")
+    cells = data.CACHE_DIR / zoo.results.replace("_", "-")
+    cells.mkdir(parents=True, exist_ok=True)
+    committed = RESULTS / f"{zoo.results}.json"
     if committed.exists():  # rows measured in an earlier session, on a fresh machine
         earlier = json.loads(committed.read_text())
         for row in earlier.get("rows", []):
             row.setdefault("measured", earlier["created"][:10])
-            if not (CELLS / f"{row['model']}.json").exists():
-                (CELLS / f"{row['model']}.json").write_text(json.dumps(row))
+            if not (cells / f"{row['model']}.json").exists():
+                (cells / f"{row['model']}.json").write_text(json.dumps(row))
     start, not_run, done_count, finished, lock = time.perf_counter(), [], [0], {}, threading.Lock()
     code, load_before = git_state(), load()
-    big = [n for n in names if _size(n) > ALONE_PARAMS]
+    big = [n for n in names if zoo.params(n) > ALONE_PARAMS]
 
     def measure(name: str, threads: int = args.threads) -> dict | None:
-        cell = CELLS / f"{name}.json"
+        cell = cells / f"{name}.json"
         late = args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes
         row = json.loads(cell.read_text()) if cell.exists() else None
         if row is not None:
@@ -245,7 +269,7 @@ def main() -> None:
             args.since is not None and row.get("measured", "") < args.since
         if name in wanted and due and not late:
             try:
-                child = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
+                child = [sys.executable, script, "--one", name, "--threads", str(threads)]
                 done = subprocess.run(child, capture_output=True, text=True, timeout=args.timeout)
                 lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
                 row = json.loads(lines[-1]) if lines else {
@@ -272,9 +296,9 @@ def main() -> None:
         ok = [r for r in rows if r["status"] == "ok"]  # the fraction is of the models run; not_run lists the rest
         fresh = bool(rows) and not not_run and all(r.get("this_run") for r in rows)
         commits = sorted({r.get("git_commit") or "unknown" for r in rows})
-        write("zoo_breadth", {
-            "what": "structure, not accuracy: random weights, synthetic data, small inputs",
-            "input": {"default": SIZE, **SIZES}, "target_params": TARGET,
+        write(zoo.results, {
+            "what": zoo.what,
+            "input": zoo.inputs, "target_params": TARGET,
             "models": len(rows), "ok": len(ok), "ok_fraction": round(len(ok) / max(1, len(rows)), 3),
             "tracebacks": sum(1 for r in rows if r.get("traceback")), "goal_ok_fraction": 0.95,
             "parity_failed": [r["model"] for r in rows if r.get("parity_int8") and not r["parity_int8"]["holds"]],

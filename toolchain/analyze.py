@@ -243,7 +243,7 @@ def _run(model: str, data_spec: str | None, dst: Path, opts: AnalyzeOptions, tru
             if not {"temperature", "fidelity"} <= (cache.get(l.name, r) or {}).keys()]
     reused = len(todo) * len(opts.all_ratios) - len(jobs)
     start = time.perf_counter()
-    streams = _streams(prep.model, jobs, opts, adapt)  # None: every cut run whole (`_measure`)
+    streams = _streams(prep.model, shape, jobs, opts, adapt)  # None: every cut run whole (`_measure`)
     here = streams is not None and len(streams) == 1 and opts.executor == "local"
     first = _stream_pass(prep.model, shape, streams[0], opts, x, clean=True) if here else None
     timer = time.perf_counter()
@@ -333,13 +333,13 @@ def _run_jobs(model, jobs, opts, shape, x, y, half, base_counts, adapt=None, ref
 _SUFFIXES: list = []  # this process's traced network, for the model it was made for
 
 
-def _suffixes(model: nn.Module) -> streaming.Suffixes | None:
+def _suffixes(model: nn.Module, shape: tuple[int, ...] | None = None) -> streaming.Suffixes | None:
     if not _SUFFIXES or _SUFFIXES[0] is not model:
-        _SUFFIXES[:] = [model, streaming.Suffixes.of(model)]
+        _SUFFIXES[:] = [model, streaming.Suffixes.of(model, shape)]
     return _SUFFIXES[1]
 
 
-def _streams(model, jobs, opts, adapt) -> list[list[tuple]] | None:
+def _streams(model, shape, jobs, opts, adapt) -> list[list[tuple]] | None:
     """The cuts dealt to the workers for streaming (`toolchain.streaming`: each worker one pass of the
     unchanged network), each worker's share about as much of the network to re-run (counted from
     each layer's place in the graph); None where nothing is streamed (`cuts` other than "streamed",
@@ -347,7 +347,7 @@ def _streams(model, jobs, opts, adapt) -> list[list[tuple]] | None:
     in for it: its changed part costs less than a pruned copy's forward pass (run whole, the cuts
     that remove the most MACs go to copies: the two agree in top-1, and in the continuous figures to
     float rounding, as tests/test_analyze.py holds)."""
-    suffixes = _suffixes(model) if opts.cuts == "streamed" and adapt is None and jobs else None
+    suffixes = _suffixes(model, shape) if opts.cuts == "streamed" and adapt is None and jobs else None
     if suffixes is None:
         return None
     place = {n.target: i for i, n in enumerate(suffixes.nodes) if n.op == "call_module"}

@@ -45,9 +45,10 @@ class Suffixes:
         self.modules = dict(gm.named_modules())
 
     @classmethod
-    def of(cls, model: nn.Module) -> Suffixes | None:
+    def of(cls, model: nn.Module, input_shape: tuple[int, ...] | None = None) -> Suffixes | None:
         """The traced network (sharing the model's modules and their hooks), or None where it cannot be
-        streamed exactly."""
+        streamed exactly: it does not trace, writes in place into a value read twice, or (run node by
+        node on two images of `input_shape`) does not give the network's own outputs bit for bit."""
         try:
             gm = fx.symbolic_trace(model)
         except Exception as e:  # noqa: BLE001 - torch.fx raises many kinds; every one means "run it whole"
@@ -58,6 +59,17 @@ class Suffixes:
             if s._inplace(n) and n.args and isinstance(n.args[0], fx.Node) and len(n.args[0].users) > 1:
                 logger.info("not streamed (%s writes in place into a value %d operations read)", n.name,
                             len(n.args[0].users))
+                return None
+        if input_shape is not None:
+            x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+            try:
+                with torch.inference_mode():
+                    same = torch.equal(model.eval()(x), s.logits(x, [], clean=True)[None])
+            except Exception as e:  # noqa: BLE001 - a traced graph that does not run: the model runs whole
+                logger.info("not streamed (the traced graph does not run: %s)", str(e).splitlines()[0] if str(e) else e)
+                return None
+            if not same:
+                logger.info("not streamed (the traced graph's outputs differ from the network's)")
                 return None
         return s
 

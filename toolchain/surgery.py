@@ -233,6 +233,8 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_line
             skip = "linear layer (pass --include-linear to analyze it)"
         elif channels < 2:
             skip = "fewer than 2 channels"
+        elif _split_into_heads(model, name):
+            skip = "attention projection split into heads (fused q/k/v): left whole"
         else:
             try:
                 skip, members, multiple = _layer_skip(dg, m, channels, group_owner)
@@ -244,6 +246,14 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], include_line
                 multiple = 1
         layers.append(Layer(name, kind, channels, skip, multiple))
     return layers
+
+
+def _split_into_heads(model: nn.Module, name: str) -> bool:
+    """A query, key or value projection of an attention module (timm's `qkv`, `q`, `kv`, ...): its
+    outputs are reshaped into `num_heads` heads, which a cut of arbitrary channels breaks."""
+    parent, _, leaf = name.rpartition(".")
+    holder = model.get_submodule(parent) if parent else model
+    return hasattr(holder, "num_heads") and leaf in {"qkv", "q", "k", "v", "kv", "qk", "to_q", "to_k", "to_v"}
 
 
 class _Unmappable(Exception):

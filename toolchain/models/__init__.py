@@ -101,6 +101,24 @@ def _torchvision(name: str, data_shape, num_classes: int, **kw):
     return model, (3, size, size)
 
 
+def _timm(name: str, data_shape, num_classes: int, **kw):
+    """A timm (PyTorch Image Models) architecture with random weights: no hub is reached. `size` sets
+    the square input (and, for models whose position embeddings fix it, their `img_size`)."""
+    try:
+        import timm
+    except ImportError as e:
+        raise CompressError("timm: models need the timm package: pip install 'compress[timm]'") from e
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise CompressError(f"unknown timm model {name!r}" + (f"; close: {', '.join(close)}" if close else ""))
+    size = int(kw.pop("size", 224))
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=size, **kw)
+    except TypeError:  # a convolutional network takes any size and no img_size
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kw)
+    return model, (3, size, size)
+
+
 def _from_file(path: str, factory: str, data_shape, num_classes: int, **kw):
     file = Path(path)
     if not file.is_file():
@@ -123,7 +141,7 @@ def _from_file(path: str, factory: str, data_shape, num_classes: int, **kw):
 
 
 def known_specs() -> list[str]:
-    return [f"zoo:{n}" for n in ZOO] + ["torchvision:NAME", "path/file.py:factory", "model.pt"]
+    return [f"zoo:{n}" for n in ZOO] + ["torchvision:NAME", "timm:NAME", "path/file.py:factory", "model.pt"]
 
 
 def build(spec: str, data_shape: tuple[int, ...], num_classes: int) -> Built:
@@ -137,6 +155,9 @@ def build(spec: str, data_shape: tuple[int, ...], num_classes: int) -> Built:
         elif spec.startswith("torchvision:"):
             name, kw = _parse_query(spec[len("torchvision:"):])
             model, shape = _torchvision(name, data_shape, num_classes, **_coerce(kw))
+        elif spec.startswith("timm:"):
+            name, kw = _parse_query(spec[len("timm:"):])
+            model, shape = _timm(name, data_shape, num_classes, **_coerce(kw))
         elif ".py:" in spec:
             path, _, rest = spec.rpartition(".py:")
             factory, kw = _parse_query(rest)
