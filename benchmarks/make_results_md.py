@@ -348,12 +348,27 @@ def bench_section(r: dict) -> list[str]:
     return lines + [""]
 
 
-def breadth_section(r: dict) -> list[str]:
+def timm_section(r: dict) -> list[str]:
+    lines = breadth_section(r, "## timm edge architectures through every stage (issue 41)",
+                            "python benchmarks/timm_breadth.py")
+    fused = [m for m in r["rows"] if m.get("p50_fused_ms")]
+    if fused:
+        lines[-1:-1] = ["", "Deploy forms (timm's re-parameterisation of the unpruned model, fp32; p50 in the "
+                            "same interleaved run):", "", "| model | params unfused | fused | max rel. diff | "
+                            "p50 unfused ms | p50 fused ms |", "|---|---|---|---|---|---|"] + [
+            f"| {m['model']} | {m['fused']['params_unfused']:,} | {m['fused']['params']:,} | "
+            f"{m['fused']['max_rel_diff']:.1e} | {_ms(m.get('p50_before_ms'))} | {_ms(m['p50_fused_ms'])} |"
+            for m in fused]
+    return lines
+
+
+def breadth_section(r: dict, title: str = "## Every torchvision classifier through every stage (issue 14)",
+                    script: str = "python benchmarks/zoo_breadth.py") -> list[str]:
     rows = r["rows"]
     rule = r.get("parity_rule")
     checked = rule is not None and all("parity_int8" in m for m in rows)
-    lines = ["## Every torchvision classifier through every stage (issue 14)", "",
-             "`python benchmarks/zoo_breadth.py`: "
+    lines = [title, "",
+             f"`{script}`: "
              + (f"{len(r['not_run'])} of {r['models'] + len(r['not_run'])} models were not run yet (the largest; "
                 f"listed below). " if r.get("not_run") else "")
              + f"Of the {r['models']} run, {r['ok']} ({100 * r['ok_fraction']:.1f}%; goal "
@@ -585,6 +600,7 @@ def render() -> str:
     for name, section in (("baselines", baselines_section), ("paper", paper_section),
                           ("analyze_speed", analyze_section), ("quantize_speed", quantize_section),
                           ("bench_overhead", bench_section), ("zoo_breadth", breadth_section),
+                          ("timm_breadth", timm_section),
                           ("emulate_root", emulate_section), ("ray", ray_section),
                           ("latency_aware", latency_section), ("proxy_stability", stability_section)):
         r = _load(name)

@@ -70,6 +70,7 @@ class Zoo:
     spec: Callable[[str], tuple[str, int]]
     params: Callable[[str], int]
     inputs: dict = None  # input sizes, for the page: {"default": px, name: px, ...}
+    fuse: Callable | None = None  # model -> its re-parameterised (deploy) copy, or None where it has none
 
 
 def one(name: str, threads: int, zoo: Zoo | None = None) -> dict:
@@ -116,12 +117,17 @@ def one(name: str, threads: int, zoo: Zoo | None = None) -> dict:
             row |= {"parity_max_abs": parity["max_abs_diff"], "parity_max_rel": parity["max_rel_diff"],
                     "parity_int8": parity_int8(tmp / "pruned.pt", tmp / "int8.onnx", data_spec, size)}
             export.run(str(base), tmp / "fp32.onnx", export.ExportOptions(eval_samples=32, data=data_spec))
+            fused = _fused(zoo, base, tmp / "fused.onnx", size)
+            if fused:
+                row["fused"] = fused
             stage = lap("bench")
-            rep = bench.run([tmp / "fp32.onnx", tmp / "int8.onnx"], None, bench.BenchOptions(runs=20, warmup=3,
-                                                                                             threads=1)).meta
-            before, after = rep["models"]
+            files = [tmp / "fp32.onnx", tmp / "int8.onnx"] + ([tmp / "fused.onnx"] if fused else [])
+            rep = bench.run(files, None, bench.BenchOptions(runs=20, warmup=3, threads=1)).meta
+            before, after = rep["models"][:2]
             row |= {"p50_before_ms": before["p50_ms"], "p50_after_ms": after["p50_ms"],
                     "bytes_before": before["bytes"], "bytes_after": after["bytes"]}
+            if fused:
+                row |= {"p50_fused_ms": rep["models"][2]["p50_ms"], "bytes_fused": rep["models"][2]["bytes"]}
             check = row["parity_int8"]
             row["status"] = "ok" if check["holds"] else "failed"
             if not check["holds"]:
@@ -204,6 +210,30 @@ def parity_int8(fp32: Path, int8_onnx: Path, data_spec: str, size: int, n: int =
     if rel > MAX_REL_ERROR:
         why.append(f"relative error {rel:.3f} > {MAX_REL_ERROR}")
     return out | {"holds": not why, "why": "; ".join(why)}
+
+
+def _fused(zoo: Zoo, base: Path, dst: Path, size: int) -> dict | None:
+    """The unpruned model's deploy form, where the zoo has one (RepVGG, MobileOne, FastViT: branches
+    fused into one convolution), exported to `dst` for bench to time beside the others, and how far
+    its outputs are from the unfused model's (max difference over the output scale)."""
+    import torch
+
+    from toolchain import artifact
+    from toolchain.convert import export_onnx
+
+    if zoo.fuse is None:
+        return None
+    net, _ = artifact.load_model(base)
+    fused = zoo.fuse(net)
+    if fused is None:
+        return None
+    x = data.load(f"synthetic:3x{size}x{size}:10", (3, size, size)).test.tensors[0][:16]
+    with torch.inference_mode():
+        ref, got = net.eval()(x), fused.eval()(x)
+    export_onnx(fused, (3, size, size), dst)
+    diff = float((ref - got).abs().max() / max(float(ref.abs().max()), 1e-12))
+    return {"params": artifact.param_count(fused), "params_unfused": artifact.param_count(net),
+            "max_rel_diff": diff}
 
 
 def _size(name: str) -> int:
