@@ -366,11 +366,11 @@ def breadth_section(r: dict, title: str = "## Every torchvision classifier throu
                     script: str = "python benchmarks/zoo_breadth.py") -> list[str]:
     rows = r["rows"]
     rule = r.get("parity_rule")
-    checked = rule is not None and all("parity_int8" in m for m in rows)
+    checked = rule is not None and all("parity_int8" in m for m in rows if m.get("parity_max_abs") is not None)
     lines = [title, "",
              f"`{script}`: "
-             + (f"{len(r['not_run'])} of {r['models'] + len(r['not_run'])} models were not run yet (the largest; "
-                f"listed below). " if r.get("not_run") else "")
+             + (f"{len(r['not_run'])} of {r['models'] + len(r['not_run'])} models were not run yet (listed "
+                f"below; the run resumes). " if r.get("not_run") else "")
              + f"Of the {r['models']} run, {r['ok']} ({100 * r['ok_fraction']:.1f}%; goal "
              f"{100 * r['goal_ok_fraction']:.0f}% of all) went through analyze (one ratio, 32 validation images), "
              f"prune to {r['target_params']:.0%} of the parameters (sensitivity plan, one shot), all-int8 "
