@@ -288,6 +288,10 @@ def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> tuple[str
     if channels % multiple or channels // multiple < 2:
         return f"{channels} channels in {multiple} groups: no whole group position can go", members, multiple
     probe = _pruning_group(dg, m, _symmetric(torch.arange(channels, 0, -1.0), multiple, multiple))
+    try:  # a group torch-pruning maps but cannot score (LeViT's attention): left whole, not a traceback later
+        get_criterion("l1")(_pruning_group(dg, m, list(range(channels))))
+    except (IndexError, RuntimeError) as e:
+        return f"torch-pruning cannot score its dependency group ({type(e).__name__})", members, multiple
     return misaligned(dg, probe), members, multiple
 
 
