@@ -19,6 +19,7 @@ JUnit, JSON, GitHub).
 from .formats import (  # noqa: F401 - the package's API
     append_step_summary,
     cells,
+    enforce,
     github_annotations,
     junit,
     markdown,

@@ -10,8 +10,8 @@ from xml.etree import ElementTree as ET
 
 from .. import fileio
 from ..errors import CompressError
-from ..fileio import write_text
-from .gate import CheckResult, Figure, Row, Status, _fmt, _label
+from ..fileio import check_outputs, write_text
+from .gate import CheckResult, Figure, Row, Status, _fmt, _label, run, update_baseline
 
 
 def table(result: CheckResult):
@@ -150,13 +150,17 @@ def append_step_summary(result: CheckResult, dst: Path) -> None:
         raise CompressError(f"{dst}: cannot append the step summary ({e})") from e
 
 
-
-
-
-
-
-
-
-
-
-
+def enforce(report: Path, baseline: Path, *, update: bool = False, junit_path: Path | None = None,
+            json_path: Path | None = None, environ=None, force: bool = False) -> tuple[CheckResult, list[str]]:
+    """`compress check` end to end: accept the report's figures as the baseline first when `update`,
+    compare, write the JUnit XML and JSON asked for (refused before any work if they exist, unless
+    `force`), and on GitHub Actions append the step summary: the result, and the ::error lines to print."""
+    check_outputs(force, *(p for p in (junit_path, json_path) if p))
+    if update:
+        update_baseline(report, baseline)
+    result = run(report, baseline)
+    if junit_path:
+        write_junit(result, junit_path)
+    if json_path:
+        write_json(result, json_path)
+    return result, to_github(result, environ or {})

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import CompressError
 from .base import (
     CONTEXT,
     _choice,
@@ -182,9 +181,6 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
     from .. import prune as stage
     from ..pipeline import with_latency_table
 
-    if (objective == "latency") != (target_latency is not None or latency_of is not None):
-        raise CompressError("--objective latency goes with a latency goal: --target-latency MS or --latency-of "
-                            "MODEL.onnx")
     opts = stage.PruneOptions(data=data_spec, order=stage.Order(order), plan=stage.Plan(plan) if plan else None,
                               analysis=Path(analysis) if analysis else None,
                               target_params=target_params, max_drop=max_drop, step=step,
@@ -194,7 +190,7 @@ def prune(model, data_spec, analysis, order, plan, target_params, objective, tar
                               target_latency=target_latency, train_limit=train_limit,
                               latency_of=Path(latency_of) if latency_of else None, latency_fraction=latency_fraction,
                               retimes=retimes, latency_table=Path(latency_table) if latency_table else None,
-                              target=target, proxy=proxy, select=select)
+                              target=target, proxy=proxy, select=select, objective=objective)
     if compare_orders:
         fractions = _ratios(targets) or ((target_params,) if target_params else ())
         out = Path(output) if output else _default_out("compare", "orders.json")

@@ -161,18 +161,12 @@ def check(report, baseline, update_baseline, junit_path, json_path, force):
     import os
 
     from .. import check as stage
-    from ..fileio import check_outputs
 
-    check_outputs(force, *(Path(p) for p in (junit_path, json_path) if p))
-    if update_baseline:
-        stage.update_baseline(Path(report), Path(baseline))
-    result = stage.run(Path(report), Path(baseline))
+    result, github = stage.enforce(Path(report), Path(baseline), update=update_baseline,
+                                   junit_path=Path(junit_path) if junit_path else None,
+                                   json_path=Path(json_path) if json_path else None, environ=os.environ, force=force)
     _console().print(stage.table(result))
-    if junit_path:
-        stage.write_junit(result, Path(junit_path))
-    if json_path:
-        stage.write_json(result, Path(json_path))
-    for line in stage.to_github(result, os.environ):
+    for line in github:
         click.echo(line)
     if update_baseline:
         click.echo(f"wrote {baseline}: {len(result.rows)} figures of {len({r.model for r in result.rows})} "

@@ -63,6 +63,7 @@ class PruneOptions:
     seed: int = 0
     device: str = "cpu"  # where fine-tuning runs ("cuda" where a GPU is lent); decisions are the same
     distill: float = 0.0  # weight of the unpruned model's soft targets in every fine-tune (0: plain)
+    objective: str | None = None  # params or latency, as the CLI says it; None: the goal given decides
     target_latency: float | None = None  # ms: the latency objective (needs analysis and latency_table)
     latency_table: Path | None = None  # from `compress profile` (per layer, ms at each width, on the target)
     target: str | None = None  # a bench target profile: widths round to its channel_multiple; with the latency
@@ -81,6 +82,11 @@ class PruneOptions:
         return self.target_latency is not None or self.latency_of is not None
 
     def validate(self) -> None:
+        if self.objective not in (None, "params", "latency"):
+            raise CompressError(f"--objective must be params or latency, not {self.objective!r}")
+        if self.objective is not None and (self.objective == "latency") != self.latency_goal:
+            raise CompressError("--objective latency goes with a latency goal: --target-latency MS or --latency-of "
+                                "MODEL.onnx")
         if self.target_latency is not None and self.latency_of is not None:
             raise CompressError("give one latency goal: --target-latency MS or --latency-of MODEL.onnx")
         if not 0 < self.latency_fraction <= 2:
