@@ -222,3 +222,24 @@ def test_export_writes_the_very_int8_file_quantize_measured(trained_lenet, tmp_p
     monkeypatch.setattr(export, "quantize_onnx", real)
     other = export.run(str(tmp_path / "q.pt"), tmp_path / "q13.onnx", export.ExportOptions(opset=13))
     assert other.meta["report"]["int8"].startswith("quantized again")
+
+
+def test_the_residual_stream_of_a_transformer_stays_fp32_and_a_cnn_loses_nothing(tmp_path):
+    """Static int8 leaves every LayerNorm and the Adds that feed one in fp32; a network without
+    LayerNorm keeps every node quantizable."""
+    from torch import nn
+
+    from toolchain.onnxio import residual_stream
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm = nn.Linear(8, 8), nn.LayerNorm(8)
+
+        def forward(self, x):
+            return self.norm(x + self.fc(x))
+    convert.export_onnx(Block(), (8,), tmp_path / "t.onnx", simplify=False)
+    kept = residual_stream(tmp_path / "t.onnx")
+    assert len(kept) == 2 and any("Add" in k for k in kept)
+    convert.export_onnx(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), (1, 8, 8), tmp_path / "c.onnx")
+    assert residual_stream(tmp_path / "c.onnx") == []

@@ -166,6 +166,7 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
         except Exception as e:  # noqa: BLE001 - pre-processing is an optimization; fall back to the raw graph
             logger.warning("quantization pre-processing failed (%s); quantizing the graph as is", e)
             pre = fp32
+        excluded = residual_stream(pre)
         try:
             quantize_static(str(pre), str(dst), _OrtReader(ArrayReader(calibration, input_name)),
                             quant_format=formats[recipe.get("format", "qdq")], op_types_to_quantize=ops,
@@ -174,9 +175,23 @@ def quantize_onnx(fp32: Path, dst: Path, recipe: dict, calibration: np.ndarray) 
                             weight_type=types[recipe.get("weight_type", "int8")],
                             calibrate_method=methods[method], use_external_data_format=large,
                             nodes_to_quantize=list(nodes) if nodes is not None else None,
+                            nodes_to_exclude=excluded,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except (ValueError, RuntimeError) as e:
             raise CompressError(f"quantize: onnxruntime could not quantize the model: {e}") from e
+
+
+def residual_stream(path: Path) -> list[str]:
+    """The nodes static int8 leaves in fp32: every LayerNormalization and the Add nodes that feed one
+    (a transformer's residual stream, whose outliers one int8 scale cannot hold: on ViT-Tiny they were
+    a relative error of 0.27 on the logits, 0.04 without them). A network without LayerNorm (AlexNet,
+    VGG, ResNet) loses nothing to int8 here."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    feeding = {i for n in norms for i in n.input}
+    return [n.name for n in norms] + [n.name for n in graph.node if n.op_type == "Add" and feeding & set(n.output)]
 
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")
