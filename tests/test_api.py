@@ -24,3 +24,13 @@ def test_importing_the_package_loads_no_stage():
 
     code = "import sys, toolchain as c; c.__version__; print(sorted(m for m in sys.modules if m == 'torch'))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
+
+
+def test_bench_and_check_start_without_torch():
+    """A CI runner or a device that only benches and gates needs no torch: their modules do not load it."""
+    import subprocess
+    import sys
+
+    code = "import sys; from toolchain import bench, check; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.strip() == \
+        "False"
