@@ -292,6 +292,9 @@ def _layer_skip(dg, m: nn.Module, channels: int, group_owner: dict) -> tuple[str
         get_criterion("l1")(_pruning_group(dg, m, list(range(channels))))
     except (IndexError, RuntimeError) as e:
         return f"torch-pruning cannot score its dependency group ({type(e).__name__})", members, multiple
+    half = channels - keep_count(channels, 0.5, multiple)
+    if not dg.check_pruning_group(_pruning_group(dg, m, _symmetric(torch.arange(channels, 0, -1.0), half, multiple))):
+        return "a cut of half its channels would empty a layer it is coupled with", members, multiple
     return misaligned(dg, probe), members, multiple
 
 
