@@ -1,17 +1,5 @@
-"""`compress check`: the CI regression gate for size, parameters, MACs, accuracy and latency.
-
-A committed baseline file (TOML or JSON) holds per-model figures and tolerances; a report from
-`compress run` (summary.json) or `compress bench --json` holds the figures now. Every figure the
-baseline names is compared; it passes only when it is a real number within its limit. A figure
-the report lacks, or one that is NaN, fails: a gate that passes on missing data is no gate.
-
-Latency is never compared in milliseconds (shared CI machines are too noisy for that): each
-model's p50 is divided by the p50 of a reference model timed in the same, interleaved bench
-run, and that ratio is what the baseline records.
-
-    result = check.run(Path("runs/x/summary.json"), Path(".ci/baseline.toml"))
-    result.passed, result.failures, [row.status for row in result.rows]
-"""
+"""The gate itself: the baseline file, the report's figures, and the comparison row by row (the
+package docstring, `toolchain.check`, says what the gate holds to)."""
 
 from __future__ import annotations
 
